@@ -1,0 +1,76 @@
+"""The contract every puzzle codec keeps, so the server, the engine and the trainer can treat
+Sudoku, mazes and ARC the same way: parse -> encode -> (model) -> decode -> verify -> answer_payload.
+
+No torch here: codecs run in the API process and in data builders that must stay light.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any, Protocol, runtime_checkable
+
+import numpy as np
+
+
+class PuzzleError(ValueError):
+    """A payload the caller must fix. The API turns it into a 422 with ``message`` and ``location``.
+
+    ``location`` names the offending place in the caller's own terms (``"row 3, col 5"``,
+    ``"train[1].input[2][7]"``) so an LLM client can repair its request without guessing.
+    """
+
+    def __init__(self, message: str, location: str | None = None, code: str = "invalid_puzzle") -> None:
+        self.message = message
+        self.location = location
+        self.code = code
+        super().__init__(self.__str__())
+
+    def __str__(self) -> str:
+        return self.message if self.location is None else f"{self.message} (at {self.location})"
+
+
+@dataclass(frozen=True)
+class Verification:
+    """Whether an answer is correct, and if not, every reason found (not just the first)."""
+
+    valid: bool
+    reasons: tuple[str, ...] = ()
+
+    @staticmethod
+    def of(reasons: list[str]) -> Verification:
+        return Verification(valid=not reasons, reasons=tuple(reasons))
+
+
+@runtime_checkable
+class Codec(Protocol):
+    """One implementation per task ("sudoku", "maze", "arc")."""
+
+    task: str
+    vocab_size: int
+    default_seq_len: int
+
+    def parse(self, payload: Any) -> Any: ...
+    def encode(self, puzzle: Any, seq_len: int) -> np.ndarray: ...
+    def encode_label(self, puzzle: Any, seq_len: int) -> np.ndarray: ...
+    def decode(self, tokens: np.ndarray, puzzle: Any) -> Any: ...
+    def verify(self, puzzle: Any, answer: Any) -> Verification: ...
+    def canonical(self, puzzle: Any) -> str: ...
+    def render(self, puzzle_or_answer: Any) -> str: ...
+    def answer_payload(self, answer: Any, puzzle: Any) -> Any: ...
+
+
+def as_tokens(tokens: Any, seq_len: int) -> np.ndarray:
+    """Flatten model output to a 1-D int array of the expected length (argmax already taken)."""
+    arr = np.asarray(tokens)
+    if arr.ndim != 1:
+        arr = arr.reshape(-1)
+    if arr.shape[0] != seq_len:
+        raise PuzzleError(f"expected {seq_len} tokens, got {arr.shape[0]}", code="bad_tokens")
+    if not np.issubdtype(arr.dtype, np.integer):
+        raise PuzzleError(f"tokens must be integers, got dtype {arr.dtype}", code="bad_tokens")
+    return arr.astype(np.int64, copy=False)
+
+
+def describe_type(value: Any) -> str:
+    """Short type name for error messages ("got dict", "got NoneType")."""
+    return type(value).__name__

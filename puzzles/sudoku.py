@@ -1,0 +1,379 @@
+"""Sudoku 9x9 codec: parse any reasonable payload, encode to the official tokens, decode, verify.
+
+Official vocabulary (official-trm-hrm.md §4.1): 0 = PAD, 1 = blank, 2..10 = digits 1..9, seq_len 81,
+row-major. The solver lives in ``sudoku_solver`` and the tiered generator in ``sudoku_gen``; both are
+re-exported here as ``solve`` and ``generate`` (the names the trainer and the server call).
+See ``sudoku_gen`` for the difficulty tier definitions (givens and solver guesses per tier).
+"""
+
+from __future__ import annotations
+
+import random
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+
+from puzzles.base import PuzzleError, Verification, as_tokens, describe_type
+from puzzles.grid_text import cell_name, clip, is_int
+from puzzles.sudoku_gen import TIER_SPECS, TIERS, generate_digits, tier_of
+from puzzles.sudoku_solver import UNITS, SolveResult, solve_digits
+
+__all__ = [
+    "TIERS",
+    "TIER_SPECS",
+    "SolveResult",
+    "SudokuAnswer",
+    "SudokuCodec",
+    "SudokuPuzzle",
+    "augment",
+    "augment_batch",
+    "generate",
+    "solve",
+    "tier_of",
+]
+
+BLANKS = frozenset(".0_")
+IGNORED = frozenset(" \t\r\n|-+,")  # separators people draw grids with
+_UNIT_NAMES = tuple([f"row {i + 1}" for i in range(9)] + [f"column {i + 1}" for i in range(9)]
+                    + [f"box {i + 1}" for i in range(9)])
+MAX_REASONS = 20  # a garbage answer can break hundreds of rules; the first few say enough
+
+
+@dataclass(frozen=True)
+class SudokuPuzzle:
+    """81 row-major digits (0 = blank) plus the caller's input form, so the answer can mirror it.
+
+    ``form`` is one of "string", "rows", "grid", "flat"; ``wrapped`` is True for {"grid": ...}.
+    ``solution``/``guesses``/``tier`` are filled by the generator (or the dataset loaders).
+    """
+
+    givens: tuple[int, ...]
+    form: str = "string"
+    wrapped: bool = False
+    solution: tuple[int, ...] | None = None
+    guesses: int | None = None
+    tier: str | None = None
+
+    @property
+    def grid(self) -> np.ndarray:
+        return np.array(self.givens, dtype=np.int64).reshape(9, 9)
+
+    @property
+    def num_givens(self) -> int:
+        return sum(1 for v in self.givens if v)
+
+
+@dataclass(frozen=True)
+class SudokuAnswer:
+    """A filled (or partly filled: 0 where the model gave no digit) 9x9 grid, row-major."""
+
+    cells: tuple[int, ...]
+
+    @property
+    def grid(self) -> np.ndarray:
+        return np.array(self.cells, dtype=np.int64).reshape(9, 9)
+
+
+# ---------------------------------------------------------------------------------------------- parse
+
+
+def _cells_from_text(text: str, where: str) -> list[int]:
+    """Digits of a text payload; blanks -> 0, separators skipped, anything else is an error."""
+    cells: list[int] = []
+    line, col = 1, 0
+    for ch in text:
+        if ch == "\n":
+            line, col = line + 1, 0
+            continue
+        col += 1
+        if ch in IGNORED:
+            continue
+        if ch in BLANKS:
+            cells.append(0)
+        elif "1" <= ch <= "9":
+            cells.append(ord(ch) - 48)
+        else:
+            loc = f"{where}line {line}, char {col}" if "\n" in text else f"{where}char {col}"
+            raise PuzzleError(
+                f"bad character {ch!r} in sudoku text: use digits 1-9 and '.', '0' or '_' for blanks",
+                loc, code="bad_character")
+    return cells
+
+
+def _from_string(text: str) -> list[int]:
+    if not text.strip():
+        raise PuzzleError("empty sudoku string: expected 81 cells", code="wrong_size")
+    cells = _cells_from_text(text, "")
+    if len(cells) != 81:
+        raise PuzzleError(f"sudoku string has {len(cells)} cells, expected 81 "
+                          f"(text was {clip(text)!r})", code="wrong_size")
+    return cells
+
+
+def _from_rows(rows: Sequence[str]) -> list[int]:
+    cells: list[int] = []
+    for r, row in enumerate(rows):
+        got = _cells_from_text(row, f"row {r + 1}, ")
+        if len(got) != 9:
+            raise PuzzleError(f"sudoku row {r + 1} has {len(got)} cells, expected 9 (row was {clip(row)!r})",
+                              f"row {r + 1}", code="wrong_size")
+        cells.extend(got)
+    return cells
+
+
+def _cell_value(value: Any, where: str) -> int:
+    if isinstance(value, str) and len(value) == 1 and (value in BLANKS or "1" <= value <= "9"):
+        return 0 if value in BLANKS else int(value)
+    if value is None:
+        return 0
+    if not is_int(value):
+        raise PuzzleError(f"sudoku cell must be an integer 0..9 (0 = blank), got {value!r}", where,
+                          code="bad_character")
+    v = int(value)
+    if not 0 <= v <= 9:
+        raise PuzzleError(f"sudoku cell must be 0..9 (0 = blank), got {v}", where, code="bad_character")
+    return v
+
+
+def _from_grid(grid: Sequence[Any]) -> list[int]:
+    if len(grid) != 9:
+        raise PuzzleError(f"sudoku grid has {len(grid)} rows, expected 9", code="wrong_size")
+    cells: list[int] = []
+    for r, row in enumerate(grid):
+        if isinstance(row, str) or not isinstance(row, Sequence | np.ndarray):
+            raise PuzzleError(f"sudoku grid row {r + 1} must be a list of 9 integers, got {describe_type(row)}",
+                              f"row {r + 1}", code="wrong_size")
+        if len(row) != 9:
+            raise PuzzleError(f"sudoku grid row {r + 1} has {len(row)} cells, expected 9", f"row {r + 1}",
+                              code="wrong_size")
+        cells.extend(_cell_value(v, cell_name(r, c)) for c, v in enumerate(row))
+    return cells
+
+
+def _check_givens(cells: Sequence[int]) -> None:
+    """Reject contradictory givens, naming both cells of the first clash found."""
+    for u, unit in enumerate(UNITS):
+        seen: dict[int, int] = {}
+        for cell in unit:
+            v = cells[cell]
+            if not v:
+                continue
+            if v in seen:
+                a, b = seen[v], cell
+                raise PuzzleError(
+                    f"digit {v} appears twice in {_UNIT_NAMES[u]}: {cell_name(*divmod(a, 9))} "
+                    f"and {cell_name(*divmod(b, 9))}", cell_name(*divmod(b, 9)), code="contradictory_givens")
+            seen[v] = cell
+
+
+def parse_cells(payload: Any) -> tuple[list[int], str, bool]:
+    """(81 digits, form, wrapped) from any accepted payload; no contradiction check."""
+    wrapped = False
+    if isinstance(payload, dict):
+        if "grid" not in payload:
+            keys = ", ".join(sorted(map(str, payload))) or "none"
+            raise PuzzleError(f"sudoku object needs a 'grid' field (got keys: {keys})", code="missing_field")
+        payload, wrapped = payload["grid"], True
+    if isinstance(payload, np.ndarray):
+        payload = payload.tolist()
+    if isinstance(payload, str):
+        return _from_string(payload), "string", wrapped
+    if isinstance(payload, list | tuple):
+        if len(payload) == 81 and all(not isinstance(v, list | tuple | str) for v in payload):
+            return [_cell_value(v, cell_name(*divmod(i, 9))) for i, v in enumerate(payload)], "flat", wrapped
+        if payload and all(isinstance(r, str) for r in payload):
+            if len(payload) != 9:
+                raise PuzzleError(f"sudoku needs 9 row strings, got {len(payload)}", code="wrong_size")
+            return _from_rows(payload), "rows", wrapped
+        if not payload:
+            raise PuzzleError("empty sudoku grid: expected 9 rows of 9 cells", code="wrong_size")
+        return _from_grid(payload), "grid", wrapped
+    raise PuzzleError("sudoku payload must be an 81-character string, a list of 9 row strings or a 9x9 "
+                      f"integer grid, got {describe_type(payload)}", code="bad_type")
+
+
+def parse(payload: Any) -> SudokuPuzzle:
+    cells, form, wrapped = parse_cells(payload)
+    _check_givens(cells)
+    return SudokuPuzzle(tuple(cells), form=form, wrapped=wrapped)
+
+
+# ------------------------------------------------------------------------------------ solve, generate
+
+
+def solve(grid: Any, limit: int = 2) -> SolveResult:
+    """Exact solutions up to ``limit`` and the search effort; ``grid`` is a puzzle or any payload."""
+    cells = grid.givens if isinstance(grid, SudokuPuzzle) else parse_cells(grid)[0]
+    return solve_digits(cells, limit=limit)
+
+
+def generate(rng_or_seed: int | random.Random | np.random.Generator | None, tier: str = "medium") -> SudokuPuzzle:
+    """A seeded unique-solution puzzle of ``tier`` with ``.solution`` and ``.guesses`` filled."""
+    g = generate_digits(rng_or_seed, tier)
+    return SudokuPuzzle(g.givens, form="string", solution=g.solution, guesses=g.guesses, tier=tier)
+
+
+# -------------------------------------------------------------------------------------- augmentation
+
+
+def augment_maps(rng: np.random.Generator) -> tuple[np.ndarray, np.ndarray]:
+    """(digit_map[10] with 0 fixed, cell index map[81]) for one official-style validity-preserving shuffle.
+
+    Transpose with p=0.5, then rows = shuffled bands x shuffled rows within each band, columns the same
+    with stacks; digits 1..9 permuted. ``new.flat[i] = digit_map[old_t.flat[index_map[i]]]``.
+    """
+    digit_map = np.concatenate([[0], rng.permutation(9) + 1]).astype(np.int64)
+    transpose = bool(rng.random() < 0.5)
+    rows = np.concatenate([b * 3 + rng.permutation(3) for b in rng.permutation(3)])
+    cols = np.concatenate([s * 3 + rng.permutation(3) for s in rng.permutation(3)])
+    index_map = (rows[:, None] * 9 + cols[None, :]).reshape(-1)
+    if transpose:  # fold the transpose into the index map: old_t[r, c] = old[c, r]
+        index_map = (index_map % 9) * 9 + index_map // 9
+    return digit_map, index_map
+
+
+def apply_maps(digits: np.ndarray, digit_map: np.ndarray, index_map: np.ndarray) -> np.ndarray:
+    """Apply ``augment_maps`` output to 81 digits (0 = blank); works on any leading batch shape."""
+    flat = np.asarray(digits)
+    if flat.shape[-2:] == (9, 9):
+        flat = flat.reshape(*flat.shape[:-2], 81)
+    return digit_map[flat[..., index_map]]
+
+
+def invert_maps(digit_map: np.ndarray, index_map: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Maps that undo ``apply_maps`` exactly (used to de-augment predictions)."""
+    return np.argsort(digit_map), np.argsort(index_map)
+
+
+def augment(givens: np.ndarray, solution: np.ndarray, rng: np.random.Generator) -> tuple[np.ndarray, np.ndarray]:
+    """The same random official shuffle applied to a puzzle and its solution (81 digits each)."""
+    digit_map, index_map = augment_maps(rng)
+    return apply_maps(givens, digit_map, index_map), apply_maps(solution, digit_map, index_map)
+
+
+# ------------------------------------------------------------------------------------------- codec
+
+
+def _answer_cells(answer: Any) -> tuple[int, ...]:
+    if isinstance(answer, SudokuAnswer):
+        return answer.cells
+    if isinstance(answer, SudokuPuzzle):
+        return answer.givens
+    return tuple(parse_cells(answer)[0])
+
+
+def _duplicates(cells: Sequence[int]) -> list[str]:
+    reasons = []
+    for u, unit in enumerate(UNITS):
+        seen: dict[int, int] = {}
+        for cell in unit:
+            v = cells[cell]
+            if v and v in seen:
+                reasons.append(f"digit {v} appears twice in {_UNIT_NAMES[u]}: "
+                               f"{cell_name(*divmod(seen[v], 9))} and {cell_name(*divmod(cell, 9))}")
+            elif v:
+                seen[v] = cell
+    return reasons
+
+
+class SudokuCodec:
+    task = "sudoku"
+    vocab_size = 11
+    default_seq_len = 81
+
+    def parse(self, payload: Any) -> SudokuPuzzle:
+        return parse(payload)
+
+    def _check_len(self, seq_len: int) -> None:
+        if seq_len != 81:
+            raise PuzzleError(f"sudoku needs seq_len 81, got {seq_len}", code="bad_seq_len")
+
+    def encode(self, puzzle: SudokuPuzzle, seq_len: int = 81) -> np.ndarray:
+        self._check_len(seq_len)
+        return np.asarray(puzzle.givens, dtype=np.int32) + 1
+
+    def encode_label(self, puzzle: SudokuPuzzle | SudokuAnswer, seq_len: int = 81) -> np.ndarray:
+        """Label tokens (2..10 everywhere, givens included, as the official builder writes them)."""
+        self._check_len(seq_len)
+        if isinstance(puzzle, SudokuAnswer):
+            cells = puzzle.cells
+        elif puzzle.solution is not None:
+            cells = puzzle.solution
+        else:
+            res = solve_digits(puzzle.givens, limit=2)
+            if res.count != 1:
+                raise PuzzleError(f"cannot label a sudoku with {res.count if res.count < 2 else '2+'} solutions",
+                                  code="not_unique")
+            cells = res.solutions[0]
+        return np.asarray(cells, dtype=np.int32) + 1
+
+    def decode(self, tokens: np.ndarray, puzzle: SudokuPuzzle | None = None) -> SudokuAnswer:
+        t = as_tokens(tokens, 81)
+        cells = np.where((t >= 2) & (t <= 10), t - 1, 0)
+        return SudokuAnswer(tuple(int(v) for v in cells))
+
+    def verify(self, puzzle: SudokuPuzzle, answer: Any) -> Verification:
+        """Complete, rows/columns/boxes hold each digit once, every given kept."""
+        cells = _answer_cells(answer)
+        reasons = [f"{cell_name(*divmod(i, 9))} is empty" for i, v in enumerate(cells) if not v]
+        reasons += [f"{cell_name(*divmod(i, 9))} is {cells[i]} but the given is {g}"
+                    for i, g in enumerate(puzzle.givens) if g and cells[i] and cells[i] != g]
+        reasons += _duplicates(cells)
+        if len(reasons) > MAX_REASONS:
+            reasons = [*reasons[:MAX_REASONS], f"... and {len(reasons) - MAX_REASONS} more problems"]
+        return Verification.of(reasons)
+
+    def canonical(self, puzzle: SudokuPuzzle | SudokuAnswer) -> str:
+        """81 characters, '.' for blanks: independent of the form the caller used."""
+        return "".join(str(v) if v else "." for v in _answer_cells(puzzle))
+
+    def render(self, puzzle_or_answer: SudokuPuzzle | SudokuAnswer) -> str:
+        cells = _answer_cells(puzzle_or_answer)
+        lines = []
+        for r in range(9):
+            if r in (3, 6):
+                lines.append("------+-------+------")
+            row = [str(v) if v else "." for v in cells[r * 9:(r + 1) * 9]]
+            lines.append(" | ".join(" ".join(row[s:s + 3]) for s in (0, 3, 6)))
+        return "\n".join(lines)
+
+    def answer_payload(self, answer: SudokuAnswer, puzzle: SudokuPuzzle) -> Any:
+        cells = _answer_cells(answer)
+        if puzzle.form == "grid":
+            out: Any = [list(cells[r * 9:(r + 1) * 9]) for r in range(9)]
+        elif puzzle.form == "flat":
+            out = list(cells)
+        elif puzzle.form == "rows":
+            out = ["".join(str(v) if v else "." for v in cells[r * 9:(r + 1) * 9]) for r in range(9)]
+        else:
+            out = "".join(str(v) if v else "." for v in cells)
+        return {"grid": out} if puzzle.wrapped else out
+
+
+CODEC = SudokuCodec()
+
+
+def augment_batch(givens: np.ndarray, solutions: np.ndarray,
+                  rng: np.random.Generator) -> tuple[np.ndarray, np.ndarray]:
+    """``augment`` for many rows at once ([n, 81] each), vectorised: a million rows in seconds.
+
+    Each row gets its own independent shuffle (the same one for its puzzle and its solution).
+    """
+    givens = np.asarray(givens).reshape(-1, 81)
+    solutions = np.asarray(solutions).reshape(-1, 81)
+    n = givens.shape[0]
+    digit_map = np.concatenate([np.zeros((n, 1), np.int64), rng.random((n, 9)).argsort(1) + 1], axis=1)
+    bands = rng.random((n, 3)).argsort(1)
+    rows = (bands[:, :, None] * 3 + rng.random((n, 3, 3)).argsort(2)).reshape(n, 9)
+    stacks = rng.random((n, 3)).argsort(1)
+    cols = (stacks[:, :, None] * 3 + rng.random((n, 3, 3)).argsort(2)).reshape(n, 9)
+    index_map = (rows[:, :, None] * 9 + cols[:, None, :]).reshape(n, 81)
+    transpose = rng.random(n) < 0.5
+    index_map[transpose] = (index_map[transpose] % 9) * 9 + index_map[transpose] // 9
+
+    def apply(x: np.ndarray) -> np.ndarray:
+        return np.take_along_axis(digit_map, np.take_along_axis(x.astype(np.int64), index_map, 1), 1)
+
+    return apply(givens), apply(solutions)

@@ -1,0 +1,144 @@
+"""Sudoku codec, solver, generator and augmentation: properties that must hold for any puzzle."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+
+from puzzles import get_codec
+from puzzles.sudoku import (
+    TIER_SPECS,
+    SudokuAnswer,
+    apply_maps,
+    augment_batch,
+    augment_maps,
+    generate,
+    invert_maps,
+    solve,
+    tier_of,
+)
+
+CODEC = get_codec("sudoku")
+FAST = settings(max_examples=25, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+seeds = st.integers(min_value=0, max_value=2**32 - 1)
+
+
+@pytest.fixture(scope="module")
+def easy_pool() -> list:
+    return [generate(seed, "easy") for seed in range(20)]
+
+
+@FAST
+@given(seed=seeds, tier=st.sampled_from(["easy", "medium"]))
+def test_generated_puzzle_has_exactly_one_solution_and_its_tier(seed: int, tier: str) -> None:
+    p = generate(seed, tier)
+    res = solve(p, limit=2)
+    assert res.count == 1
+    assert res.solutions[0] == p.solution
+    spec = TIER_SPECS[tier]
+    assert spec.min_givens <= p.num_givens <= spec.max_givens
+    assert tier_of(p.num_givens, res.guesses) == tier
+
+
+@pytest.mark.parametrize("tier", ["hard", "extreme"])
+def test_hard_tiers_need_search_and_are_unique(tier: str) -> None:
+    for seed in range(2):
+        p = generate(seed, tier)
+        res = solve(p, limit=2)
+        assert res.count == 1 and res.guesses == p.guesses
+        assert tier_of(p.num_givens, res.guesses) == tier
+
+
+def test_generation_is_seeded() -> None:
+    assert generate(7, "medium").givens == generate(7, "medium").givens
+    assert generate(7, "medium").givens != generate(8, "medium").givens
+
+
+@FAST
+@given(seed=seeds)
+def test_solver_output_verifies(seed: int) -> None:
+    p = generate(seed, "medium")
+    blanked = CODEC.parse(CODEC.canonical(p))
+    res = solve(blanked, limit=1)
+    assert CODEC.verify(blanked, SudokuAnswer(res.solutions[0])).valid
+
+
+def test_solver_counts_multiple_solutions_and_contradictions() -> None:
+    assert solve("." * 81, limit=5).count == 5
+    p = generate(3, "easy")
+    assert p.solution is not None
+    # one given changed to a digit that breaks the unique solution -> no solution (or contradiction)
+    bad = list(p.solution)
+    bad[0], bad[1] = bad[1], bad[0]
+    assert solve(bad, limit=2).count == 0 or solve(bad, limit=2).solutions[0] != p.solution
+
+
+@FAST
+@given(seed=seeds, form=st.sampled_from(["string", "rows", "grid", "dict"]))
+def test_encode_decode_round_trip_in_callers_form(seed: int, form: str) -> None:
+    p = generate(seed % 20, "easy")
+    text = CODEC.canonical(p)
+    payload = {
+        "string": text.replace(".", "0"),
+        "rows": [text[r * 9:(r + 1) * 9] for r in range(9)],
+        "grid": p.grid.tolist(),
+        "dict": {"grid": text},
+    }[form]
+    q = CODEC.parse(payload)
+    assert q.givens == p.givens
+    tokens = CODEC.encode(q, 81)
+    assert tokens.dtype == np.int32 and tokens.min() >= 1 and tokens.max() <= 10
+    assert CODEC.decode(tokens, q).cells == q.givens
+    answer = CODEC.decode(CODEC.encode_label(p, 81), q)
+    assert CODEC.verify(q, answer).valid
+    out = CODEC.answer_payload(answer, q)
+    assert CODEC.parse(out).givens == p.solution  # the answer parses back in the caller's own form
+    assert type(out) is type(payload)
+
+
+def test_separators_and_blanks_are_accepted(easy_pool: list) -> None:
+    p = easy_pool[0]
+    rendered = CODEC.render(p)
+    assert CODEC.parse(rendered).givens == p.givens
+    assert CODEC.parse(CODEC.canonical(p).replace(".", "_")).givens == p.givens
+
+
+def test_verify_reports_each_kind_of_problem(easy_pool: list) -> None:
+    p = easy_pool[1]
+    sol = list(p.solution)
+    given_cell = next(i for i, v in enumerate(p.givens) if v)
+    sol[given_cell] = sol[given_cell] % 9 + 1
+    reasons = CODEC.verify(p, SudokuAnswer(tuple(sol))).reasons
+    assert any("but the given is" in r for r in reasons)
+    assert any("appears twice in row" in r for r in reasons)
+    assert any("appears twice in column" in r for r in reasons)
+    assert any("appears twice in box" in r for r in reasons)
+    empty = CODEC.verify(p, SudokuAnswer(p.givens)).reasons
+    assert any(r.endswith("is empty") for r in empty)
+
+
+@FAST
+@given(seed=seeds)
+def test_augment_keeps_validity_and_inverts_exactly(seed: int) -> None:
+    rng = np.random.default_rng(seed)
+    p = generate(seed % 20, "easy")
+    digit_map, index_map = augment_maps(rng)
+    g = apply_maps(np.array(p.givens), digit_map, index_map)
+    s = apply_maps(np.array(p.solution), digit_map, index_map)
+    q = CODEC.parse(g.tolist())
+    assert CODEC.verify(q, s.tolist()).valid
+    inv_d, inv_i = invert_maps(digit_map, index_map)
+    assert tuple(inv_d[g[inv_i]]) == p.givens
+
+
+def test_augment_batch_rows_are_valid_and_distinct(easy_pool: list) -> None:
+    g = np.array([p.givens for p in easy_pool])
+    s = np.array([p.solution for p in easy_pool])
+    ag, as_ = augment_batch(g, s, np.random.default_rng(0))
+    assert ag.shape == (20, 81)
+    for i in range(20):
+        assert CODEC.verify(CODEC.parse(ag[i].tolist()), as_[i].tolist()).valid
+        assert int((ag[i] > 0).sum()) == easy_pool[i].num_givens
+    assert len({tuple(r) for r in ag}) == 20
