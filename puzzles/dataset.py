@@ -201,3 +201,35 @@ def _sudoku_arrays(data: Any) -> tuple[np.ndarray, np.ndarray]:
         givens.append(p.givens)
         solutions.append(sol)
     return np.asarray(givens, np.int64), np.asarray(solutions, np.int64)
+
+
+def build_maze_dataset(
+    out_dir: str | Path,
+    train: Sequence[Any],
+    test: Sequence[Any] | None = None,
+    *,
+    aug: bool = False,
+    seq_len: int = 900,
+) -> Path:
+    """Official maze layout (vocab 6, one identifier). With ``aug`` each train maze's 8 dihedral
+    versions form its group (official ``--aug``; off by default there too); test is not augmented.
+    Puzzles are MazePuzzle objects (``.solution`` is computed by BFS when missing)."""
+    from puzzles.maze import CODEC as MAZE
+    from puzzles.maze import augment
+
+    root = Path(out_dir)
+    for split, data, use_aug in (("train", train, aug), ("test", test, False)):
+        if data is None:
+            continue
+        versions = range(8) if use_aug else range(1)
+        inputs, labels = [], []
+        for puzzle in data:
+            for t in versions:
+                p = augment(puzzle, t) if t else puzzle
+                inputs.append(MAZE.encode(p, seq_len))
+                labels.append(MAZE.encode_label(p, seq_len))
+        per_group = len(versions)
+        write_dataset(root, split, np.stack(inputs), np.stack(labels), vocab_size=6,
+                      group_indices=np.arange(0, len(data) * per_group + 1, per_group),
+                      identifiers=["<blank>"], num_puzzle_identifiers=1)
+    return root
