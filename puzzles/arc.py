@@ -232,6 +232,8 @@ class ArcCodec:
             grid = _answer_grid(answer)
         except PuzzleError as err:
             return Verification.of([str(err)])
+        if not grid:
+            return Verification.of(["the answer grid is empty (no colour at the top-left of the canvas)"])
         expected = puzzle.expected
         if expected is None:
             return Verification.of(["no expected output is known for this test input, so it cannot be verified"])

@@ -29,7 +29,7 @@ CHAR_OF = {i + 1: ch for i, ch in enumerate(CHARSET)}
 MIN_SIDE, MAX_SIDE = 5, 30
 PUZZLE_CHARS = frozenset("# SG")
 
-__all__ = ["CODEC", "MazeAnswer", "MazeCodec", "MazePuzzle", "augment", "generate", "shortest_path"]
+__all__ = ["CODEC", "MazeAnswer", "MazeCodec", "MazePuzzle", "augment", "generate", "parse", "shortest_path", "solve"]
 
 
 @dataclass(frozen=True)
@@ -257,7 +257,10 @@ class MazeCodec:
         return MazeAnswer(array_to_rows(crop))
 
     def verify(self, puzzle: MazePuzzle, answer: Any) -> Verification:
-        rows = _answer_rows(answer)
+        try:
+            rows = _answer_rows(answer)
+        except PuzzleError as err:
+            return Verification.of([str(err)])
         n = puzzle.side
         if len(rows) != n or any(len(r) != n for r in rows):
             return Verification.of([f"answer must be {n} rows of {n} characters"])

@@ -3,7 +3,14 @@
 Official vocabulary (official-trm-hrm.md §4.1): 0 = PAD, 1 = blank, 2..10 = digits 1..9, seq_len 81,
 row-major. The solver lives in ``sudoku_solver`` and the tiered generator in ``sudoku_gen``; both are
 re-exported here as ``solve`` and ``generate`` (the names the trainer and the server call).
-See ``sudoku_gen`` for the difficulty tier definitions (givens and solver guesses per tier).
+
+Difficulty tiers (details and how they are generated: ``sudoku_gen``). ``guesses`` = tentative
+assignments our solver makes to walk the whole search tree (naked + hidden singles at every node):
+
+    easy      36..45 givens, 0 guesses (singles alone solve it)
+    medium    28..35 givens, 0 guesses
+    hard      22..30 givens, 2..9 guesses
+    extreme   17..30 givens, >= 10 guesses
 """
 
 from __future__ import annotations
@@ -21,6 +28,7 @@ from puzzles.sudoku_gen import TIER_SPECS, TIERS, generate_digits, tier_of
 from puzzles.sudoku_solver import UNITS, SolveResult, solve_digits
 
 __all__ = [
+    "CODEC",
     "TIERS",
     "TIER_SPECS",
     "SolveResult",
@@ -30,6 +38,8 @@ __all__ = [
     "augment",
     "augment_batch",
     "generate",
+    "generate_batch",
+    "parse",
     "solve",
     "tier_of",
 ]
@@ -215,6 +225,15 @@ def generate(rng_or_seed: int | random.Random | np.random.Generator | None, tier
     return SudokuPuzzle(g.givens, form="string", solution=g.solution, guesses=g.guesses, tier=tier)
 
 
+def generate_batch(seed: int, tier: str, n: int) -> tuple[np.ndarray, np.ndarray]:
+    """``n`` puzzles of one tier from one seeded stream, as ([n, 81] givens, [n, 81] solutions) int8
+    digit arrays (0 = blank): the shape ``puzzles.dataset.build_sudoku_dataset`` takes."""
+    rng = random.Random(seed)
+    out = [generate_digits(rng, tier) for _ in range(n)]
+    return (np.array([g.givens for g in out], dtype=np.int8).reshape(n, 81),
+            np.array([g.solution for g in out], dtype=np.int8).reshape(n, 81))
+
+
 # -------------------------------------------------------------------------------------- augmentation
 
 
@@ -316,7 +335,10 @@ class SudokuCodec:
 
     def verify(self, puzzle: SudokuPuzzle, answer: Any) -> Verification:
         """Complete, rows/columns/boxes hold each digit once, every given kept."""
-        cells = _answer_cells(answer)
+        try:
+            cells = _answer_cells(answer)
+        except PuzzleError as err:
+            return Verification.of([f"answer is not a sudoku grid: {err}"])
         reasons = [f"{cell_name(*divmod(i, 9))} is empty" for i, v in enumerate(cells) if not v]
         reasons += [f"{cell_name(*divmod(i, 9))} is {cells[i]} but the given is {g}"
                     for i, g in enumerate(puzzle.givens) if g and cells[i] and cells[i] != g]

@@ -15,6 +15,7 @@ from puzzles.sudoku import (
     augment_batch,
     augment_maps,
     generate,
+    generate_batch,
     invert_maps,
     solve,
     tier_of,
@@ -142,3 +143,15 @@ def test_augment_batch_rows_are_valid_and_distinct(easy_pool: list) -> None:
         assert CODEC.verify(CODEC.parse(ag[i].tolist()), as_[i].tolist()).valid
         assert int((ag[i] > 0).sum()) == easy_pool[i].num_givens
     assert len({tuple(r) for r in ag}) == 20
+
+
+def test_generate_batch_feeds_the_dataset_builder(tmp_path) -> None:
+    from puzzles.dataset import build_sudoku_dataset, read_dataset
+
+    g, s = generate_batch(11, "easy", 6)
+    assert g.shape == s.shape == (6, 81)
+    assert np.array_equal(generate_batch(11, "easy", 6)[0], g)
+    for i in range(6):
+        assert solve(g[i].tolist()).count == 1
+    build_sudoku_dataset(tmp_path, (g, s), (g[:2], s[:2]), num_aug=2, seed=0)
+    assert read_dataset(tmp_path, "train").num_examples == 18
