@@ -98,6 +98,7 @@ ENV PATH=/opt/venv/bin:$PATH \
     PYTHONDONTWRITEBYTECODE=1 \
     RECURSOLVE_WEIGHTS_DIR=/app/weights \
     RECURSOLVE_PORT=8000 \
+    XDG_CACHE_HOME=/tmp/cache \
     NVIDIA_VISIBLE_DEVICES=all \
     NVIDIA_DRIVER_CAPABILITIES=compute,utility
 USER 10001:10001
@@ -126,7 +127,8 @@ ENV PATH=/opt/venv/bin:$PATH \
     PYTHONDONTWRITEBYTECODE=1 \
     LD_PRELOAD=/usr/local/lib/libtcmalloc_minimal.so.4 \
     RECURSOLVE_WEIGHTS_DIR=/app/weights \
-    RECURSOLVE_PORT=8000
+    RECURSOLVE_PORT=8000 \
+    XDG_CACHE_HOME=/tmp/cache
 USER 10001:10001
 EXPOSE 8000
 HEALTHCHECK --interval=15s --timeout=5s --start-period=120s --retries=3 \
