@@ -1,0 +1,369 @@
+"""The solve path between HTTP and the executors: parse, cache, coalesce, submit, wait, render.
+
+HTTP-free: it raises typed errors (PuzzleError, ModelNotFound, QueueFull, NotAccepting,
+TooManyRows, EngineError) that the API layer maps to status codes.
+
+- Cache: looked up before submitting and written after, through `app.cache` (which never raises).
+  Never stored: deadline-cut or cancelled results, and noisy unseeded results that did not verify
+  (a different run could give a different answer; a verified one is right whatever the seed).
+- Coalescing: identical deterministic requests (same cache key) in flight at once share one
+  engine request. A joiner whose deadline is earlier than the running request's does not join
+  (it could be kept waiting past its own deadline) and is submitted on its own.
+- Cancellation: the engine request is cancelled when its last waiter goes away.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import math
+import time
+from collections.abc import AsyncIterator, Awaitable, Callable
+from dataclasses import dataclass, field, fields
+from typing import Any
+
+import numpy as np
+import orjson
+
+from app import metrics
+from app.cache import ResultCache, cache_key
+from app.engine.registry import ServedModel
+from app.engine.request import Request, Result, SolveOptions, StepEvent
+from puzzles import TASKS, PuzzleError
+
+log = logging.getLogger(__name__)
+
+DISCONNECT_POLL_S = 0.05
+KEEPALIVE_S = 15.0  # SSE comment while a stream waits in the queue, so proxies keep it open
+# PTRM noise scale per task when the caller asks for K > 1 without one (serving-notes, reported settings).
+DEFAULT_NOISE = {"sudoku": 0.3, "maze": 1.0, "arc": 0.2}
+MAX_REASONS = 10
+OPTION_FIELDS = frozenset(f.name for f in fields(SolveOptions))
+
+
+class ModelNotFound(LookupError):
+    def __init__(self, message: str, code: str = "model_not_found", location: str = "model") -> None:
+        self.message, self.code, self.location = message, code, location
+        super().__init__(message)
+
+
+class InvalidRequest(ValueError):
+    """A well-formed request that cannot be served as asked (HTTP 422)."""
+
+    def __init__(self, message: str, location: str | None = None, code: str = "invalid_request") -> None:
+        self.message, self.code, self.location = message, code, location
+        super().__init__(message)
+
+
+class ClientGone(Exception):
+    """The caller disconnected while waiting."""
+
+
+@dataclass
+class Prepared:
+    """A parsed request, ready to run."""
+
+    model: ServedModel
+    puzzle: Any
+    options: SolveOptions
+    inputs: np.ndarray
+    puzzle_identifier: int
+    key: str
+    started: float = field(default_factory=time.monotonic)
+
+    @property
+    def task(self) -> str:
+        return self.model.task
+
+    def verifier(self, tokens: np.ndarray) -> bool:
+        codec = self.model.codec
+        try:
+            return codec.verify(self.puzzle, codec.decode(tokens, self.puzzle)).valid
+        except PuzzleError:  # an undecodable answer is not a valid one
+            return False
+
+
+@dataclass
+class Outcome:
+    result: Result
+    cached: bool = False
+    coalesced: bool = False
+
+
+@dataclass(eq=False)
+class _Flight:
+    request: Request
+    waiters: int = 0
+
+
+class SolveService:
+    def __init__(self, models: dict[str, ServedModel], defaults: dict[str, str], cache: ResultCache,
+                 *, default_deadline_ms: int | None = None, cache_ttl_seconds: int = 86400,
+                 cache_enabled: bool = True) -> None:
+        self.models = models
+        self.defaults = defaults
+        self.cache = cache
+        self.default_deadline_ms = default_deadline_ms
+        self.cache_ttl_seconds = cache_ttl_seconds
+        self.cache_enabled = cache_enabled
+        self.draining = False
+        self._inflight: dict[str, _Flight] = {}
+
+    # -- preparing ---------------------------------------------------------------------------------
+
+    def model_for(self, task: str | None, name: str | None) -> ServedModel:
+        if name is not None:
+            model = self.models.get(name)
+            if model is None:
+                served = ", ".join(sorted(self.models)) or "none"
+                raise ModelNotFound(f"unknown model {name!r}; served models: {served} (GET /v1/models)")
+            if task is not None and model.task != task:
+                raise InvalidRequest(f"model {name!r} solves {model.task!r}, not {task!r}; drop 'model' to use "
+                                     f"the default {task} model", "model", code="model_task_mismatch")
+            return model
+        if task is None:
+            raise PuzzleError("give a task (one of " + ", ".join(TASKS) + ") or a model name", "task",
+                              code="missing_task")
+        default = self.defaults.get(task)
+        if default is None:
+            served = ", ".join(sorted(self.defaults)) or "none"
+            raise ModelNotFound(f"no model serves task {task!r} on this server; tasks served: {served}",
+                                code="no_model_for_task", location="task")
+        return self.models[default]
+
+    def resolve_options(self, model: ServedModel, given: dict[str, Any]) -> SolveOptions:
+        """Request options over the model's configured defaults over the engine defaults."""
+        merged = {k: v for k, v in {**model.spec.default_options, **given}.items()
+                  if v is not None and k in OPTION_FIELDS}
+        merged.setdefault("max_steps", model.config.halt_max_steps)
+        k = merged.get("trajectories", 1)
+        merged.setdefault("noise", DEFAULT_NOISE.get(model.task, 0.3) if k > 1 else 0.0)
+        if "deadline_ms" not in merged and self.default_deadline_ms is not None:
+            merged["deadline_ms"] = self.default_deadline_ms
+        if not self.cache_enabled:
+            merged["cache"] = False
+        return SolveOptions(**merged)
+
+    def prepare(self, task: str | None, model_name: str | None, payload: Any, options: dict[str, Any],
+                started: float | None = None) -> Prepared:
+        """Parse and encode the puzzle (PuzzleError -> 422) for the chosen model."""
+        model = self.model_for(task, model_name)
+        codec = model.codec
+        puzzle = codec.parse(payload)
+        inputs = np.asarray(codec.encode(puzzle, model.config.seq_len), dtype=np.int32)
+        opts = self.resolve_options(model, options)
+        key = cache_key(model.version, model.task, codec.canonical(puzzle), opts.answer_options())
+        return Prepared(model, puzzle, opts, inputs, model.puzzle_identifier(puzzle), key,
+                        started if started is not None else time.monotonic())
+
+    # -- solving -----------------------------------------------------------------------------------
+
+    async def solve(self, prep: Prepared, is_disconnected: Callable[[], Awaitable[bool]] | None = None) -> Outcome:
+        hit = await self._cache_get(prep)
+        if hit is not None:
+            return hit
+        flight, joined = self._flight(prep)
+        result = await self._wait(flight, is_disconnected)
+        await self._cache_put(prep, result)
+        return Outcome(result, coalesced=joined)
+
+    async def stream(self, prep: Prepared) -> AsyncIterator[StepEvent | Outcome | None]:
+        """Step events, then the Outcome. Submits before the first yield, so the caller can turn
+        queue-full / draining errors into a normal HTTP error before the stream starts."""
+        hit = await self._cache_get(prep)
+        if hit is not None:
+            return _once(hit)
+        events: asyncio.Queue[StepEvent] = asyncio.Queue()
+        request = self._new_request(prep, on_step=events.put_nowait)
+        prep.model.executor.submit(request)
+        return self._stream_events(prep, request, events)
+
+    async def _stream_events(self, prep: Prepared, request: Request,
+                             events: asyncio.Queue[StepEvent]) -> AsyncIterator[StepEvent | Outcome | None]:
+        """Yields None when nothing happened for KEEPALIVE_S (the caller sends an SSE comment)."""
+        getter: asyncio.Future[StepEvent] | None = None
+        try:
+            while True:
+                getter = getter or asyncio.ensure_future(events.get())
+                done, _ = await asyncio.wait({getter, request.future}, timeout=KEEPALIVE_S,
+                                             return_when=asyncio.FIRST_COMPLETED)
+                if getter in done:
+                    yield getter.result()
+                    getter = None
+                    continue
+                if request.future not in done:
+                    yield None
+                    continue
+                while not events.empty():  # steps published before the result was set
+                    yield events.get_nowait()
+                result = request.future.result()
+                await self._cache_put(prep, result)
+                yield Outcome(result)
+                return
+        finally:
+            if getter is not None:
+                getter.cancel()
+            if not request.future.done():  # the client went away (generator closed): free the rows
+                request.cancel()
+
+    def _new_request(self, prep: Prepared, on_step: Callable[[StepEvent], None] | None = None) -> Request:
+        verifier = prep.verifier if prep.options.needs_step_verifier else None
+        return Request(inputs=prep.inputs, puzzle_identifier=prep.puzzle_identifier, options=prep.options,
+                       loop=asyncio.get_running_loop(), verifier=verifier, on_step=on_step, created=prep.started)
+
+    def _flight(self, prep: Prepared) -> tuple[_Flight, bool]:
+        """Join an identical in-flight request, or submit a new one."""
+        o = prep.options
+        existing = self._inflight.get(prep.key) if o.deterministic else None
+        if existing is not None and not existing.request.future.done() and not existing.request.cancelled:
+            deadline = prep.started + o.deadline_ms / 1000 if o.deadline_ms is not None else math.inf
+            if deadline >= existing.request.deadline:
+                return existing, True
+        request = self._new_request(prep)
+        prep.model.executor.submit(request)
+        flight = _Flight(request)
+        if o.deterministic:
+            self._inflight[prep.key] = flight
+            request.future.add_done_callback(lambda _f: self._forget(prep.key, flight))
+        return flight, False
+
+    def _forget(self, key: str, flight: _Flight) -> None:
+        if self._inflight.get(key) is flight:
+            del self._inflight[key]
+
+    async def _wait(self, flight: _Flight, is_disconnected: Callable[[], Awaitable[bool]] | None) -> Result:
+        flight.waiters += 1
+        watcher = asyncio.ensure_future(_watch(is_disconnected)) if is_disconnected is not None else None
+        try:
+            waiting: set[asyncio.Future[Any]] = {flight.request.future}
+            if watcher is not None:
+                waiting.add(watcher)
+            done, _ = await asyncio.wait(waiting, return_when=asyncio.FIRST_COMPLETED)
+            if flight.request.future in done:
+                return flight.request.future.result()
+            raise ClientGone()
+        finally:
+            flight.waiters -= 1
+            if watcher is not None:
+                watcher.cancel()
+            if flight.waiters == 0 and not flight.request.future.done():
+                flight.request.cancel()  # nobody is waiting any more: free the rows at the next step
+
+    # -- cache -------------------------------------------------------------------------------------
+
+    async def _cache_get(self, prep: Prepared) -> Outcome | None:
+        if not prep.options.cache:
+            return None
+        raw = await self.cache.get(prep.key)
+        if raw is None:
+            return None
+        try:
+            d = orjson.loads(raw)
+            result = Result(tokens=np.asarray(d["tokens"], dtype=np.int64), confidence=d["confidence"],
+                            q_halt=d["q_halt"], steps=d["steps"], halted_by=d["halted_by"],
+                            trajectories=d["trajectories"], chosen=d["chosen"], row_steps=d["row_steps"],
+                            valid=d["valid"], queue_ms=0.0, compute_ms=0.0)
+        except (ValueError, KeyError, TypeError):  # a foreign or stale entry: recompute, never fail
+            log.warning("ignoring unreadable cache entry %s", prep.key)
+            return None
+        return Outcome(result, cached=True)
+
+    async def _cache_put(self, prep: Prepared, result: Result) -> None:
+        if not prep.options.cache or result.tokens is None or result.halted_by in ("deadline", "cancelled"):
+            return
+        if not prep.options.deterministic and not self._valid(prep, result):
+            return
+        payload = orjson.dumps({
+            "tokens": result.tokens.tolist(), "confidence": result.confidence, "q_halt": result.q_halt,
+            "steps": result.steps, "halted_by": result.halted_by, "trajectories": result.trajectories,
+            "chosen": result.chosen, "row_steps": result.row_steps, "valid": result.valid})
+        await self.cache.set(prep.key, payload, self.cache_ttl_seconds)
+
+    @staticmethod
+    def _valid(prep: Prepared, result: Result) -> bool:
+        return result.valid if result.valid is not None else prep.verifier(result.tokens)
+
+    # -- rendering ---------------------------------------------------------------------------------
+
+    def answer_fields(self, prep: Prepared, tokens: np.ndarray | None) -> dict[str, Any]:
+        """The answer in the caller's form, as text, and the verifier's verdict."""
+        if tokens is None:
+            return {"answer": None, "answer_text": None, "verified": False,
+                    "verification": ["no ACT step ran, so there is no answer"]}
+        codec = prep.model.codec
+        answer = codec.decode(tokens, prep.puzzle)
+        verdict = codec.verify(prep.puzzle, answer)
+        return {"answer": codec.answer_payload(answer, prep.puzzle), "answer_text": codec.render(answer),
+                "verified": verdict.valid, "verification": list(verdict.reasons[:MAX_REASONS])}
+
+    def render(self, prep: Prepared, outcome: Outcome, request_id: str | None = None) -> dict[str, Any]:
+        r = outcome.result
+        total_ms = (time.monotonic() - prep.started) * 1000.0
+        body = {
+            "request_id": request_id,
+            "task": prep.task,
+            "model": {"name": prep.model.name, "version": prep.model.version},
+            **self.answer_fields(prep, r.tokens),
+            "confidence": r.confidence,
+            "steps": r.steps,
+            "halted_by": r.halted_by,
+            "trajectories": r.trajectories,
+            "chosen_trajectory": r.chosen,
+            "row_steps": r.row_steps,
+            "cached": outcome.cached,
+            "coalesced": outcome.coalesced,
+            "timings": {"queue_ms": round(r.queue_ms, 3), "compute_ms": round(r.compute_ms, 3),
+                        "total_ms": round(total_ms, 3)},
+        }
+        self._observe(prep, outcome, body, total_ms)
+        return body
+
+    def _observe(self, prep: Prepared, outcome: Outcome, body: dict[str, Any], total_ms: float) -> None:
+        name, r = prep.model.name, outcome.result
+        metrics.REQUESTS.labels(model=name, task=prep.task, status="ok").inc()
+        metrics.REQUEST_DURATION.labels(model=name, task=prep.task).observe(total_ms / 1000.0)
+        metrics.ANSWERS.labels(model=name, verified=str(bool(body["verified"])).lower()).inc()
+        if outcome.cached or outcome.coalesced:
+            return  # the engine did no work for this caller
+        metrics.QUEUE_WAIT.labels(model=name).observe(r.queue_ms / 1000.0)
+        metrics.COMPUTE.labels(model=name).observe(r.compute_ms / 1000.0)
+        metrics.REQUEST_ACT_STEPS.labels(model=name).observe(r.steps)
+        metrics.REQUEST_TRAJECTORIES.labels(model=name).observe(r.trajectories)
+
+    # -- lifecycle ---------------------------------------------------------------------------------
+
+    def begin_drain(self) -> None:
+        """Stop admission everywhere (readyz turns 503); running and queued requests go on."""
+        self.draining = True
+        for m in self.models.values():
+            m.executor.stop_accepting()
+
+    async def shutdown(self, grace_s: float) -> None:
+        """Drain: let running rows finish within `grace_s`, cut the rest (best answer so far), stop."""
+        self.begin_drain()
+        end = time.monotonic() + grace_s
+        while time.monotonic() < end and not all(m.executor.idle for m in self.models.values()):
+            await asyncio.sleep(0.05)
+        for m in self.models.values():
+            if not m.executor.idle:
+                log.warning("grace period over: cutting %s running rows of %s", m.executor.stats()["running_rows"],
+                            m.name)
+                m.executor.cut()
+        cut_end = time.monotonic() + 2.0
+        while time.monotonic() < cut_end and not all(m.executor.idle for m in self.models.values()):
+            await asyncio.sleep(0.02)
+        await asyncio.sleep(0)  # let resolved futures reach their handlers
+        for m in self.models.values():
+            await asyncio.to_thread(m.executor.stop)
+        with contextlib.suppress(Exception):
+            await self.cache.close()
+
+
+async def _watch(is_disconnected: Callable[[], Awaitable[bool]]) -> None:
+    while not await is_disconnected():
+        await asyncio.sleep(DISCONNECT_POLL_S)
+
+
+async def _once(outcome: Outcome) -> AsyncIterator[StepEvent | Outcome | None]:
+    yield outcome
