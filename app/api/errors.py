@@ -1,0 +1,140 @@
+"""One error shape for every failure: {"error": {"code", "message", "location"?, "details"?}}.
+
+Bad input is always a 4xx that says what to fix; a deadline is never an error (the engine
+returns the best answer so far), so there is no 504.
+"""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass, field
+from typing import Any
+
+from fastapi import FastAPI, Request
+from fastapi.exceptions import RequestValidationError
+from fastapi.responses import JSONResponse
+from pydantic import ValidationError
+from starlette.exceptions import HTTPException as StarletteHTTPException
+
+from app import metrics
+from app.engine.request import EngineError
+from app.engine.scheduler import NotAccepting, QueueFull, TooManyRows
+from app.engine.service import InvalidRequest, ModelNotFound
+from puzzles import PuzzleError
+
+log = logging.getLogger(__name__)
+
+# HTTP status -> the `status` label of recursolve_requests_total.
+STATUS_LABEL = {404: "not_found", 413: "too_large", 422: "invalid", 429: "overloaded", 503: "unavailable"}
+
+
+@dataclass
+class ApiError(Exception):
+    status: int
+    code: str
+    message: str
+    location: str | None = None
+    details: list[dict[str, Any]] | None = None
+    headers: dict[str, str] = field(default_factory=dict)
+
+    def body(self) -> dict[str, Any]:
+        err: dict[str, Any] = {"code": self.code, "message": self.message}
+        if self.location is not None:
+            err["location"] = self.location
+        if self.details:
+            err["details"] = self.details
+        return {"error": err}
+
+    def response(self) -> JSONResponse:
+        return JSONResponse(self.body(), status_code=self.status, headers=self.headers or None)
+
+    @property
+    def status_label(self) -> str:
+        return STATUS_LABEL.get(self.status, "error")
+
+
+def _loc(parts: tuple[Any, ...] | list[Any]) -> str:
+    """("body", "options", "max_steps") -> "options.max_steps"; list indices as [i]."""
+    out = ""
+    for p in parts:
+        if p == "body" and not out:
+            continue
+        out += f"[{p}]" if isinstance(p, int) else (f".{p}" if out else str(p))
+    return out or "body"
+
+
+def from_validation(errors: list[dict[str, Any]], prefix: tuple[Any, ...] = ()) -> ApiError:
+    """Pydantic errors -> 422 in our shape; the first error is the headline, all are in details."""
+    details = []
+    for e in errors:
+        loc = _loc((*prefix, *e.get("loc", ())))
+        kind = e.get("type", "")
+        if kind == "extra_forbidden":
+            msg = f"unknown field {loc.rsplit('.', 1)[-1]!r}; check the spelling (see the OpenAPI schema at /docs)"
+        elif kind == "json_invalid":
+            msg = f"request body is not valid JSON: {e.get('ctx', {}).get('error', e.get('msg'))}"
+        elif kind == "missing":
+            msg = f"missing required field {loc!r}"
+        else:
+            msg = f"{loc}: {e.get('msg', 'invalid value')}"
+            if "input" in e and kind not in ("model_attributes_type",) and not isinstance(e["input"], dict | list):
+                msg += f" (got {e['input']!r})"
+        details.append({"location": loc, "message": msg})
+    code = "invalid_json" if any(e.get("type") == "json_invalid" for e in errors) else "invalid_request"
+    if details and details[0]["location"].startswith("options"):
+        code = "invalid_option"
+    first = details[0] if details else {"location": None, "message": "invalid request"}
+    return ApiError(422, code, first["message"], first["location"], details if len(details) > 1 else None)
+
+
+def classify(exc: BaseException) -> ApiError:
+    """Any exception from the solve path -> an ApiError (unexpected ones become a 500 with a safe message)."""
+    if isinstance(exc, ApiError):
+        return exc
+    if isinstance(exc, PuzzleError):
+        return ApiError(422, exc.code, exc.message, exc.location)
+    if isinstance(exc, InvalidRequest):
+        return ApiError(422, exc.code, exc.message, exc.location)
+    if isinstance(exc, ModelNotFound):
+        return ApiError(404, exc.code, exc.message, exc.location)
+    if isinstance(exc, ValidationError):
+        return from_validation(exc.errors(include_url=False))
+    if isinstance(exc, TooManyRows):
+        return ApiError(413, "too_many_trajectories", str(exc), "options.trajectories")
+    if isinstance(exc, QueueFull):
+        return ApiError(429, "queue_full", f"{exc}: the server is at capacity", None,
+                        headers={"Retry-After": str(exc.retry_after_s)})
+    if isinstance(exc, NotAccepting):
+        return ApiError(503, "draining", str(exc), headers={"Retry-After": "1"})
+    if isinstance(exc, EngineError):
+        return ApiError(500, "engine_error", str(exc))
+    log.exception("unexpected error on the solve path", exc_info=exc)
+    return ApiError(500, "internal_error", f"internal error ({type(exc).__name__}); this is a server bug")
+
+
+def count_error(err: ApiError, model: str = "-", task: str = "-") -> None:
+    metrics.REQUESTS.labels(model=model, task=task, status=err.status_label).inc()
+
+
+def install(app: FastAPI) -> None:
+    @app.exception_handler(RequestValidationError)
+    async def _validation(_: Request, exc: RequestValidationError) -> JSONResponse:
+        err = from_validation(list(exc.errors()))
+        count_error(err)
+        return err.response()
+
+    @app.exception_handler(ApiError)
+    async def _api(_: Request, exc: ApiError) -> JSONResponse:
+        return exc.response()
+
+    @app.exception_handler(StarletteHTTPException)
+    async def _http(_: Request, exc: StarletteHTTPException) -> JSONResponse:
+        codes = {404: "not_found", 405: "method_not_allowed", 413: "request_too_large", 415: "unsupported_media_type"}
+        return ApiError(exc.status_code, codes.get(exc.status_code, "http_error"), str(exc.detail),
+                        headers=dict(exc.headers or {})).response()
+
+    @app.exception_handler(Exception)
+    async def _unexpected(_: Request, exc: Exception) -> JSONResponse:
+        err = classify(exc)
+        count_error(err)
+        return err.response()

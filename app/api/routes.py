@@ -1,0 +1,232 @@
+"""HTTP routes. Thin: validate, hand over to the SolveService, render; errors go through `errors.classify`."""
+
+from __future__ import annotations
+
+import asyncio
+import time
+import uuid
+from collections.abc import AsyncIterator
+from typing import Any
+
+import orjson
+from fastapi import APIRouter, Request
+from fastapi.responses import JSONResponse, Response
+from fastapi.sse import EventSourceResponse
+from pydantic import ValidationError
+
+from app import metrics
+from app.api.errors import ApiError, classify, count_error, from_validation
+from app.api.schemas import (
+    BatchRequest,
+    BatchResponse,
+    ErrorBody,
+    HealthBody,
+    SolveRequest,
+    SolveResponse,
+)
+from app.engine.request import StepEvent
+from app.engine.service import ClientGone, Outcome, Prepared, SolveService
+from app.runtime import Runtime
+
+router = APIRouter()
+
+ERRORS: dict[int | str, dict[str, Any]] = {
+    404: {"model": ErrorBody, "description": "Unknown model, or no model serves the task."},
+    413: {"model": ErrorBody, "description": "Body over the size limit, too many batch items, or more "
+                                              "trajectories than the model has batch rows."},
+    422: {"model": ErrorBody, "description": "Bad puzzle (the codec's message and location) or bad options."},
+    429: {"model": ErrorBody, "description": "Queue full; retry after the Retry-After header's seconds."},
+    503: {"model": ErrorBody, "description": "Not ready yet (models loading) or draining for shutdown."},
+}
+
+
+def _runtime(request: Request) -> Runtime:
+    return request.app.state.runtime
+
+
+def _service(request: Request) -> SolveService:
+    rt = _runtime(request)
+    if rt.service is None or not rt.ready:
+        raise ApiError(503, "not_ready", rt.not_ready_reason(), headers={"Retry-After": "2"})
+    if rt.service.draining:
+        raise ApiError(503, "draining", "the server is draining for shutdown; retry on another replica",
+                       headers={"Retry-After": "1"})
+    return rt.service
+
+
+def _labels(service: SolveService | None, item: SolveRequest | None) -> tuple[str, str]:
+    """Metric labels for a failed request: only served names, so a typo cannot mint new series."""
+    if item is None:
+        return "-", "-"
+    model = item.model if service is not None and item.model in service.models else "-"
+    return model, item.task or (service.models[model].task if model != "-" and service else "-")
+
+
+def _json(body: dict[str, Any], status: int = 200, headers: dict[str, str] | None = None) -> Response:
+    return Response(orjson.dumps(body, option=orjson.OPT_SERIALIZE_NUMPY), status_code=status,
+                    media_type="application/json", headers=headers)
+
+
+async def _run_one(service: SolveService, item: SolveRequest, started: float, rid: str,
+                   is_disconnected: Any) -> tuple[int, dict[str, Any], dict[str, str]]:
+    try:
+        prep = service.prepare(item.task, item.model, item.puzzle, item.options.model_dump(exclude_none=True),
+                               started)
+        outcome = await service.solve(prep, is_disconnected)
+        return 200, service.render(prep, outcome, rid), {}
+    except ClientGone:
+        return 499, {"error": {"code": "client_closed", "message": "the client disconnected"}}, {}
+    except Exception as exc:  # every failure becomes a status + error body, counted once
+        err = classify(exc)
+        count_error(err, *_labels(service, item))
+        return err.status, err.body(), err.headers
+
+
+@router.post("/v1/solve", operation_id="solve", response_model=SolveResponse, responses=ERRORS,
+             summary="Solve one puzzle", tags=["solve"])
+async def solve(body: SolveRequest, request: Request) -> Response:
+    """Solve a Sudoku, maze or ARC puzzle. Returns the answer in the form it was given, as text, whether it
+    passes the exact verifier, the model's confidence, how many ACT steps ran and why it stopped."""
+    started = time.monotonic()
+    try:
+        service = _service(request)
+    except ApiError as err:
+        count_error(err, *_labels(None, body))
+        raise
+    rid = uuid.uuid4().hex[:16]
+    status, payload, headers = await _run_one(service, body, started, rid, request.is_disconnected)
+    return _json(payload, status, {"X-Request-ID": rid, **headers})
+
+
+@router.post("/v1/solve/batch", operation_id="solve_batch", response_model=BatchResponse, responses=ERRORS,
+             summary="Solve many puzzles, each with its own status", tags=["solve"])
+async def solve_batch(body: BatchRequest, request: Request) -> Response:
+    """Every item is validated and solved on its own and gets its own status (200, 404, 413, 422, 429, 503);
+    the batch itself answers 200. Items share the engine's batch rows with all other traffic."""
+    started = time.monotonic()
+    service = _service(request)
+    limit = _runtime(request).settings.max_batch_items
+    if len(body.items) > limit:
+        err = ApiError(413, "too_many_items", f"{len(body.items)} items in one batch; the limit is {limit} "
+                                              "(RECURSOLVE_MAX_BATCH_ITEMS): split the batch", "items")
+        count_error(err)
+        raise err
+    shared = body.options.model_dump(exclude_none=True) if body.options is not None else {}
+    rid = uuid.uuid4().hex[:16]
+
+    async def one(i: int, raw: dict[str, Any]) -> dict[str, Any]:
+        try:
+            item = SolveRequest.model_validate(raw)
+        except ValidationError as exc:
+            err = from_validation(exc.errors(include_url=False), ("items", i))
+            count_error(err)
+            return {"status": err.status, "error": err.body()["error"]}
+        if shared:
+            item = item.model_copy(update={"options": item.options.model_copy(
+                update={k: v for k, v in shared.items() if getattr(item.options, k) is None})})
+        status, payload, _ = await _run_one(service, item, started, f"{rid}-{i}", request.is_disconnected)
+        return {"status": status, "result": payload} if status == 200 else {"status": status, **payload}
+
+    results = await asyncio.gather(*(one(i, raw) for i, raw in enumerate(body.items)))
+    ok = sum(1 for r in results if r["status"] == 200)
+    return _json({"results": results, "ok": ok, "failed": len(results) - ok}, headers={"X-Request-ID": rid})
+
+
+@router.post("/v1/solve/stream", operation_id="solve_stream", responses={
+    **ERRORS, 200: {"description": "Server-sent events: `step` after every ACT step ({step, answer, answer_text, "
+                                   "confidence, trajectory, active_rows}), then one `result` (a SolveResponse) "
+                                   "or one `error`.",
+                    "content": {"text/event-stream": {}}}},
+             summary="Solve one puzzle, streaming every ACT step (SSE)", tags=["solve"])
+async def solve_stream(body: SolveRequest, request: Request) -> Response:
+    started = time.monotonic()
+    rid = uuid.uuid4().hex[:16]
+    service = None
+    try:
+        service = _service(request)
+        prep = service.prepare(body.task, body.model, body.puzzle, body.options.model_dump(exclude_none=True),
+                               started)
+        events = await service.stream(prep)
+    except Exception as exc:  # before the stream starts: a normal JSON error
+        err = classify(exc)
+        count_error(err, *_labels(service, body))
+        return err.response()
+    return EventSourceResponse(_sse(service, prep, events, rid), headers={"X-Request-ID": rid,
+                                                                          "Cache-Control": "no-cache"})
+
+
+def _sse_event(event: str, data: dict[str, Any]) -> bytes:
+    return b"event: " + event.encode() + b"\ndata: " + orjson.dumps(data, option=orjson.OPT_SERIALIZE_NUMPY) + b"\n\n"
+
+
+async def _sse(service: SolveService, prep: Prepared, events: AsyncIterator[StepEvent | Outcome | None],
+               rid: str) -> AsyncIterator[bytes]:
+    try:
+        async for ev in events:
+            if ev is None:
+                yield b": keep-alive\n\n"
+            elif isinstance(ev, StepEvent):
+                yield _sse_event("step", {"step": ev.step, **service.answer_fields(prep, ev.tokens),
+                                          "confidence": ev.confidence, "trajectory": ev.trajectory,
+                                          "active_rows": ev.active_rows})
+            else:
+                yield _sse_event("result", service.render(prep, ev, rid))
+    except Exception as exc:  # after the headers went out: report in-band
+        err = classify(exc)
+        count_error(err, prep.model.name, prep.task)
+        yield _sse_event("error", err.body())
+    finally:
+        await events.aclose()
+
+
+@router.get("/v1/models", operation_id="list_models", summary="Served models", tags=["models"])
+async def list_models(request: Request) -> JSONResponse:
+    rt = _runtime(request)
+    if rt.service is None:
+        return JSONResponse({"models": [], "defaults": {}, "ready": False})
+    s = rt.service
+    return JSONResponse({"models": [m.info(default=s.defaults.get(m.task) == m.name) for m in s.models.values()],
+                         "defaults": s.defaults, "ready": rt.ready})
+
+
+@router.get("/v1/models/{name}", operation_id="get_model", summary="One served model",
+            responses={404: ERRORS[404]}, tags=["models"])
+async def get_model(name: str, request: Request) -> JSONResponse:
+    """Task, architecture, parameters, dtype, device, backend, version hash, the card's measured accuracy and
+    the live engine state (batch rows, running rows, queued rows)."""
+    s = _runtime(request).service
+    model = s.models.get(name) if s is not None else None
+    if model is None:
+        served = ", ".join(sorted(s.models)) if s is not None else "none yet"
+        raise ApiError(404, "model_not_found", f"unknown model {name!r}; served models: {served}", "name")
+    return JSONResponse(model.info(default=s.defaults.get(model.task) == model.name))
+
+
+@router.get("/healthz", operation_id="healthz", response_model=HealthBody, tags=["health"],
+            summary="Liveness: the process is up (503 only if loading the models failed)")
+@router.get("/v2/health/live", operation_id="v2_health_live", response_model=HealthBody, tags=["health"],
+            summary="KServe / Open Inference Protocol v2 liveness alias")
+async def healthz(request: Request) -> JSONResponse:
+    rt = _runtime(request)
+    if rt.load_error is not None:
+        return JSONResponse({"status": "failed", "detail": rt.load_error}, status_code=503)
+    return JSONResponse({"status": "ok"})
+
+
+@router.get("/readyz", operation_id="readyz", response_model=HealthBody, tags=["health"],
+            responses={503: {"model": HealthBody}},
+            summary="Readiness: models loaded and warmed, not draining (never depends on Redis)")
+@router.get("/v2/health/ready", operation_id="v2_health_ready", response_model=HealthBody, tags=["health"],
+            responses={503: {"model": HealthBody}}, summary="KServe / Open Inference Protocol v2 readiness alias")
+async def readyz(request: Request) -> JSONResponse:
+    rt = _runtime(request)
+    if rt.ready and rt.service is not None and not rt.service.draining:
+        return JSONResponse({"status": "ready", "models": {m.name: m.version for m in rt.service.models.values()}})
+    return JSONResponse({"status": "not_ready", "detail": rt.not_ready_reason()}, status_code=503)
+
+
+@router.get("/metrics", operation_id="metrics", tags=["health"], summary="Prometheus metrics",
+            response_class=Response, responses={200: {"content": {"text/plain": {}}}})
+async def prometheus_metrics() -> Response:
+    data, content_type = metrics.render_metrics()
+    return Response(data, media_type=content_type)

@@ -1,0 +1,159 @@
+"""Request and response bodies of the HTTP API, with the examples shown in the OpenAPI docs."""
+
+from __future__ import annotations
+
+from typing import Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field
+
+SUDOKU_EXAMPLE = "53..7....6..195....98....6.8...6...34..8.3..17...2...6.6....28....419..5....8..79"
+MAX_STEPS_LIMIT = 4096  # a request may not hold a row longer than this many ACT steps
+MAX_TRAJECTORIES = 1024
+
+Task = Literal["sudoku", "maze", "arc"]
+
+
+class SolveOptionsIn(BaseModel):
+    """Every field is optional: an absent field takes the model's default (models file), then the engine's."""
+
+    model_config = ConfigDict(extra="forbid", json_schema_extra={"examples": [
+        {"max_steps": 16},
+        {"halting": "verifier", "max_steps": 32, "deadline_ms": 2000},
+        {"trajectories": 8, "noise": 0.3, "selection": "verifier_first", "seed": 7},
+    ]})
+
+    max_steps: int | None = Field(None, ge=1, le=MAX_STEPS_LIMIT,
+                                  description="ACT step limit per trajectory (default: the model's halt_max_steps).")
+    halting: Literal["q_head", "max_steps", "verifier"] | None = Field(
+        None, description="q_head: stop when the model's Q-head says so (default); max_steps: always run to "
+                          "max_steps; verifier: stop as soon as the decoded answer passes the exact verifier.")
+    threshold: float | None = Field(None, gt=0, lt=1, description=(
+        "Q-head halting threshold on sigmoid(q_halt). Default: the model's own rule (TRM: 0.5; HRM: "
+        "q_halt > q_continue)."))
+    converge_steps: int | None = Field(None, ge=1, le=MAX_STEPS_LIMIT, description=(
+        "Also stop a trajectory whose decoded answer has not changed for this many consecutive steps."))
+    trajectories: int | None = Field(None, ge=1, le=MAX_TRAJECTORIES, description=(
+        "PTRM: number K of noisy trajectories run in parallel (K batch rows). 1 = plain TRM/HRM."))
+    noise: float | None = Field(None, ge=0, le=10, description=(
+        "PTRM noise scale sigma added to the latent at the start of every ACT step (default with K > 1: "
+        "sudoku 0.3, maze 1.0, arc 0.2; 0 with K = 1)."))
+    noise_on: Literal["z_L", "z_H", "both"] | None = Field(None, description="Which latent gets the noise.")
+    selection: Literal["best_q", "vote", "verifier_first"] | None = Field(None, description=(
+        "How the K answers become one: best_q = largest final q_halt; vote = majority; verifier_first = the "
+        "first answer that passes the verifier (resolves early and frees the other rows), else best_q."))
+    seed: int | None = Field(None, ge=0, lt=2**63, description=(
+        "Seed for the PTRM noise: the same seed gives the same answer. Unseeded noisy results are cached "
+        "only when verified."))
+    deadline_ms: int | None = Field(None, ge=1, le=3_600_000, description=(
+        "Time budget from arrival, queue time included. When it runs out the best answer so far is "
+        "returned with halted_by=deadline (never a 504)."))
+    cache: bool | None = Field(None, description="Look up and store the result in the result cache (default on).")
+
+
+class SolveRequest(BaseModel):
+    model_config = ConfigDict(extra="forbid", json_schema_extra={"examples": [
+        {"task": "sudoku", "puzzle": SUDOKU_EXAMPLE},
+        {"task": "sudoku", "puzzle": SUDOKU_EXAMPLE, "options": {"trajectories": 8, "seed": 1,
+                                                                 "selection": "verifier_first"}},
+        {"task": "maze", "puzzle": "#######\n#S    #\n# ### #\n#   #G#\n#######"},
+    ]})
+
+    task: Task | None = Field(None, description="Puzzle kind. Optional when `model` is given.")
+    model: str | None = Field(None, description="Served model name (GET /v1/models); default: the task's default.")
+    puzzle: Any = Field(..., description=(
+        "The puzzle in any form the task accepts. Sudoku: an 81-character string ('.' or '0' for blanks), 9 row "
+        "strings or a 9x9 integer grid. Maze: text rows of '#', ' ', 'S', 'G' (a string or a list of rows). "
+        "ARC: a task JSON {train: [...], test: [...], test_index?, id?}. The answer comes back in the same form."))
+    options: SolveOptionsIn = Field(default_factory=SolveOptionsIn)
+
+
+class ModelRef(BaseModel):
+    name: str
+    version: str
+
+
+class Timings(BaseModel):
+    queue_ms: float = Field(description="Waiting for batch rows.")
+    compute_ms: float = Field(description="From admission to the last ACT step.")
+    total_ms: float = Field(description="From arrival to the response (parse, cache, queue, compute, render).")
+
+
+class SolveResponse(BaseModel):
+    model_config = ConfigDict(json_schema_extra={"examples": [{
+        "request_id": "3f2a9c1e0b7d4e55", "task": "sudoku",
+        "model": {"name": "trm-mlp-sudoku", "version": "9b1c2d3e4f5a6b7c"},
+        "answer": "534678912672195348198342567859761423426853791713924856961537284287419635345286179",
+        "answer_text": "5 3 4 | 6 7 8 | 9 1 2\n...", "verified": True, "verification": [],
+        "confidence": 0.97, "steps": 9, "halted_by": "q_head", "trajectories": 1, "chosen_trajectory": 0,
+        "row_steps": 9, "cached": False, "coalesced": False,
+        "timings": {"queue_ms": 0.4, "compute_ms": 61.2, "total_ms": 63.0}}]})
+
+    request_id: str | None
+    task: str
+    model: ModelRef
+    answer: Any = Field(description="The answer in the caller's form; null only if no step ran (deadline or "
+                                    "cancellation while queued).")
+    answer_text: str | None = Field(description="The answer rendered as text, for humans and LLMs.")
+    verified: bool = Field(description="Whether the answer passes the task's exact verifier.")
+    verification: list[str] = Field(description="Why the answer fails the verifier (empty when verified).")
+    confidence: float | None = Field(description="sigmoid(q_halt) of the chosen trajectory's last step.")
+    steps: int = Field(description="ACT steps run by the chosen trajectory.")
+    halted_by: Literal["q_head", "max_steps", "verified", "deadline", "cancelled", "converged"]
+    trajectories: int = Field(description="Trajectories run (K).")
+    chosen_trajectory: int | None
+    row_steps: int = Field(description="ACT steps summed over all trajectories: the compute this answer cost.")
+    cached: bool
+    coalesced: bool = Field(description="Shared the computation of an identical request in flight.")
+    timings: Timings
+
+
+class ErrorDetail(BaseModel):
+    location: str | None = None
+    message: str
+
+
+class ErrorInfo(BaseModel):
+    code: str = Field(description="Stable machine-readable code, e.g. invalid_puzzle, bad_character, "
+                                  "invalid_option, model_not_found, queue_full, draining.")
+    message: str = Field(description="What is wrong and how to fix it.")
+    location: str | None = Field(None, description="Where: a request field (options.max_steps) or a place in the "
+                                                   "puzzle (row 3, col 5).")
+    details: list[ErrorDetail] | None = None
+
+
+class ErrorBody(BaseModel):
+    model_config = ConfigDict(json_schema_extra={"examples": [{"error": {
+        "code": "bad_character", "location": "char 3",
+        "message": "bad character 'x' in sudoku text: use digits 1-9 and '.', '0' or '_' for blanks"}}]})
+
+    error: ErrorInfo
+
+
+class BatchRequest(BaseModel):
+    model_config = ConfigDict(extra="forbid", json_schema_extra={"examples": [{"items": [
+        {"task": "sudoku", "puzzle": SUDOKU_EXAMPLE},
+        {"task": "sudoku", "puzzle": SUDOKU_EXAMPLE.replace("5", ".", 1), "options": {"max_steps": 8}},
+    ]}]})
+
+    items: list[dict[str, Any]] = Field(
+        ..., min_length=1, description="SolveRequest objects; each is validated and answered on its own.",
+        json_schema_extra={"items": {"$ref": "#/components/schemas/SolveRequest"}})
+    options: SolveOptionsIn | None = Field(None, description="Defaults for every item's options.")
+
+
+class BatchItemResult(BaseModel):
+    status: int = Field(description="The HTTP status this item would have had on its own.")
+    result: SolveResponse | None = None
+    error: ErrorInfo | None = None
+
+
+class BatchResponse(BaseModel):
+    results: list[BatchItemResult]
+    ok: int
+    failed: int
+
+
+class HealthBody(BaseModel):
+    status: str
+    detail: str | None = None
+    models: dict[str, str] | None = None
