@@ -1,0 +1,123 @@
+"""Small real models and a running app for the engine and API tests (tests/test_app_*.py).
+
+Three tiny TRMs (hidden 32, one layer, one cycle each: a few ms per ACT step on one core):
+- `random`: random weights; the Q-head bias stays at the official -5, so it never halts on its own.
+- `eager`: the same with the Q-head halt bias set to +10, so it halts after the first step.
+- `copy`: weights set by hand so that every step outputs its input tokens (attention and MLP outputs
+  zeroed, one-hot embeddings, identity output head): a complete Sudoku comes back verified and the
+  answer never changes, which makes the verifier and convergence rules testable without training.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import time
+from collections.abc import AsyncIterator
+from pathlib import Path
+from typing import Any
+
+import httpx
+import torch
+from fastapi import FastAPI
+
+from app.main import create_app
+from app.settings import ModelSpec, Settings
+from models import ModelConfig, build_model, save_model
+
+PUZZLE = "53..7....6..195....98....6.8...6...34..8.3..17...2...6.6....28....419..5....8..79"
+SOLUTION = "534678912672195348198342567859761423426853791713924856961537284287419635345286179"
+
+
+def variant(i: int) -> str:
+    """PUZZLE with its i-th given blanked: a different, still valid puzzle (a distinct cache key)."""
+    givens = [k for k, ch in enumerate(PUZZLE) if ch != "."]
+    k = givens[i % len(givens)]
+    return PUZZLE[:k] + "." + PUZZLE[k + 1:]
+
+
+def tiny_config(**over: Any) -> ModelConfig:
+    fields: dict[str, Any] = dict(arch="trm", task="sudoku", seq_len=81, vocab_size=11, hidden_size=32, num_heads=2,
+                                  expansion=2, H_cycles=1, L_cycles=1, L_layers=1, puzzle_emb_len=0,
+                                  forward_dtype="float32", halt_max_steps=16)
+    return ModelConfig(**(fields | over))
+
+
+def save_random(folder: Path, seed: int = 0, q_halt_bias: float | None = None) -> Path:
+    torch.manual_seed(seed)
+    model = build_model(tiny_config())
+    with torch.no_grad():
+        # Small Q-head weights so the confidence depends on the state; the -5 bias still keeps q_halt < 0.
+        model.q_head.weight.normal_(0.0, 0.05)
+        if q_halt_bias is not None:
+            model.q_head.bias[0] = q_halt_bias
+    save_model(model, folder)
+    return folder
+
+
+def save_copy(folder: Path) -> Path:
+    """A TRM whose every step maps z to rms_norm(x): logits peak at the input token."""
+    torch.manual_seed(0)
+    cfg = tiny_config()
+    model = build_model(cfg)
+    with torch.no_grad():
+        for block in model.L_level.layers:
+            block.self_attn.o_proj.weight.zero_()
+            block.mlp.down_proj.weight.zero_()
+        model.H_init.zero_()
+        model.L_init.zero_()
+        eye = torch.zeros(cfg.vocab_size, cfg.hidden_size)
+        eye[:, : cfg.vocab_size] = torch.eye(cfg.vocab_size)
+        model.embed_tokens.embedding_weight.copy_(eye)
+        model.lm_head.weight.copy_(eye)
+    save_model(model, folder)
+    return folder
+
+
+def make_specs(root: Path, **rows: Any) -> list[ModelSpec]:
+    """random (default for sudoku: the first TRM), eager, copy; batch_rows/max_queue_rows per model."""
+    base = {"batch_rows": 4, "max_queue_rows": 16}
+    specs = [
+        ModelSpec(name="random", task="sudoku", path=save_random(root / "random"), **(base | rows.get("random", {}))),
+        ModelSpec(name="eager", task="sudoku", path=save_random(root / "eager", q_halt_bias=10.0),
+                  **(base | rows.get("eager", {}))),
+        ModelSpec(name="copy", task="sudoku", path=save_copy(root / "copy"), **(base | rows.get("copy", {}))),
+    ]
+    return specs
+
+
+@contextlib.asynccontextmanager
+async def running_app(root: Path, settings: Settings | None = None,
+                      specs: list[ModelSpec] | None = None) -> AsyncIterator[tuple[FastAPI, httpx.AsyncClient]]:
+    """The real app with its lifespan running, and an httpx client wired to it in-process."""
+    settings = settings or Settings(weights_dir=root, warmup=True, drain_grace_seconds=2)
+    app = create_app(settings, specs if specs is not None else make_specs(root))
+    async with app.router.lifespan_context(app):
+        await app.state.runtime.wait_ready(60)
+        transport = httpx.ASGITransport(app=app)
+        async with httpx.AsyncClient(transport=transport, base_url="http://test", timeout=60) as client:
+            yield app, client
+
+
+async def engine_stats(client: httpx.AsyncClient, model: str) -> dict[str, Any]:
+    r = await client.get(f"/v1/models/{model}")
+    assert r.status_code == 200, r.text
+    return r.json()["engine"]
+
+
+async def wait_for(predicate: Any, timeout: float = 10.0, interval: float = 0.01) -> None:
+    """Poll an async predicate until it is true (fails the test after `timeout`)."""
+    end = time.monotonic() + timeout
+    while True:
+        if await predicate():
+            return
+        if time.monotonic() > end:
+            raise AssertionError("condition not met in time")
+        await asyncio.sleep(interval)
+
+
+def solve_body(puzzle: str = PUZZLE, model: str | None = "random", **options: Any) -> dict[str, Any]:
+    body: dict[str, Any] = {"task": "sudoku", "puzzle": puzzle, "options": options}
+    if model is not None:
+        body["model"] = model
+    return body
