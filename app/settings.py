@@ -1,0 +1,310 @@
+"""Server configuration: `Settings` from RECURSOLVE_* environment variables, and the list of served
+models (`load_model_specs`) from a YAML models file or, with none, from the folders under weights_dir.
+
+This module imports neither torch nor models/, so a bad setting is reported before any weights load.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import re
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Any, Literal
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+from puzzles import TASKS
+
+log = logging.getLogger(__name__)
+
+ENV_PREFIX = "RECURSOLVE_"
+REPO_ROOT = Path(__file__).resolve().parent.parent
+WEIGHTS_FILE = "model.safetensors"  # same names as models/checkpoint.py; repeated so this module stays torch-free
+CONFIG_FILE = "config.json"
+DTYPE_NAMES = ("float32", "bfloat16", "float16")  # models.config.DTYPES keys
+LOG_LEVELS = ("critical", "error", "warning", "info", "debug")
+# Model names end up in URL paths (/v1/models/{name}) and Prometheus label values.
+MODEL_NAME_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,63}$")
+DEVICE_RE = re.compile(r"^(cpu|mps|cuda(:\d+)?)$")
+
+
+class SettingsError(ValueError):
+    """Invalid RECURSOLVE_* environment; the message names each offending variable."""
+
+
+class ModelsFileError(ValueError):
+    """An invalid models file or weights folder; the message names the file, the entry and the field."""
+
+
+class ModelSpec(BaseModel):
+    """One served model. `path` is one of our model folders or an official checkpoint file."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    name: str
+    task: str
+    path: Path
+    backend: Literal["torch", "onnx"] = "torch"
+    device: str = "cpu"
+    dtype: str | None = None  # None: the model's CPU default, bf16 on CUDA (the backend decides)
+    batch_rows: int = Field(default=32, ge=1, le=4096)  # rows stepped together (continuous batching width)
+    max_queue_rows: int = Field(default=512, ge=1)  # admission limit: a K-trajectory request counts K rows
+    default_options: dict[str, Any] = Field(default_factory=dict)  # per-model solve option defaults
+
+    @field_validator("name")
+    @classmethod
+    def _name(cls, v: str) -> str:
+        if not MODEL_NAME_RE.match(v):
+            raise ValueError(f"{v!r} is not a usable model name: use 1-64 letters, digits, '.', '_' or '-', "
+                             "starting with a letter or digit (it appears in URLs and metric labels)")
+        return v
+
+    @field_validator("task")
+    @classmethod
+    def _task(cls, v: str) -> str:
+        if v not in TASKS:
+            raise ValueError(f"unknown task {v!r}; expected one of {', '.join(TASKS)}")
+        return v
+
+    @field_validator("device")
+    @classmethod
+    def _device(cls, v: str) -> str:
+        if not DEVICE_RE.match(v):
+            raise ValueError(f"unknown device {v!r}; expected cpu, cuda, cuda:N or mps")
+        return v
+
+    @field_validator("dtype")
+    @classmethod
+    def _dtype(cls, v: str | None) -> str | None:
+        if v is not None and v not in DTYPE_NAMES:
+            raise ValueError(f"unknown dtype {v!r}; expected one of {', '.join(DTYPE_NAMES)} (or leave it out)")
+        return v
+
+
+def _blank_to_none(v: Any) -> Any:
+    # Compose files and Helm values often set a variable to "" to mean "unset".
+    return None if isinstance(v, str) and not v.strip() else v
+
+
+class Settings(BaseSettings):
+    """Every field can be set as RECURSOLVE_<FIELD NAME> (case-insensitive), e.g. RECURSOLVE_REDIS_URL."""
+
+    model_config = SettingsConfigDict(env_prefix=ENV_PREFIX, case_sensitive=False, extra="forbid")
+
+    host: str = "0.0.0.0"
+    port: int = Field(default=8000, ge=0, le=65535)
+    models_file: Path | None = None  # YAML list of models; None: serve every model folder under weights_dir
+    weights_dir: Path = REPO_ROOT / "weights"
+    redis_url: str | None = None  # redis://, rediss:// or unix://; None: in-process LRU cache
+    cache_ttl_seconds: int = Field(default=86400, ge=1)
+    cache_max_entries: int = Field(default=10000, ge=1)  # in-process LRU bound (memory cache only)
+    cache_enabled: bool = True
+    drain_grace_seconds: float = Field(default=20.0, ge=0)
+    max_batch_items: int = Field(default=64, ge=1)  # puzzles per /v1/solve/batch call
+    max_request_bytes: int = Field(default=1_000_000, ge=1024)
+    default_deadline_ms: int | None = Field(default=None, gt=0)
+    warmup: bool = True
+    log_level: str = "info"
+
+    @field_validator("models_file", "redis_url", "default_deadline_ms", mode="before")
+    @classmethod
+    def _optional(cls, v: Any) -> Any:
+        return _blank_to_none(v)
+
+    @field_validator("port", mode="before")
+    @classmethod
+    def _port(cls, v: Any) -> Any:
+        # Kubernetes injects RECURSOLVE_PORT=tcp://10.0.0.1:8000 into pods when a Service is named "recursolve".
+        if isinstance(v, str) and "://" in v:
+            raise ValueError(f"{v!r} looks like a Kubernetes service link, not a port number: set RECURSOLVE_PORT "
+                             "explicitly in the pod spec or set enableServiceLinks: false")
+        return v
+
+    @field_validator("redis_url")
+    @classmethod
+    def _redis_url(cls, v: str | None) -> str | None:
+        if v is not None and not v.startswith(("redis://", "rediss://", "unix://")):
+            raise ValueError(f"{v!r} is not a Redis URL; expected redis://host:port/db, rediss://... or unix://path")
+        return v
+
+    @field_validator("log_level", mode="before")
+    @classmethod
+    def _log_level(cls, v: Any) -> Any:
+        if isinstance(v, str):
+            v = v.strip().lower()
+            if v not in LOG_LEVELS:
+                raise ValueError(f"unknown log level {v!r}; expected one of {', '.join(LOG_LEVELS)}")
+        return v
+
+
+def _env_name(loc: tuple[Any, ...]) -> str:
+    return ENV_PREFIX + str(loc[0]).upper() if loc else ENV_PREFIX + "*"
+
+
+def get_settings(**overrides: Any) -> Settings:
+    """Settings from the environment (read on every call, so tests and `recursolve serve` see changes).
+
+    Raises SettingsError naming each bad RECURSOLVE_* variable and the value it had.
+    """
+    try:
+        settings = Settings(**overrides)
+    except ValidationError as e:
+        lines = []
+        for err in e.errors():
+            name = _env_name(err["loc"])
+            raw = os.environ.get(name, os.environ.get(name.lower()))
+            shown = f"={raw!r}" if raw is not None else ""
+            lines.append(f"{name}{shown}: {err['msg'].removeprefix('Value error, ')}")
+        raise SettingsError("invalid configuration:\n  " + "\n  ".join(lines)) from None
+    _warn_unknown_env()
+    return settings
+
+
+def _warn_unknown_env() -> None:
+    """A typo (RECURSOLVE_REDIS_ULR) would otherwise be ignored silently: say so in the log."""
+    known = {ENV_PREFIX + f.upper() for f in Settings.model_fields}
+    for name in os.environ:
+        upper = name.upper()
+        # Kubernetes service links of a Service named "recursolve": RECURSOLVE_SERVICE_HOST, RECURSOLVE_PORT_8000_TCP
+        if upper.startswith(ENV_PREFIX) and upper not in known and not upper.startswith(
+                (ENV_PREFIX + "SERVICE_", ENV_PREFIX + "PORT_")):
+            log.warning("ignoring unknown environment variable %s (known: %s)", name, ", ".join(sorted(known)))
+
+
+# -- models --------------------------------------------------------------------------------------------
+
+
+def load_model_specs(settings: Settings) -> list[ModelSpec]:
+    """The models to serve: the YAML models file when settings.models_file is set, else every folder under
+    settings.weights_dir holding model.safetensors + config.json (name = folder name, sorted by name).
+
+    An absent or empty weights dir gives [] (the server then stays not-ready and says why).
+    Raises ModelsFileError with the file, the entry and the field for anything invalid.
+    """
+    if settings.models_file is not None:
+        return read_models_file(settings.models_file)
+    return discover_models(settings.weights_dir)
+
+
+def read_models_file(path: Path) -> list[ModelSpec]:
+    """Parse a models file: a mapping with a `models:` list (or a bare list) of model entries.
+
+    Each entry: name, task, path (relative paths resolve against the file's folder), backend, device,
+    dtype, batch_rows, max_queue_rows, default_options. `task` may be left out for one of our model
+    folders: it is then read from its config.json.
+    """
+    path = Path(path)
+    if not path.is_file():
+        raise ModelsFileError(f"models file {path} (RECURSOLVE_MODELS_FILE) does not exist or is not a file")
+    try:
+        doc = yaml.safe_load(path.read_text())
+    except yaml.YAMLError as e:
+        raise ModelsFileError(f"models file {path}: not valid YAML: {e}") from None
+    except (OSError, UnicodeDecodeError) as e:
+        raise ModelsFileError(f"models file {path}: cannot read it: {e}") from None
+    if isinstance(doc, Mapping):
+        extra = sorted(set(doc) - {"models"})
+        if extra:
+            raise ModelsFileError(f"models file {path}: unknown top-level key(s) {', '.join(map(str, extra))}; "
+                                  "expected only 'models'")
+        if "models" not in doc:
+            raise ModelsFileError(f"models file {path}: has no 'models' list")
+        entries = doc["models"]
+    else:
+        entries = doc
+    if entries is None:
+        raise ModelsFileError(f"models file {path}: is empty; expected a list of models under 'models:'")
+    if not isinstance(entries, list):
+        raise ModelsFileError(f"models file {path}: 'models' must be a list of mappings, "
+                              f"got {type(entries).__name__}")
+
+    specs: list[ModelSpec] = []
+    seen: dict[str, int] = {}
+    for i, entry in enumerate(entries):
+        where = f"models file {path}: models[{i}]"
+        if not isinstance(entry, Mapping):
+            raise ModelsFileError(f"{where}: expected a mapping with name, task, path, ...; "
+                                  f"got {type(entry).__name__}")
+        if isinstance(entry.get("name"), str):
+            where += f" ({entry['name']})"
+        spec = _entry_to_spec(dict(entry), path.parent, where)
+        if spec.name in seen:
+            raise ModelsFileError(f"{where}: name {spec.name!r} is already used by models[{seen[spec.name]}]")
+        seen[spec.name] = i
+        specs.append(spec)
+    return specs
+
+
+def _entry_to_spec(entry: dict[str, Any], base: Path, where: str) -> ModelSpec:
+    raw_path = entry.get("path")
+    if isinstance(raw_path, str | Path) and str(raw_path):
+        p = Path(raw_path).expanduser()
+        p = (p if p.is_absolute() else base / p).resolve()
+        if not p.exists():
+            raise ModelsFileError(f"{where}: field 'path': {p} does not exist")
+        entry["path"] = p
+        folder_task = _config_task(p, where) if p.is_dir() else None
+        if entry.get("task") is None and folder_task is not None:
+            entry["task"] = folder_task
+        elif entry.get("task") in TASKS and folder_task is not None and entry["task"] != folder_task:
+            raise ModelsFileError(f"{where}: field 'task': {entry['task']!r} does not match the task "
+                                  f"{folder_task!r} in {p / CONFIG_FILE}")
+    try:
+        return ModelSpec.model_validate(entry)
+    except ValidationError as e:
+        raise ModelsFileError(where + ": " + "; ".join(_field_error(err) for err in e.errors())) from None
+
+
+def _field_error(err: Mapping[str, Any]) -> str:
+    loc = ".".join(str(x) for x in err["loc"]) or "entry"
+    if err["type"] == "missing":
+        return f"field {loc!r} is required"
+    if err["type"] == "extra_forbidden":
+        allowed = ", ".join(ModelSpec.model_fields)
+        return f"unknown field {loc!r} (allowed: {allowed})"
+    return f"field {loc!r}: {err['msg'].removeprefix('Value error, ')} (got {err.get('input')!r})"
+
+
+def _config_task(folder: Path, where: str) -> str | None:
+    """The `task` recorded in a model folder's config.json (None when the folder has no config.json)."""
+    cfg = folder / CONFIG_FILE
+    if not cfg.is_file():
+        return None
+    try:
+        data = json.loads(cfg.read_text())
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as e:
+        raise ModelsFileError(f"{where}: cannot read {cfg}: {e}") from None
+    task = data.get("task") if isinstance(data, dict) else None
+    return task if isinstance(task, str) else None
+
+
+def discover_models(weights_dir: Path) -> list[ModelSpec]:
+    """One ModelSpec (default serving settings) per folder of weights_dir with model.safetensors + config.json.
+
+    Folders without those two files are skipped (logged at debug level); a model folder whose config.json
+    is unreadable or has no task, or whose name is unusable, raises ModelsFileError.
+    """
+    weights_dir = Path(weights_dir)
+    if not weights_dir.is_dir():
+        log.info("weights dir %s does not exist: no models discovered", weights_dir)
+        return []
+    specs: list[ModelSpec] = []
+    for folder in sorted(p for p in weights_dir.iterdir() if p.is_dir()):
+        if not ((folder / WEIGHTS_FILE).is_file() and (folder / CONFIG_FILE).is_file()):
+            log.debug("skipping %s: no %s + %s", folder, WEIGHTS_FILE, CONFIG_FILE)
+            continue
+        where = f"weights folder {folder}"
+        task = _config_task(folder, where)
+        if task is None:
+            raise ModelsFileError(f"{where}: {CONFIG_FILE} has no 'task'; add one (sudoku, maze or arc) "
+                                  "or list the model in a models file (RECURSOLVE_MODELS_FILE)")
+        try:
+            specs.append(ModelSpec(name=folder.name, task=task, path=folder.resolve()))
+        except ValidationError as e:
+            raise ModelsFileError(where + ": " + "; ".join(_field_error(err) for err in e.errors())) from None
+    return specs
