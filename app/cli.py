@@ -8,10 +8,12 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import importlib
 import importlib.util
 import json
 import logging
+import math
 import os
 import sys
 from pathlib import Path
@@ -39,14 +41,17 @@ def serve(
     fastapi_app = create_app(settings)
     config = uvicorn.Config(fastapi_app, host=host or settings.host, port=port or settings.port, workers=1,
                             log_level=settings.log_level.lower(),
-                            timeout_graceful_shutdown=max(1, int(settings.drain_grace_seconds)))
+                            # uvicorn cancels handlers still open after this: leave time for the engine to cut
+                            # its rows at the end of the grace period and for the cut answers to be sent.
+                            timeout_graceful_shutdown=math.ceil(settings.drain_grace_seconds) + 3)
 
     class DrainingServer(uvicorn.Server):
-        """SIGTERM/SIGINT: stop admission first (readyz 503, new solves 503) while uvicorn waits for the
-        open requests; the lifespan shutdown then cuts whatever still runs when the grace period ends."""
+        """SIGTERM/SIGINT: stop admission and start the grace period on the engine while uvicorn stops
+        listening and waits for the open requests (which finish, or are cut with their best answer)."""
 
         def handle_exit(self, sig: int, frame: Any) -> None:
-            fastapi_app.state.runtime.begin_drain()
+            with contextlib.suppress(RuntimeError):  # no running loop: nothing to drain yet
+                asyncio.get_running_loop().call_soon_threadsafe(fastapi_app.state.runtime.begin_drain)
             super().handle_exit(sig, frame)
 
     DrainingServer(config).run()

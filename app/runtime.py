@@ -30,6 +30,7 @@ class Runtime:
         self.loading: str | None = None
         self.drain_started: float | None = None
         self._loader: asyncio.Task[None] | None = None
+        self._drainer: asyncio.Task[None] | None = None
 
     def not_ready_reason(self) -> str:
         if self.load_error is not None:
@@ -83,24 +84,33 @@ class Runtime:
                                     cache_ttl_seconds=self.settings.cache_ttl_seconds,
                                     cache_enabled=self.settings.cache_enabled)
         self.ready = bool(models)
+        if self.drain_started is not None:  # SIGTERM arrived while loading: never admit anything
+            self.service.begin_drain()
         if not models:
             log.warning("no models to serve: put model folders under %s or set RECURSOLVE_MODELS_FILE",
                         self.settings.weights_dir)
 
     def begin_drain(self) -> None:
-        """SIGTERM: stop admitting (readyz 503, new solves 503); running and queued requests go on."""
-        if self.drain_started is None:
-            self.drain_started = time.monotonic()
-            log.info("draining: admission stopped, finishing running requests")
+        """SIGTERM: stop admitting (readyz 503, new solves 503) and start the grace-period clock: running and
+        queued requests go on, and whatever still runs when it ends is cut with its best answer so far.
+        Runs on the event loop (the CLI's signal hook schedules it with call_soon_threadsafe)."""
+        if self.drain_started is not None:
+            return
+        self.drain_started = time.monotonic()
+        log.info("draining: admission stopped; finishing running requests within %.1f s",
+                 self.settings.drain_grace_seconds)
         if self.service is not None:
             self.service.begin_drain()
+            self._drainer = asyncio.get_running_loop().create_task(
+                self.service.drain(self.settings.drain_grace_seconds), name="recursolve-drain")
 
     async def stop(self) -> None:
         if self._loader is not None and not self._loader.done():
             self._loader.cancel()
         self.begin_drain()
+        if self._drainer is not None:
+            await self._drainer
         if self.service is not None:
-            spent = time.monotonic() - (self.drain_started or time.monotonic())
-            await self.service.shutdown(max(0.0, self.settings.drain_grace_seconds - spent))
+            await self.service.close()
         elif self.cache is not None:
             await self.cache.close()

@@ -292,10 +292,15 @@ class SolveService:
             return {"answer": None, "answer_text": None, "verified": False,
                     "verification": ["no ACT step ran, so there is no answer"]}
         codec = prep.model.codec
-        answer = codec.decode(tokens, prep.puzzle)
+        try:
+            answer = codec.decode(tokens, prep.puzzle)
+            payload, text = codec.answer_payload(answer, prep.puzzle), codec.render(answer)
+        except PuzzleError as err:  # the model's output is no answer at all: say so, never a 500
+            return {"answer": None, "answer_text": None, "verified": False,
+                    "verification": [f"the model's output could not be decoded: {err}"]}
         verdict = codec.verify(prep.puzzle, answer)
-        return {"answer": codec.answer_payload(answer, prep.puzzle), "answer_text": codec.render(answer),
-                "verified": verdict.valid, "verification": list(verdict.reasons[:MAX_REASONS])}
+        return {"answer": payload, "answer_text": text, "verified": verdict.valid,
+                "verification": list(verdict.reasons[:MAX_REASONS])}
 
     def render(self, prep: Prepared, outcome: Outcome, request_id: str | None = None) -> dict[str, Any]:
         r = outcome.result
@@ -339,11 +344,12 @@ class SolveService:
         for m in self.models.values():
             m.executor.stop_accepting()
 
-    async def shutdown(self, grace_s: float) -> None:
-        """Drain: let running rows finish within `grace_s`, cut the rest (best answer so far), stop."""
+    async def drain(self, grace_s: float) -> None:
+        """Let running and queued requests finish within `grace_s`; then cut what still runs (each request
+        gets its best answer so far, halted_by=deadline) and fail what never started (503)."""
         self.begin_drain()
         end = time.monotonic() + grace_s
-        while time.monotonic() < end and not all(m.executor.idle for m in self.models.values()):
+        while time.monotonic() < end and not self._idle():
             await asyncio.sleep(0.05)
         for m in self.models.values():
             if not m.executor.idle:
@@ -351,9 +357,14 @@ class SolveService:
                             m.name)
                 m.executor.cut()
         cut_end = time.monotonic() + 2.0
-        while time.monotonic() < cut_end and not all(m.executor.idle for m in self.models.values()):
+        while time.monotonic() < cut_end and not self._idle():
             await asyncio.sleep(0.02)
-        await asyncio.sleep(0)  # let resolved futures reach their handlers
+
+    def _idle(self) -> bool:
+        return all(m.executor.idle for m in self.models.values())
+
+    async def close(self) -> None:
+        """Stop the worker threads and close the cache (after `drain`)."""
         for m in self.models.values():
             await asyncio.to_thread(m.executor.stop)
         with contextlib.suppress(Exception):
