@@ -1,0 +1,108 @@
+"""Fast trainer tests on tiny models: learning, exact resume, the overlap guard, card export."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+
+from models import load_model
+from puzzles.sudoku import generate_batch
+from training.config import TrainConfig
+from training.make_data import OverlapError, check_no_overlap, make_sudoku
+from training.trainer import Trainer
+
+TINY = {"arch": "trm", "task": "sudoku", "hidden_size": 32, "num_heads": 2, "expansion": 2, "H_cycles": 1,
+        "L_cycles": 1, "L_layers": 1, "mlp_t": True, "pos_encodings": "none", "puzzle_emb_ndim": 32,
+        "puzzle_emb_len": 1, "halt_max_steps": 3, "forward_dtype": "float32"}
+
+
+@pytest.fixture(scope="module")
+def data_dir(tmp_path_factory) -> Path:
+    out = tmp_path_factory.mktemp("sudoku")
+    make_sudoku(out, {"easy": 16}, heldout_count=4, seed=3, heldout_seed=77)
+    return out
+
+
+def _cfg(data_dir: Path, runs: Path, **kw) -> TrainConfig:
+    base = {"name": "tiny", "model": TINY, "data_dir": str(data_dir), "runs_dir": str(runs), "batch_size": 8,
+            "lr": 3e-3, "lr_warmup_steps": 1, "eval_every_minutes": 0, "log_every": 1, "threads": 1}
+    return TrainConfig.model_validate(base | kw)
+
+
+def test_make_data_layout_and_manifest(data_dir: Path) -> None:
+    manifest = json.loads((data_dir / "manifest.json").read_text())
+    assert manifest["overlap_check"]["shared"] == 0
+    assert (data_dir / "train" / "all__inputs.npy").exists()
+    tiers = json.loads((data_dir / "heldout" / "tiers.json").read_text())["tiers"]
+    assert tiers == ["easy", "medium", "hard", "extreme"]
+    assert all((data_dir / "heldout" / t / "test" / "dataset.json").exists() for t in tiers)
+
+
+def test_overlap_check_catches_overlap() -> None:
+    with pytest.raises(OverlapError, match="1 held-out 'easy'"):
+        check_no_overlap(["a", "b"], {"easy": ["c", "b"]})
+    assert check_no_overlap(["a"], {"easy": ["b"]}) == {"easy": 1}
+
+
+def test_overlap_with_real_puzzles_is_caught(tmp_path: Path) -> None:
+    from training.make_data import _sudoku_keys
+
+    givens, _ = generate_batch(5, "easy", 3)
+    with pytest.raises(OverlapError):
+        check_no_overlap(_sudoku_keys(givens), {"easy": _sudoku_keys(givens[1:2])})
+
+
+def test_a_few_steps_reduce_the_loss_on_a_fixed_batch(data_dir: Path, tmp_path: Path) -> None:
+    # no exploration / halting changes: halt_max_steps 1 keeps the same rows and fresh carries every step
+    cfg = _cfg(data_dir, tmp_path, model=TINY | {"halt_max_steps": 1}, augment=False, batch_size=16, lr=1e-2)
+    tr = Trainer(cfg)
+    losses = [tr.train_step()["lm_loss"] for _ in range(12)]
+    assert losses[-1] < losses[0] - 0.05, losses
+
+
+def test_resume_continues_identically(data_dir: Path, tmp_path: Path) -> None:
+    torch.manual_seed(0)
+    full = Trainer(_cfg(data_dir, tmp_path / "a"))
+    ref = [full.train_step()["loss"] for _ in range(8)]
+
+    first = Trainer(_cfg(data_dir, tmp_path / "b"))
+    part = [first.train_step()["loss"] for _ in range(4)]
+    ckpt = first.save_checkpoint()
+    second = Trainer(_cfg(data_dir, tmp_path / "b", seed=123))  # different seed: everything must come from ckpt
+    second.load_checkpoint(ckpt)
+    part += [second.train_step()["loss"] for _ in range(4)]
+    assert part == ref
+    assert second.step == 8
+
+
+def test_fit_deadline_checkpoint_and_export(data_dir: Path, tmp_path: Path) -> None:
+    from training.evaluate import evaluate
+    from training.export import export_card
+
+    cfg = _cfg(data_dir, tmp_path / "runs", max_steps=3)
+    tr = Trainer(cfg)
+    tr.fit(progress=False)
+    run_dir = cfg.run_dir
+    assert (run_dir / "checkpoint.pt").exists() and (run_dir / "model_ema" / "model.safetensors").exists()
+    assert len((run_dir / "log.jsonl").read_text().splitlines()) >= 3
+
+    result = evaluate(run_dir / "model_ema", data_dir / "heldout", n=2, ptrm_k=[2], ptrm_n=1, tiers=["easy"])
+    tier = result["tiers"]["easy"]
+    assert tier["n"] == 2 and 0 <= tier["q_halt"]["exact"] <= 1 and 1 <= tier["q_halt"]["mean_act_steps"] <= 3
+    assert tier["ptrm_k2"]["n"] == 1
+    eval_json = tmp_path / "eval.json"
+    eval_json.write_text(json.dumps(result))
+
+    out = export_card(run_dir / "model_ema", tmp_path / "weights" / "tiny", eval_json, run_dir, None)
+    loaded = load_model(out)
+    assert loaded.config.task == "sudoku" and loaded.config.hidden_size == 32
+    card = json.loads((out / "card.json").read_text())
+    assert card["training"]["steps"] == 3 and card["evaluation"]["tiers"]["easy"]["n"] == 2
+    assert "| easy |" in (out / "README.md").read_text()
+    # the exported weights are the EMA weights
+    ema = tr.ema_model().state_dict()
+    assert all(np.allclose(ema[k].numpy(), v.numpy()) for k, v in loaded.model.state_dict().items())

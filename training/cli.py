@@ -1,0 +1,125 @@
+"""`recursolve-train`: make-data, train, evaluate, export."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Annotated
+
+import typer
+
+app = typer.Typer(add_completion=False, no_args_is_help=True, help="Train, evaluate and ship TRM/HRM weights.")
+
+
+@app.command("make-data")
+def make_data(
+    task: Annotated[str, typer.Argument(help="sudoku | maze")],
+    out: Annotated[Path, typer.Option(help="output root (official layout)")],
+    train_counts: Annotated[str, typer.Option(help="sudoku: tier=count,... for training")]
+    = "easy=20000,medium=20000,hard=2000",
+    train_count: Annotated[int, typer.Option(help="maze: training mazes")] = 20000,
+    heldout_count: Annotated[int, typer.Option(help="held-out puzzles per tier")] = 200,
+    size: Annotated[int, typer.Option(help="maze side")] = 9,
+    maze_tiers: Annotated[str, typer.Option(help="maze: tier=min-max path length,... (max empty = no bound)")]
+    = "short=1-8,medium=9-16,long=17-",
+    loops: Annotated[float, typer.Option(help="maze: fraction of extra walls removed (0 = unique paths)")] = 0.0,
+    seed: int = 1_000,
+    heldout_seed: int = 9_000_000,
+) -> None:
+    """Generate training + per-tier held-out sets with fixed seeds; fails if held-out overlaps training."""
+    from training.make_data import make_maze, make_sudoku
+
+    if task == "sudoku":
+        counts = {k: int(v) for k, v in (item.split("=") for item in train_counts.split(","))}
+        manifest = make_sudoku(out, counts, heldout_count, seed, heldout_seed)
+    elif task == "maze":
+        tiers = {}
+        for item in maze_tiers.split(","):
+            name, rng = item.split("=")
+            lo, hi = rng.split("-")
+            tiers[name] = (int(lo), int(hi) if hi else None)
+        manifest = make_maze(out, size, train_count, heldout_count, tiers, loops, seed, heldout_seed)
+    else:
+        raise typer.BadParameter(f"unknown task {task!r} (sudoku | maze)")
+    typer.echo(json.dumps(manifest, indent=2))
+
+
+@app.command()
+def train(
+    config: Annotated[Path, typer.Option(help="run config JSON (training.config.TrainConfig fields)")],
+    resume: Annotated[bool, typer.Option(help="continue from runs/<name>/checkpoint.pt")] = False,
+    max_minutes: Annotated[float | None, typer.Option(help="stop cleanly after this many minutes")] = None,
+    max_steps: Annotated[int | None, typer.Option()] = None,
+    device: Annotated[str | None, typer.Option(help="cpu | cuda | cuda:N")] = None,
+    threads: Annotated[int | None, typer.Option(help="torch CPU threads")] = None,
+    runs_dir: Annotated[str | None, typer.Option()] = None,
+    progress: Annotated[bool, typer.Option(help="tqdm progress bar")] = True,
+) -> None:
+    """Train (or resume) a run; writes runs/<name>/{log.jsonl,checkpoint.pt,model_ema/,model_best/}."""
+    from training.config import TrainConfig
+    from training.trainer import CHECKPOINT, Trainer
+
+    cfg = TrainConfig.from_file(config, max_steps=max_steps, device=device, threads=threads, runs_dir=runs_dir,
+                                max_minutes=max_minutes)
+    trainer = Trainer(cfg)
+    ckpt = cfg.run_dir / CHECKPOINT
+    if resume:
+        if not ckpt.exists():
+            raise typer.BadParameter(f"--resume: no checkpoint at {ckpt}")
+        trainer.load_checkpoint(ckpt)
+        typer.echo(f"resumed {cfg.name} at step {trainer.step}")
+    typer.echo(f"{cfg.name}: {trainer.model_config.arch} {trainer.model.num_parameters():,} params, "
+               f"{len(trainer.examples):,} training examples")
+    last = trainer.fit(max_minutes=cfg.max_minutes, progress=progress)
+    typer.echo(json.dumps(last))
+
+
+@app.command()
+def evaluate(
+    model: Annotated[Path, typer.Argument(help="model folder (model.safetensors + config.json)")],
+    heldout: Annotated[Path, typer.Option(help="held-out root (<tier>/test/ + tiers.json)")],
+    out: Annotated[Path | None, typer.Option(help="write the JSON here")] = None,
+    n: Annotated[int, typer.Option(help="puzzles per tier")] = 200,
+    ptrm_k: Annotated[str, typer.Option(help="comma-separated K values ('' = none)")] = "4,16",
+    ptrm_n: Annotated[int, typer.Option(help="puzzles per tier for PTRM")] = 50,
+    sigma: float = 0.3,
+    noise_on: str = "z_L",
+    tiers: Annotated[str | None, typer.Option(help="comma-separated subset of tiers")] = None,
+    threads: int = 1,
+    device: str = "cpu",
+) -> None:
+    """Exact / verified accuracy and ACT steps per tier: Q-head halting vs max steps, PTRM vs plain."""
+    from training.evaluate import evaluate as run
+
+    ks = [int(k) for k in ptrm_k.split(",") if k.strip()]
+    result = run(model, heldout, n=n, ptrm_k=ks, ptrm_n=ptrm_n, sigma=sigma, noise_on=noise_on,
+                 tiers=tiers.split(",") if tiers else None, threads=threads, device=device)
+    text = json.dumps(result, indent=2)
+    if out:
+        out.parent.mkdir(parents=True, exist_ok=True)
+        out.write_text(text + "\n")
+    typer.echo(text)
+
+
+@app.command()
+def export(
+    model: Annotated[Path, typer.Argument(help="trained model folder (runs/<name>/model_best or model_ema)")],
+    name: Annotated[str, typer.Option(help="weights/<name>")],
+    eval_json: Annotated[Path, typer.Option(help="output of `evaluate`")],
+    run_dir: Annotated[Path, typer.Option(help="runs/<name> (config + log.jsonl)")],
+    notes: Annotated[Path | None, typer.Option(help="JSON with data/why/reproduce text for the card")] = None,
+    weights_dir: Path = Path("weights"),
+) -> None:
+    """Write weights/<name>/ = model.safetensors + config.json + card.json + README.md."""
+    from training.export import export_card
+
+    folder = export_card(model, weights_dir / name, eval_json, run_dir, notes)
+    typer.echo(str(folder))
+
+
+def main() -> None:
+    app()
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,117 @@
+"""Training and held-out sets from the seeded `puzzles/` generators, in the official layout.
+
+    <out>/train/...            training examples (official layout; augmented on the fly by the trainer)
+    <out>/heldout/<tier>/test/ one official-layout test split per difficulty tier
+    <out>/heldout/tiers.json   tier names and how each was generated
+    <out>/manifest.json        seeds, counts and the overlap check result
+
+Train and held-out puzzles come from disjoint seeds, and every held-out puzzle's canonical string is
+checked against the training set: any overlap is an error (the held-out figures would be inflated).
+"""
+
+from __future__ import annotations
+
+import json
+import random
+from collections.abc import Iterable
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from puzzles import get_codec
+from puzzles.dataset import build_maze_dataset, build_sudoku_dataset
+
+TRAIN_SEED = 1_000
+HELDOUT_SEED = 9_000_000  # far from TRAIN_SEED: the streams never share a seed
+
+
+class OverlapError(RuntimeError):
+    """A held-out puzzle also appears in the training data."""
+
+
+def check_no_overlap(train_keys: Iterable[str], heldout: dict[str, Iterable[str]]) -> dict[str, int]:
+    """Raise OverlapError if any held-out canonical string is in the training set; else sizes per tier."""
+    train = set(train_keys)
+    sizes = {}
+    for tier, keys in heldout.items():
+        keys = list(keys)
+        shared = train.intersection(keys)
+        if shared:
+            raise OverlapError(f"{len(shared)} held-out {tier!r} puzzle(s) also in the training data, "
+                               f"e.g. {sorted(shared)[0]!r}")
+        sizes[tier] = len(set(keys))
+    return sizes
+
+
+def _sudoku_keys(givens: np.ndarray) -> list[str]:
+    codec = get_codec("sudoku")
+    return [codec.canonical(codec.parse("".join(str(int(d)) if d else "." for d in row))) for row in givens]
+
+
+def make_sudoku(out: Path, train_counts: dict[str, int], heldout_count: int, seed: int = TRAIN_SEED,
+                heldout_seed: int = HELDOUT_SEED) -> dict[str, Any]:
+    from puzzles.sudoku import TIERS, generate_batch
+
+    g_parts, s_parts, train_tiers = [], [], {}
+    for i, (tier, n) in enumerate(train_counts.items()):
+        if n <= 0:
+            continue
+        g, s = generate_batch(seed + i, tier, n)
+        g_parts.append(g)
+        s_parts.append(s)
+        train_tiers[tier] = {"count": n, "seed": seed + i}
+    givens, solutions = np.concatenate(g_parts), np.concatenate(s_parts)
+    # the trainer samples uniformly: shuffle once so the layout does not group tiers
+    order = np.random.default_rng(seed).permutation(len(givens))
+    givens, solutions = givens[order], solutions[order]
+    heldout, tiers_info = {}, {}
+    for i, tier in enumerate(TIERS):
+        heldout[tier] = generate_batch(heldout_seed + i, tier, heldout_count)
+        tiers_info[tier] = {"count": heldout_count, "seed": heldout_seed + i}
+    sizes = check_no_overlap(_sudoku_keys(givens), {t: _sudoku_keys(g) for t, (g, _) in heldout.items()})
+    build_sudoku_dataset(out, (givens, solutions))
+    for tier, pair in heldout.items():
+        build_sudoku_dataset(out / "heldout" / tier, (pair[0][:1], pair[1][:1]), pair)
+    return _finish(out, "sudoku", train_tiers, tiers_info, sizes, len(givens))
+
+
+def _maze_batch(seed: int, size: int, n: int, lo: int, hi: int | None, loops: float) -> list[Any]:
+    from puzzles.maze import generate
+
+    rng = random.Random(seed)
+    return [generate(rng, size, min_path_len=lo, max_path_len=hi, loops=loops) for _ in range(n)]
+
+
+def make_maze(out: Path, size: int, train_count: int, heldout_count: int, tiers: dict[str, tuple[int, int | None]],
+              loops: float = 0.0, seed: int = TRAIN_SEED, heldout_seed: int = HELDOUT_SEED) -> dict[str, Any]:
+    codec = get_codec("maze")
+    seq_len = size * size
+    heldout = {tier: _maze_batch(heldout_seed + i, size, heldout_count, lo, hi, loops)
+               for i, (tier, (lo, hi)) in enumerate(tiers.items())}
+    # Small mazes repeat: drop training mazes that a held-out tier contains (the check below stays the guard).
+    held_keys = {codec.canonical(p) for ps in heldout.values() for p in ps}
+    generated = _maze_batch(seed, size, train_count, 1, None, loops)
+    train = [p for p in generated if codec.canonical(p) not in held_keys]
+    train_count = len(train)
+    sizes = check_no_overlap((codec.canonical(p) for p in train),
+                             {t: [codec.canonical(p) for p in ps] for t, ps in heldout.items()})
+    build_maze_dataset(out, train, seq_len=seq_len)
+    tiers_info = {}
+    for i, (tier, puzzles) in enumerate(heldout.items()):
+        build_maze_dataset(out / "heldout" / tier, puzzles[:1], puzzles, seq_len=seq_len)
+        lo, hi = tiers[tier]
+        tiers_info[tier] = {"count": heldout_count, "seed": heldout_seed + i, "size": size,
+                            "min_path_len": lo, "max_path_len": hi, "loops": loops}
+    train_info = {"all": {"count": train_count, "generated": len(generated), "seed": seed, "size": size,
+                          "loops": loops, "dropped_as_heldout": len(generated) - train_count}}
+    return _finish(out, "maze", train_info, tiers_info, sizes, train_count)
+
+
+def _finish(out: Path, task: str, train_info: dict, tiers_info: dict, sizes: dict, n_train: int) -> dict[str, Any]:
+    (out / "heldout").mkdir(parents=True, exist_ok=True)
+    (out / "heldout" / "tiers.json").write_text(json.dumps({"tiers": list(tiers_info), "info": tiers_info}, indent=2))
+    manifest = {"task": task, "train": train_info, "train_examples": n_train, "heldout": tiers_info,
+                "overlap_check": {"method": "canonical puzzle string", "shared": 0, "unique_heldout": sizes}}
+    (out / "manifest.json").write_text(json.dumps(manifest, indent=2))
+    return manifest
