@@ -20,6 +20,7 @@ from pathlib import Path
 
 import torch
 import yaml
+from pydantic import ValidationError
 from safetensors.torch import load_file, save_file
 
 from models.config import DTYPES, ModelConfig
@@ -64,6 +65,8 @@ def load_model(path: str | Path, *, task: str | None = None, dtype: str | None =
                device: str | torch.device = "cpu") -> LoadedModel:
     """Load our folder format or an official checkpoint file; `dtype` overrides the forward dtype."""
     path = Path(path)
+    if task is not None and task not in TASK_VOCAB:
+        raise CheckpointError(f"unknown task {task!r}; use one of {sorted(TASK_VOCAB)}")
     if path.is_dir() and (path / WEIGHTS_FILE).exists():
         loaded = _load_ours(path)
     elif path.is_dir():
@@ -104,7 +107,10 @@ def content_version(folder: Path) -> str:
 def convert_official(checkpoint: str | Path, out_folder: str | Path, task: str | None = None) -> str:
     """Convert an official checkpoint into our folder format; returns the new version hash."""
     loaded = _load_official(Path(checkpoint), task)
-    return save_model(loaded.model, out_folder, {"converted_from": str(checkpoint)})
+    # The source's content hash rather than its path: the same checkpoint converted from
+    # anywhere gets the same version.
+    return save_model(loaded.model, out_folder, {"converted_from": Path(checkpoint).name,
+                                                 "source_version": loaded.version})
 
 
 # -- ours --------------------------------------------------------------------------------------
@@ -113,9 +119,16 @@ def _load_ours(folder: Path) -> LoadedModel:
     cfg_path = folder / CONFIG_FILE
     if not cfg_path.exists():
         raise CheckpointError(f"{folder}: missing {CONFIG_FILE} beside {WEIGHTS_FILE}")
-    config = ModelConfig.model_validate_json(cfg_path.read_text())
+    try:
+        config = ModelConfig.model_validate_json(cfg_path.read_text())
+    except ValidationError as e:
+        raise CheckpointError(f"{cfg_path}: invalid model config: {e}") from e
     model = build_model(config)
-    _load_state(model, load_file(str(folder / WEIGHTS_FILE)), folder / WEIGHTS_FILE)
+    try:
+        state = load_file(str(folder / WEIGHTS_FILE))
+    except Exception as e:  # SafetensorError: truncated or not a safetensors file
+        raise CheckpointError(f"{folder / WEIGHTS_FILE}: not a readable safetensors file: {e}") from e
+    _load_state(model, state, folder / WEIGHTS_FILE)
     return LoadedModel(model, config, content_version(folder), "recursolve", folder)
 
 
@@ -146,7 +159,11 @@ def _load_official(path: Path, task: str | None) -> LoadedModel:
     if not cfg_path.exists():
         raise CheckpointError(f"{path}: missing {OFFICIAL_CONFIG_FILE} beside the checkpoint (the official "
                               "trainer writes it only when wandb is on; recreate it from the run's arch config)")
-    arch_cfg = (yaml.safe_load(cfg_path.read_text()) or {}).get("arch")
+    try:
+        full_cfg = yaml.safe_load(cfg_path.read_text()) or {}
+    except yaml.YAMLError as e:
+        raise CheckpointError(f"{cfg_path}: not valid YAML: {e}") from e
+    arch_cfg = full_cfg.get("arch") if isinstance(full_cfg, dict) else None
     if not isinstance(arch_cfg, dict):
         raise CheckpointError(f"{cfg_path}: no `arch:` block")
     name = arch_cfg.get("name")
@@ -158,7 +175,7 @@ def _load_official(path: Path, task: str | None) -> LoadedModel:
             raise CheckpointError(f"{path}: missing key {required!r}: not a TRM/HRM checkpoint")
 
     vocab = state["embed_tokens.embedding_weight"].shape[0]
-    data_paths = " ".join(yaml.safe_load(cfg_path.read_text()).get("data_paths") or [])
+    data_paths = " ".join(str(p) for p in full_cfg.get("data_paths") or [])
     inferred = next((t for t in TASK_VOCAB if t in data_paths.lower()), None)
     inferred = inferred or next((t for t, v in TASK_VOCAB.items() if v == vocab), None)
     if task is not None and TASK_VOCAB.get(task) not in (None, vocab):
@@ -170,7 +187,10 @@ def _load_official(path: Path, task: str | None) -> LoadedModel:
     fields.update(arch=OFFICIAL_ARCHS[name], task=task, vocab_size=vocab,
                   num_puzzle_identifiers=state["puzzle_emb"].shape[0] if "puzzle_emb" in state else 1)
     fields["seq_len"] = _official_seq_len(state, fields, task, path)
-    config = ModelConfig.model_validate(fields)
+    try:
+        config = ModelConfig.model_validate(fields)
+    except ValidationError as e:
+        raise CheckpointError(f"{cfg_path}: arch config does not describe a valid model: {e}") from e
     model = build_model(config)
     _load_state(model, state, path)
     return LoadedModel(model, config, _file_hash(path), "official", path)
