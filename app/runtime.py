@@ -11,6 +11,9 @@ import asyncio
 import logging
 import time
 
+from pydantic import ValidationError
+
+from app.api.schemas import SolveOptionsIn
 from app.cache import ResultCache, make_cache
 from app.engine.registry import ServedModel, default_per_task, load_served_model
 from app.engine.service import SolveService
@@ -58,6 +61,11 @@ class Runtime:
         models: dict[str, ServedModel] = {}
         try:
             specs = self._specs if self._specs is not None else load_model_specs(self.settings)
+            for spec in specs:  # bad per-model default options fail the start, not the first request
+                try:
+                    SolveOptionsIn.model_validate(spec.default_options)
+                except ValidationError as e:
+                    raise ValueError(f"model {spec.name}: invalid default_options: {e}") from None
             for spec in specs:
                 self.loading = spec.name
                 served = await asyncio.to_thread(load_served_model, spec)

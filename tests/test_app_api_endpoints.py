@@ -201,3 +201,11 @@ async def test_failed_model_load_is_not_ready(tmp_path):
             assert r.status_code == 503 and "loading models failed" in r.json()["detail"]
             r = await c.post("/v1/solve", json=solve_body())
             assert r.status_code == 503 and r.json()["error"]["code"] == "not_ready"
+
+
+async def test_invalid_model_default_options_fail_the_start(tmp_path):
+    spec = make_specs(tmp_path)[0].model_copy(update={"default_options": {"halting": "sometimes"}})
+    app = create_app(Settings(weights_dir=tmp_path), [spec])
+    async with app.router.lifespan_context(app):
+        with pytest.raises(RuntimeError, match="invalid default_options"):
+            await app.state.runtime.wait_ready(30)

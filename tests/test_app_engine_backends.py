@@ -20,7 +20,8 @@ async def client(tmp_path_factory):
     path = save_random(root / "random")
     maze_cfg = tiny_config(task="maze", seq_len=100, vocab_size=6)  # a 10x10 canvas: mazes up to 10 a side
     save_model(build_model(maze_cfg), root / "maze")
-    specs = [ModelSpec(name="torch", task="sudoku", path=path, batch_rows=2),
+    specs = [ModelSpec(name="torch", task="sudoku", path=path, batch_rows=2,
+                       default_options={"max_steps": 3, "halting": "max_steps"}),
              ModelSpec(name="onnx", task="sudoku", path=path, backend="onnx", batch_rows=2),
              ModelSpec(name="maze", task="maze", path=root / "maze", batch_rows=2)]
     async with running_app(root, specs=specs) as (_, c):
@@ -64,3 +65,11 @@ async def test_maze_too_big_for_the_model_is_422(client):
 async def test_default_model_is_the_first_trm_for_the_task(client):
     r = await client.post("/v1/solve", json={"task": "sudoku", "puzzle": PUZZLE, "options": {"max_steps": 1}})
     assert r.json()["model"]["name"] == "torch"
+
+
+async def test_model_default_options_apply_under_the_request(client):
+    body = (await client.post("/v1/solve", json={"task": "sudoku", "puzzle": PUZZLE})).json()
+    assert (body["steps"], body["halted_by"]) == (3, "max_steps")
+    body = (await client.post("/v1/solve", json={"task": "sudoku", "puzzle": PUZZLE,
+                                                 "options": {"max_steps": 2}})).json()
+    assert body["steps"] == 2

@@ -30,14 +30,13 @@ from app import metrics
 from app.cache import ResultCache, cache_key
 from app.engine.registry import ServedModel
 from app.engine.request import Request, Result, SolveOptions, StepEvent
+from models.ptrm import DEFAULT_SIGMA
 from puzzles import TASKS, PuzzleError
 
 log = logging.getLogger(__name__)
 
 DISCONNECT_POLL_S = 0.05
 KEEPALIVE_S = 15.0  # SSE comment while a stream waits in the queue, so proxies keep it open
-# PTRM noise scale per task when the caller asks for K > 1 without one (serving-notes, reported settings).
-DEFAULT_NOISE = {"sudoku": 0.3, "maze": 1.0, "arc": 0.2}
 MAX_REASONS = 10
 OPTION_FIELDS = frozenset(f.name for f in fields(SolveOptions))
 
@@ -138,7 +137,8 @@ class SolveService:
                   if v is not None and k in OPTION_FIELDS}
         merged.setdefault("max_steps", model.config.halt_max_steps)
         k = merged.get("trajectories", 1)
-        merged.setdefault("noise", DEFAULT_NOISE.get(model.task, 0.3) if k > 1 else 0.0)
+        # PTRM without a noise scale: the per-task setting reported for PTRM; none for a single trajectory.
+        merged.setdefault("noise", DEFAULT_SIGMA.get(model.task, 0.3) if k > 1 else 0.0)
         if "deadline_ms" not in merged and self.default_deadline_ms is not None:
             merged["deadline_ms"] = self.default_deadline_ms
         if not self.cache_enabled:
