@@ -6,9 +6,8 @@ TooManyRows, EngineError) that the API layer maps to status codes.
 - Cache: looked up before submitting and written after, through `app.cache` (which never raises).
   Never stored: deadline-cut or cancelled results, and noisy unseeded results that did not verify
   (a different run could give a different answer; a verified one is right whatever the seed).
-- Coalescing: identical deterministic requests (same cache key) in flight at once share one
-  engine request. A joiner whose deadline is earlier than the running request's does not join
-  (it could be kept waiting past its own deadline) and is submitted on its own.
+- Coalescing: identical deterministic requests (same cache key and same deadline_ms) in flight at
+  once share one engine request.
 - Cancellation: the engine request is cancelled when its last waiter goes away.
 """
 
@@ -17,7 +16,6 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-import math
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass, field, fields
@@ -213,19 +211,22 @@ class SolveService:
                        loop=asyncio.get_running_loop(), verifier=verifier, on_step=on_step, created=prep.started)
 
     def _flight(self, prep: Prepared) -> tuple[_Flight, bool]:
-        """Join an identical in-flight request, or submit a new one."""
+        """Join an identical in-flight request, or submit a new one.
+
+        The key is the cache key plus deadline_ms: only requests with the same time budget share a run, so
+        a joiner is neither cut much earlier than it asked (by a shorter shared deadline) nor kept waiting
+        past its own (by a longer one); the difference is at most the gap between their arrivals."""
         o = prep.options
-        existing = self._inflight.get(prep.key) if o.deterministic else None
+        key = f"{prep.key}|{o.deadline_ms}"
+        existing = self._inflight.get(key) if o.deterministic else None
         if existing is not None and not existing.request.future.done() and not existing.request.cancelled:
-            deadline = prep.started + o.deadline_ms / 1000 if o.deadline_ms is not None else math.inf
-            if deadline >= existing.request.deadline:
-                return existing, True
+            return existing, True
         request = self._new_request(prep)
         prep.model.executor.submit(request)
         flight = _Flight(request)
         if o.deterministic:
-            self._inflight[prep.key] = flight
-            request.future.add_done_callback(lambda _f: self._forget(prep.key, flight))
+            self._inflight[key] = flight
+            request.future.add_done_callback(lambda _f: self._forget(key, flight))
         return flight, False
 
     def _forget(self, key: str, flight: _Flight) -> None:
