@@ -23,6 +23,7 @@ async def client(tmp_path_factory):
     specs = [ModelSpec(name="torch", task="sudoku", path=path, batch_rows=2,
                        default_options={"max_steps": 3, "halting": "max_steps"}),
              ModelSpec(name="onnx", task="sudoku", path=path, backend="onnx", batch_rows=2),
+             ModelSpec(name="bf16", task="sudoku", path=path, dtype="bfloat16", batch_rows=2),
              ModelSpec(name="maze", task="maze", path=root / "maze", batch_rows=2)]
     async with running_app(root, specs=specs) as (_, c):
         yield c
@@ -41,6 +42,14 @@ async def test_onnx_backend_matches_torch(client):
     assert (info["backend"], info["dtype"]) == ("onnx", "float32")
     # Same weights, same version: the cache key is shared on purpose (the answers agree).
     assert info["version"] == (await client.get("/v1/models/torch")).json()["version"]
+
+
+async def test_bf16_on_cpu(client):
+    r = await client.post("/v1/solve", json=solve_body(model="bf16", max_steps=4, halting="max_steps", trajectories=2,
+                                                       noise=0.3, seed=2, cache=False))
+    assert r.status_code == 200, r.text
+    assert r.json()["steps"] == 4
+    assert (await client.get("/v1/models/bf16")).json()["dtype"] == "bfloat16"
 
 
 async def test_maze_answer_comes_back_as_maze_text(client):
