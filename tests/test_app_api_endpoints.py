@@ -91,9 +91,10 @@ async def test_models_endpoints(client):
 
 
 async def test_health_and_readiness(client):
-    for path in ("/healthz", "/readyz", "/v2/health/live", "/v2/health/ready"):
+    for path in ("/healthz", "/readyz", "/v2/health/live", "/v2/health/ready", "/v2/models/copy/ready"):
         r = await client.get(path)
         assert r.status_code == 200, path
+    assert (await client.get("/v2/models/nope/ready")).status_code == 404
 
 
 def metric(text: str, name: str, **labels: str) -> float:

@@ -225,6 +225,19 @@ async def readyz(request: Request) -> JSONResponse:
     return JSONResponse({"status": "not_ready", "detail": rt.not_ready_reason()}, status_code=503)
 
 
+@router.get("/v2/models/{name}/ready", operation_id="v2_model_ready", response_model=HealthBody, tags=["health"],
+            responses={404: ERRORS[404], 503: {"model": HealthBody}},
+            summary="KServe / Open Inference Protocol v2 per-model readiness")
+async def model_ready(name: str, request: Request) -> JSONResponse:
+    rt = _runtime(request)
+    if rt.service is not None and name not in rt.service.models:
+        raise ApiError(404, "model_not_found", f"unknown model {name!r}; served models: "
+                       f"{', '.join(sorted(rt.service.models))}", "name")
+    if rt.ready and rt.service is not None and not rt.service.draining:
+        return JSONResponse({"status": "ready", "models": {name: rt.service.models[name].version}})
+    return JSONResponse({"status": "not_ready", "detail": rt.not_ready_reason()}, status_code=503)
+
+
 @router.get("/metrics", operation_id="metrics", tags=["health"], summary="Prometheus metrics",
             response_class=Response, responses={200: {"content": {"text/plain": {}}}})
 async def prometheus_metrics() -> Response:
