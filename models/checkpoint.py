@@ -155,6 +155,8 @@ def read_official_state(path: Path) -> dict[str, torch.Tensor]:
 
 
 def _load_official(path: Path, task: str | None) -> LoadedModel:
+    if not path.is_file():
+        raise CheckpointError(f"{path}: no such checkpoint file")
     cfg_path = path.parent / OFFICIAL_CONFIG_FILE
     if not cfg_path.exists():
         raise CheckpointError(f"{path}: missing {OFFICIAL_CONFIG_FILE} beside the checkpoint (the official "
