@@ -118,8 +118,14 @@ def count_error(err: ApiError, model: str = "-", task: str = "-") -> None:
 
 def install(app: FastAPI) -> None:
     @app.exception_handler(RequestValidationError)
-    async def _validation(_: Request, exc: RequestValidationError) -> JSONResponse:
+    async def _validation(request: Request, exc: RequestValidationError) -> JSONResponse:
         err = from_validation(list(exc.errors()))
+        content_type = request.headers.get("content-type", "")
+        if err.location == "body" and content_type and "json" not in content_type:
+            # The classic `curl -d '{...}'`: the body was sent as a form, not as JSON.
+            err.message = (f"the request body must be a JSON object sent with 'Content-Type: application/json' "
+                           f"(got {content_type!r})")
+            err.code = "unsupported_media_type"
         count_error(err)
         return err.response()
 
