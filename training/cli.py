@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import signal
 from pathlib import Path
 from typing import Annotated
 
@@ -19,6 +20,7 @@ def make_data(
     = "easy=20000,medium=20000,hard=2000",
     train_count: Annotated[int, typer.Option(help="maze: training mazes")] = 20000,
     heldout_count: Annotated[int, typer.Option(help="held-out puzzles per tier")] = 200,
+    heldout_counts: Annotated[str, typer.Option(help="sudoku: per-tier overrides, e.g. extreme=100")] = "",
     size: Annotated[int, typer.Option(help="maze side")] = 9,
     maze_tiers: Annotated[str, typer.Option(help="maze: tier=min-max path length,... (max empty = no bound)")]
     = "short=1-8,medium=9-16,long=17-",
@@ -31,7 +33,9 @@ def make_data(
 
     if task == "sudoku":
         counts = {k: int(v) for k, v in (item.split("=") for item in train_counts.split(","))}
-        manifest = make_sudoku(out, counts, heldout_count, seed, heldout_seed)
+        held = {t: heldout_count for t in ("easy", "medium", "hard", "extreme")}
+        held |= {k: int(v) for k, v in (item.split("=") for item in heldout_counts.split(",") if item)}
+        manifest = make_sudoku(out, counts, held, seed, heldout_seed)
     elif task == "maze":
         tiers = {}
         for item in maze_tiers.split(","):
@@ -70,8 +74,14 @@ def train(
         typer.echo(f"resumed {cfg.name} at step {trainer.step}")
     typer.echo(f"{cfg.name}: {trainer.model_config.arch} {trainer.model.num_parameters():,} params, "
                f"{len(trainer.examples):,} training examples")
+    # `kill PID` stops the run cleanly: fit's finally block writes the checkpoint and the EMA model
+    signal.signal(signal.SIGTERM, _raise_interrupt)
     last = trainer.fit(max_minutes=cfg.max_minutes, progress=progress)
     typer.echo(json.dumps(last))
+
+
+def _raise_interrupt(signum: int, frame: object) -> None:
+    raise KeyboardInterrupt
 
 
 @app.command()

@@ -49,7 +49,7 @@ def _sudoku_keys(givens: np.ndarray) -> list[str]:
     return [codec.canonical(codec.parse("".join(str(int(d)) if d else "." for d in row))) for row in givens]
 
 
-def make_sudoku(out: Path, train_counts: dict[str, int], heldout_count: int, seed: int = TRAIN_SEED,
+def make_sudoku(out: Path, train_counts: dict[str, int], heldout_count: int | dict[str, int], seed: int = TRAIN_SEED,
                 heldout_seed: int = HELDOUT_SEED) -> dict[str, Any]:
     from puzzles.sudoku import TIERS, generate_batch
 
@@ -66,9 +66,12 @@ def make_sudoku(out: Path, train_counts: dict[str, int], heldout_count: int, see
     order = np.random.default_rng(seed).permutation(len(givens))
     givens, solutions = givens[order], solutions[order]
     heldout, tiers_info = {}, {}
+    counts = heldout_count if isinstance(heldout_count, dict) else dict.fromkeys(TIERS, heldout_count)
     for i, tier in enumerate(TIERS):
-        heldout[tier] = generate_batch(heldout_seed + i, tier, heldout_count)
-        tiers_info[tier] = {"count": heldout_count, "seed": heldout_seed + i}
+        if counts.get(tier, 0) <= 0:
+            continue
+        heldout[tier] = generate_batch(heldout_seed + i, tier, counts[tier])
+        tiers_info[tier] = {"count": counts[tier], "seed": heldout_seed + i}
     sizes = check_no_overlap(_sudoku_keys(givens), {t: _sudoku_keys(g) for t, (g, _) in heldout.items()})
     build_sudoku_dataset(out, (givens, solutions))
     for tier, pair in heldout.items():
