@@ -116,7 +116,7 @@ async def test_metrics_move_after_traffic(client):
     assert "text/plain" in (await client.get("/metrics")).headers["content-type"]
     checks = [
         ("recursolve_requests_total", {"model": "random", "task": "sudoku", "status": "ok"}, 1),
-        ("recursolve_requests_total", {"status": "invalid"}, 1),
+        ("recursolve_requests_total", {"model": "random", "task": "sudoku", "status": "invalid"}, 1),
         ("recursolve_halts_total", {"model": "random", "reason": "max_steps"}, 1),
         ("recursolve_request_act_steps_sum", {"model": "random"}, 3),
         ("recursolve_step_duration_seconds_count", {"model": "random"}, 3),

@@ -56,10 +56,13 @@ def _service(request: Request) -> SolveService:
 
 def _labels(service: SolveService | None, item: SolveRequest | None) -> tuple[str, str]:
     """Metric labels for a failed request: only served names, so a typo cannot mint new series."""
-    if item is None:
-        return "-", "-"
-    model = item.model if service is not None and item.model in service.models else "-"
-    return model, item.task or (service.models[model].task if model != "-" and service else "-")
+    if item is None or service is None:
+        return "-", (item.task or "-") if item is not None else "-"
+    if item.model is not None:
+        model = item.model if item.model in service.models else "-"
+    else:
+        model = service.defaults.get(item.task or "", "-")
+    return model, item.task or (service.models[model].task if model != "-" else "-")
 
 
 def _json(body: dict[str, Any], status: int = 200, headers: dict[str, str] | None = None) -> Response:
