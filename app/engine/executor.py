@@ -20,12 +20,12 @@ from typing import Any
 
 import numpy as np
 import torch
-from models.ptrm import inject_noise
 
 from app import metrics
 from app.engine.backends import Backend
 from app.engine.request import EngineError, Request
 from app.engine.scheduler import Admission, Scheduler, StepReport
+from models.ptrm import inject_noise
 
 log = logging.getLogger(__name__)
 
@@ -128,8 +128,8 @@ class Executor:
 
     def step_once(self) -> None:
         admitted, dropped = self.scheduler.admit()
-        for _, result in dropped:
-            metrics.HALTS.labels(model=self.name, reason=result.halted_by).inc()
+        for _, result in dropped:  # never admitted: each of its trajectories stops before its first step
+            metrics.HALTS.labels(model=self.name, reason=result.halted_by).inc(result.trajectories)
         if admitted:
             self._load_rows(admitted)
         idx = self.scheduler.active_rows()
