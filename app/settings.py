@@ -33,6 +33,14 @@ MODEL_NAME_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,63}$")
 DEVICE_RE = re.compile(r"^(cpu|mps|cuda(:\d+)?)$")
 
 
+def default_weights_dir() -> Path:
+    """<repo>/weights when running from a source checkout (editable install), else ./weights: a wheel
+    install lives in site-packages, where no weights are (the images set RECURSOLVE_WEIGHTS_DIR)."""
+    if (REPO_ROOT / "pyproject.toml").is_file():
+        return REPO_ROOT / "weights"
+    return Path.cwd() / "weights"
+
+
 class SettingsError(ValueError):
     """Invalid RECURSOLVE_* environment; the message names each offending variable."""
 
@@ -99,7 +107,7 @@ class Settings(BaseSettings):
     host: str = "0.0.0.0"
     port: int = Field(default=8000, ge=0, le=65535)
     models_file: Path | None = None  # YAML list of models; None: serve every model folder under weights_dir
-    weights_dir: Path = REPO_ROOT / "weights"
+    weights_dir: Path = Field(default_factory=default_weights_dir)
     redis_url: str | None = None  # redis://, rediss:// or unix://; None: in-process LRU cache
     cache_ttl_seconds: int = Field(default=86400, ge=1)
     cache_max_entries: int = Field(default=10000, ge=1)  # in-process LRU bound (memory cache only)

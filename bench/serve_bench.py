@@ -408,7 +408,8 @@ def main() -> None:
         "host": host,
         "when": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
         "machine": {"cpus": os.cpu_count(), "platform": platform.platform(), "torch": torch.__version__,
-                    "torch_threads": torch.get_num_threads(), "python": platform.python_version()},
+                    "torch_threads": torch.get_num_threads(), "OMP_NUM_THREADS": os.environ.get("OMP_NUM_THREADS"),
+                    "python": platform.python_version()},
         "note": ("CPU shared: this machine's 2 cores also run background model training and other workers' "
                  "tests, so absolute figures are noisy (25% or more); compare the modes within one run. "
                  "static runs in-process without HTTP (an advantage of a few ms per request)."),
