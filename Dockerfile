@@ -97,6 +97,7 @@ ENV PATH=/opt/venv/bin:$PATH \
     PYTHONUNBUFFERED=1 \
     PYTHONDONTWRITEBYTECODE=1 \
     RECURSOLVE_WEIGHTS_DIR=/app/weights \
+    RECURSOLVE_HOST=0.0.0.0 \
     RECURSOLVE_PORT=8000 \
     XDG_CACHE_HOME=/tmp/cache \
     NVIDIA_VISIBLE_DEVICES=all \
@@ -105,7 +106,7 @@ USER 10001:10001
 EXPOSE 8000
 HEALTHCHECK --interval=15s --timeout=5s --start-period=180s --retries=3 \
     CMD ["python3", "-c", "import os, urllib.request; urllib.request.urlopen('http://127.0.0.1:' + os.environ.get('RECURSOLVE_PORT', '8000') + '/healthz', timeout=4)"]
-CMD ["recursolve", "serve", "--host", "0.0.0.0", "--port", "8000"]
+CMD ["recursolve", "serve"]
 
 # ---------------------------------------------------------------- CPU runtime image (default: last stage)
 FROM ${PYTHON_IMAGE} AS cpu
@@ -127,10 +128,11 @@ ENV PATH=/opt/venv/bin:$PATH \
     PYTHONDONTWRITEBYTECODE=1 \
     LD_PRELOAD=/usr/local/lib/libtcmalloc_minimal.so.4 \
     RECURSOLVE_WEIGHTS_DIR=/app/weights \
+    RECURSOLVE_HOST=0.0.0.0 \
     RECURSOLVE_PORT=8000 \
     XDG_CACHE_HOME=/tmp/cache
 USER 10001:10001
 EXPOSE 8000
 HEALTHCHECK --interval=15s --timeout=5s --start-period=120s --retries=3 \
     CMD ["python", "-c", "import os, urllib.request; urllib.request.urlopen('http://127.0.0.1:' + os.environ.get('RECURSOLVE_PORT', '8000') + '/healthz', timeout=4)"]
-CMD ["recursolve", "serve", "--host", "0.0.0.0", "--port", "8000"]
+CMD ["recursolve", "serve"]

@@ -102,6 +102,7 @@ else
   log "no registry answers: making the base images locally"
   BASE=recursolve-smoke/debian-python:bookworm
   if ! have_image "$BASE"; then
+    log "debootstrap: Debian bookworm with Python 3.11 -> $BASE, tagged python:3.11-slim"
     command -v debootstrap >/dev/null 2>&1 || limited "${SUDO[@]}" env DEBIAN_FRONTEND=noninteractive \
       apt-get install -y -qq --no-install-recommends debootstrap >/dev/null
     rootfs="$WORKDIR/rootfs"
@@ -118,6 +119,7 @@ else
   have_image python:3.11-slim || docker tag "$BASE" python:3.11-slim
   for svc in redis prometheus; do
     ref="recursolve-smoke/$svc:local"
+    have_image "$ref" || log "building $ref from Debian's package"
     have_image "$ref" || limited "${BUILD[@]}" -q --network host --build-arg "BASE_IMAGE=$BASE" \
       -f "deploy/smoke/$svc.Dockerfile" -t "$ref" deploy/smoke >/dev/null
   done
@@ -146,23 +148,22 @@ user=$(docker image inspect -f '{{.Config.User}}' "$IMAGE")
 case "$user" in ""|root|0|0:*) die "image runs as root (User='$user')";; esac
 [ -n "$(docker image inspect -f '{{if .Config.Healthcheck}}yes{{end}}' "$IMAGE")" ] || die "image has no HEALTHCHECK"
 # The CA certificate must not be in any layer. Its private part (the lines of $CA found neither in the
-# base image's CA bundle nor in the public bundles the venv ships, e.g. certifi's) must appear in no
-# file of the image, and the secret's mount point must be empty.
+# base image's CA bundle nor in the public bundles the venv ships, e.g. certifi's) must appear nowhere in
+# the image's file system (streamed, not unpacked), and the secret's mount point must be empty.
 if [ -f "$CA" ]; then
-  fs="$WORKDIR/image-fs"
-  rm -rf "$fs" && mkdir -p "$fs"
-  cid=$(docker create "$IMAGE")
-  docker export "$cid" | tar -C "$fs" -xf - 2>/dev/null || true
-  docker rm "$cid" >/dev/null
-  [ ! -e "$fs/run/secrets/pip_cert" ] || die "pip_cert is in the image"
-  docker run --rm --entrypoint cat python:3.11-slim /etc/ssl/certs/ca-certificates.crt >"$WORKDIR/public.pem" 2>/dev/null || true
-  find "$fs/opt/venv" -name cacert.pem -exec cat {} + >>"$WORKDIR/public.pem" 2>/dev/null || true
+  docker run --rm --entrypoint sh "$IMAGE" -c 'test ! -e /run/secrets/pip_cert' || die "pip_cert is in the image"
+  { docker run --rm --entrypoint cat python:3.11-slim /etc/ssl/certs/ca-certificates.crt 2>/dev/null || true
+    docker run --rm --entrypoint sh "$IMAGE" -c 'find / -xdev -name cacert.pem -exec cat {} + 2>/dev/null' || true
+  } >"$WORKDIR/public.pem"
   grep -v -- '-----' "$CA" | grep -vxF -f "$WORKDIR/public.pem" | awk 'length($0) >= 64' >"$WORKDIR/private-lines" || true
-  if [ -s "$WORKDIR/private-lines" ] && grep -rlF -f "$WORKDIR/private-lines" "$fs" >"$WORKDIR/ca-hits" 2>/dev/null; then
-    die "the build's CA certificate was copied into the image: $(head -3 "$WORKDIR/ca-hits")"
+  if [ -s "$WORKDIR/private-lines" ]; then
+    cid=$(docker create "$IMAGE")
+    hits=$(docker export "$cid" | grep -a -c -F -f "$WORKDIR/private-lines" || true)
+    docker rm "$cid" >/dev/null
+    [ "$hits" = 0 ] || die "the build's CA certificate was copied into the image ($hits matching lines)"
   fi
   log "image: user $user, HEALTHCHECK set, CA certificate in no layer ($(wc -l <"$WORKDIR/private-lines") private CA lines searched)"
-  rm -rf "$fs" "$WORKDIR/public.pem" "$WORKDIR/private-lines" "$WORKDIR/ca-hits"
+  rm -f "$WORKDIR/public.pem" "$WORKDIR/private-lines"
 fi
 phase image
 
