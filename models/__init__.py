@@ -15,6 +15,7 @@ from models.checkpoint import (
 )
 from models.config import ModelConfig
 from models.hrm import HRM
+from models.precision import default_cpu_dtype, default_dtype
 from models.recursive import RecursiveModel, StepOutput
 from models.trm import TRM
 
@@ -28,6 +29,8 @@ __all__ = [
     "StepOutput",
     "build_model",
     "convert_official",
+    "default_cpu_dtype",
+    "default_dtype",
     "load_model",
     "save_model",
 ]
