@@ -177,8 +177,10 @@ def _load_official(path: Path, task: str | None) -> LoadedModel:
             raise CheckpointError(f"{path}: missing key {required!r}: not a TRM/HRM checkpoint")
 
     vocab = state["embed_tokens.embedding_weight"].shape[0]
-    data_paths = " ".join(str(p) for p in full_cfg.get("data_paths") or [])
-    inferred = next((t for t in TASK_VOCAB if t in data_paths.lower()), None)
+    # The task: named in a dataset folder name (e.g. sudoku-extreme-1k-aug-1000) and consistent with
+    # the vocab, else from the vocab alone. Folder names only: a parent like /home/marc/ is no ARC hint.
+    data_names = " ".join(Path(str(p)).name.lower() for p in full_cfg.get("data_paths") or [])
+    inferred = next((t for t, v in TASK_VOCAB.items() if t in data_names and v == vocab), None)
     inferred = inferred or next((t for t, v in TASK_VOCAB.items() if v == vocab), None)
     if task is not None and TASK_VOCAB.get(task) not in (None, vocab):
         raise CheckpointError(f"{path}: vocab size {vocab} does not fit task {task!r} "

@@ -224,3 +224,12 @@ def test_convert_fixture_keeps_outputs(tmp_path: Path):
     assert a.config == b.config and a.config.task == "sudoku"
     for got, want in zip(_outputs(a.model, 1), _outputs(b.model, 1), strict=True):
         assert torch.equal(got, want)
+
+
+def test_task_inference_from_dataset_name_and_vocab(tmp_path: Path):
+    model = random_model(CONFIG)
+    # a parent folder that happens to contain "arc" is no hint; the vocab (11) says Sudoku
+    path = write_official(model, tmp_path / "a", data_path="/home/marc/data/my-set")
+    assert load_model(path).config.task == "sudoku"
+    path = write_official(model, tmp_path / "b", data_path="data/sudoku-extreme-1k-aug-1000")
+    assert load_model(path).config.task == "sudoku"
