@@ -265,6 +265,9 @@ solve(P2)
 solve(P1)
 n2 = wait_for("the second burst in Prometheus", lambda: ok_requests() >= n1 + 3 and ok_requests())
 print(f"  Prometheus: sum(recursolve_requests_total{{status=\"ok\"}}) = {n2:g} (request counted)")
+redis_hits = promql('sum(recursolve_cache_hits_total{backend="redis"})')
+assert redis_hits and float(redis_hits[0]["value"][1]) > 0, "no Redis cache hit counted: is the shared cache used?"
+print(f"  Prometheus: Redis cache hits = {float(redis_hits[0]['value'][1]):g} (the compose Redis serves the cache)")
 time.sleep(16)  # one more scrape: the rate windows hold several samples after the last change
 
 queries = subprocess.run([sys.executable, "deploy/dashboard_queries.py", "--with-titles"],
