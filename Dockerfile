@@ -28,7 +28,7 @@ RUN python3 -m venv /opt/venv
 RUN --mount=type=bind,source=deploy/wheels,target=/wheels \
     --mount=type=secret,id=pip_cert \
     --mount=type=cache,target=/root/.cache/pip \
-    if [ -f /run/secrets/pip_cert ]; then export PIP_CERT=/run/secrets/pip_cert; fi; \
+    if [ -s /run/secrets/pip_cert ]; then export PIP_CERT=/run/secrets/pip_cert; fi; \
     wheel="$(find /wheels -maxdepth 1 -name "torch-${TORCH_VERSION}[+-]*.whl" | sort | head -n 1)"; \
     if [ -n "$wheel" ]; then pip install "$wheel"; \
     else pip install --index-url "$TORCH_INDEX_URL" --extra-index-url https://pypi.org/simple \
@@ -38,7 +38,7 @@ WORKDIR /src
 COPY pyproject.toml ./
 RUN --mount=type=secret,id=pip_cert \
     --mount=type=cache,target=/root/.cache/pip \
-    if [ -f /run/secrets/pip_cert ]; then export PIP_CERT=/run/secrets/pip_cert; fi; \
+    if [ -s /run/secrets/pip_cert ]; then export PIP_CERT=/run/secrets/pip_cert; fi; \
     mkdir -p app models puzzles training && touch README.md app/__init__.py models/__init__.py \
         puzzles/__init__.py training/__init__.py \
     && pip install . && pip uninstall -y recursolve && rm -rf /src/*
@@ -50,7 +50,7 @@ COPY puzzles ./puzzles
 COPY training ./training
 RUN --mount=type=secret,id=pip_cert \
     --mount=type=cache,target=/root/.cache/pip \
-    if [ -f /run/secrets/pip_cert ]; then export PIP_CERT=/run/secrets/pip_cert; fi; \
+    if [ -s /run/secrets/pip_cert ]; then export PIP_CERT=/run/secrets/pip_cert; fi; \
     touch README.md && pip install --no-deps . && pip check
 
 # ---------------------------------------------------------------- GPU base and build stage
@@ -80,7 +80,7 @@ COPY training ./training
 # then reports the `onnxruntime` requirement as unmet by name, which is expected and the only exception).
 RUN --mount=type=secret,id=pip_cert \
     --mount=type=cache,target=/root/.cache/pip \
-    if [ -f /run/secrets/pip_cert ]; then export PIP_CERT=/run/secrets/pip_cert; fi; \
+    if [ -s /run/secrets/pip_cert ]; then export PIP_CERT=/run/secrets/pip_cert; fi; \
     touch README.md \
     && pip install --index-url "$TORCH_GPU_INDEX_URL" "torch==${TORCH_VERSION}" \
     && pip install . \
