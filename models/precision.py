@@ -4,15 +4,17 @@ CUDA: bfloat16, as the official code trains and evaluates.
 
 CPU: bfloat16 where the CPU multiplies bf16 natively (AVX512-BF16 or AMX), float32 elsewhere.
 Measured with bench/models_dtype.py on this project's machine (AMD EPYC with avx512_bf16, torch
-2.13, eager, 1 thread, TRM-MLP Sudoku; results in bench/results/models-dtype-vm.json): bf16 ran
-1.2-2.5x more ACT steps/s than float32 at hidden 128-512 and batch 1-32 (only the toy hidden 64 at
-batch 1 was slower, 0.9x). Without native bf16, oneDNN emulates it and float32 is the faster choice.
+2.13, eager, 1 thread, TRM-MLP Sudoku; bench/results/models-dtype-vm.json): bf16 ran 1.3-2.1x more
+ACT steps/s than float32 at hidden 128-512 and batch 1-32 (only the toy hidden 64 at batch 1 was
+slower, 0.93x); bench/models_bench.py agrees (torch.compile bf16 fastest, 1.5-2.5x eager float32).
+Without native bf16, oneDNN emulates it and float32 is the faster choice.
 
-Effect on answers: one ACT step in bf16 from the same carry keeps >= 99% of the argmax cells of
-float32 (the fixtures' tolerance), but the recursion amplifies differences: on the random-weight
-fixtures, 16 free steps in the other dtype agree on only 9-50% of cells. Official checkpoints were
-trained and evaluated in bf16; a model trained in float32 should be checked in bf16 before serving
-it that way (pass dtype="float32" to load_model to keep float32).
+Effect on answers, measured on the random-weight official fixtures (chaotic by construction): one
+ACT step in the other dtype from the same recorded carry keeps 79-96% of the argmax cells, and 16
+free steps agree on only 9-50% of cells (no whole answer). Official checkpoints were trained and
+evaluated in bf16, so bf16 is their native precision; for weights trained in float32, re-run
+bench/models_dtype.py (it compares solve rates for every folder under weights/) before serving them
+in bf16, or pass dtype="float32" to load_model.
 """
 
 from __future__ import annotations
