@@ -13,6 +13,7 @@ from app_engine_support import PUZZLE, SOLUTION, make_specs, running_app, solve_
 
 from app.main import create_app
 from app.settings import ModelSpec, Settings
+from models import default_dtype
 
 pytestmark = pytest.mark.asyncio(loop_scope="module")
 
@@ -84,7 +85,8 @@ async def test_models_endpoints(client):
     m = (await client.get("/v1/models/copy")).json()
     for field in ("task", "architecture", "parameters", "dtype", "device", "backend", "version", "accuracy"):
         assert field in m
-    assert (m["task"], m["architecture"], m["backend"], m["dtype"]) == ("sudoku", "trm", "torch", "float32")
+    # No dtype configured: the measured default for this CPU (models.default_dtype).
+    assert (m["task"], m["architecture"], m["backend"], m["dtype"]) == ("sudoku", "trm", "torch", default_dtype("cpu"))
     assert m["engine"]["batch_rows"] == 4
     r = await client.get("/v1/models/nope")
     assert r.status_code == 404 and "copy" in r.json()["error"]["message"]
@@ -125,7 +127,13 @@ async def test_metrics_move_after_traffic(client):
     ]
     for name, labels, delta in checks:
         assert metric(after, name, **labels) - metric(before, name, **labels) >= delta, (name, labels)
-    assert re.search(r'recursolve_running_rows\{model="random"\} 0', after)
+    # The worker thread updates the gauge just after it resolves the request: allow it a moment.
+    for _ in range(50):
+        if re.search(r'recursolve_running_rows\{model="random"\} 0', (await client.get("/metrics")).text):
+            break
+        await asyncio.sleep(0.02)
+    else:
+        pytest.fail("recursolve_running_rows did not return to 0 after the request finished")
 
 
 @pytest.mark.parametrize(("body", "status", "code", "location"), [

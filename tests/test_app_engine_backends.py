@@ -20,7 +20,7 @@ async def client(tmp_path_factory):
     path = save_random(root / "random")
     maze_cfg = tiny_config(task="maze", seq_len=100, vocab_size=6)  # a 10x10 canvas: mazes up to 10 a side
     save_model(build_model(maze_cfg), root / "maze")
-    specs = [ModelSpec(name="torch", task="sudoku", path=path, batch_rows=2,
+    specs = [ModelSpec(name="torch", task="sudoku", path=path, dtype="float32", batch_rows=2,
                        default_options={"max_steps": 3, "halting": "max_steps"}),
              ModelSpec(name="onnx", task="sudoku", path=path, backend="onnx", batch_rows=2),
              ModelSpec(name="bf16", task="sudoku", path=path, dtype="bfloat16", batch_rows=2),

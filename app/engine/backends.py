@@ -1,9 +1,10 @@
 """Step backends: the one piece of the engine that runs the network.
 
 A backend embeds inputs, makes a fresh carry and runs one ACT step on a batch of rows. The torch
-backend calls the model directly (CPU float32 by default, bf16 on CUDA); the onnxruntime backend
+backend calls the model directly (bf16 on CUDA and on CPUs with native bf16, else float32); the onnxruntime backend
 runs the exported ACT step (`models.onnx_step.OnnxActStep`) and keeps the torch module only for
 the cheap per-request parts (embedding, initial carry, halting rule).
+With no dtype configured, models.default_dtype picks the measured faster one for the device.
 """
 
 from __future__ import annotations
@@ -15,7 +16,7 @@ from typing import Any, Protocol
 
 import torch
 
-from models import LoadedModel, StepOutput, load_model
+from models import LoadedModel, StepOutput, default_dtype, load_model
 
 log = logging.getLogger(__name__)
 
@@ -34,11 +35,6 @@ class Backend(Protocol):
     def act_step(self, x: torch.Tensor, z_H: torch.Tensor, z_L: torch.Tensor) -> StepOutput: ...
     def model_halted(self, q_halt: torch.Tensor, q_continue: torch.Tensor) -> torch.Tensor: ...
     def describe(self) -> dict[str, Any]: ...
-
-
-def default_dtype(device: str) -> str:
-    """CPU: float32 (eager bf16 loses most of its gain to casts on CPU); accelerators: bf16."""
-    return "float32" if torch.device(device).type == "cpu" else "bfloat16"
 
 
 class TorchBackend:
