@@ -12,7 +12,7 @@
 #   6. SIGTERM drain: the server must exit by itself within the stop grace period
 #   7. tears everything down (also on failure or when the time budget runs out)
 # Needs root (or a usable Docker engine). Time budget: SMOKE_BUDGET_SECONDS (default 2400).
-# Knobs: SMOKE_API_PORT (18000), SMOKE_PROM_PORT (19090), SMOKE_KEEP=1 keeps the stack up,
+# Knobs: SMOKE_API_PORT (18000), SMOKE_PROM_PORT (19090), SMOKE_READY_TIMEOUT (300), SMOKE_KEEP=1 keeps the stack up,
 # SMOKE_WORKDIR (/var/tmp/recursolve-smoke), SMOKE_CA_CERT, SMOKE_WHEELS_DIR (/opt/wheels).
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -38,6 +38,10 @@ phase() { local now; now=$(date +%s); PHASES+=("$1: $((now - phase_start))s"); p
 
 SUDO=()
 [ "$(id -u)" = 0 ] || SUDO=(sudo)
+
+# The image serves the model folders under weights/ (model.safetensors + config.json); without any it
+# would never become ready.
+ls weights/*/model.safetensors >/dev/null 2>&1 || die "no model folders under weights/: the image would serve nothing"
 
 # ------------------------------------------------------------------ 1. Docker engine
 STARTED_DOCKERD=
@@ -191,11 +195,13 @@ limited "${DC[@]}" up -d --no-build >"$WORKDIR/compose-up.log" 2>&1 || die "comp
 API="http://127.0.0.1:$API_PORT"
 PROM="http://127.0.0.1:$PROM_PORT"
 log "waiting for $API/readyz and the container's HEALTHCHECK"
+ready_by=$(($(date +%s) + ${SMOKE_READY_TIMEOUT:-300}))
 until [ "$(curl -s -o /dev/null -w '%{http_code}' "$API/readyz")" = 200 ] \
    && [ "$(docker inspect -f '{{.State.Health.Status}}' "$("${DC[@]}" ps -q recursolve)")" = healthy ]; do
   [ "$(left)" -gt 0 ]
   state=$(docker inspect -f '{{.State.Status}}' "$("${DC[@]}" ps -aq recursolve)" 2>/dev/null || echo gone)
   [ "$state" = running ] || die "recursolve container is $state"
+  [ "$(date +%s)" -lt "$ready_by" ] || die "not ready after ${SMOKE_READY_TIMEOUT:-300}s: $(curl -s "$API/readyz")"
   sleep 2
 done
 phase compose-up
