@@ -54,6 +54,7 @@ def train(
     resume: Annotated[bool, typer.Option(help="continue from runs/<name>/checkpoint.pt")] = False,
     max_minutes: Annotated[float | None, typer.Option(help="stop cleanly after this many minutes")] = None,
     max_steps: Annotated[int | None, typer.Option()] = None,
+    lr: Annotated[float | None, typer.Option(help="override the config's peak learning rate")] = None,
     device: Annotated[str | None, typer.Option(help="cpu | cuda | cuda:N")] = None,
     threads: Annotated[int | None, typer.Option(help="torch CPU threads")] = None,
     runs_dir: Annotated[str | None, typer.Option()] = None,
@@ -64,7 +65,7 @@ def train(
     from training.trainer import CHECKPOINT, Trainer
 
     cfg = TrainConfig.from_file(config, max_steps=max_steps, device=device, threads=threads, runs_dir=runs_dir,
-                                max_minutes=max_minutes)
+                                max_minutes=max_minutes, lr=lr)
     trainer = Trainer(cfg)
     ckpt = cfg.run_dir / CHECKPOINT
     if resume:

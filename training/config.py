@@ -29,8 +29,8 @@ class TrainConfig(BaseModel):
     halt_exploration_prob: float = 0.1
     hrm_q_bootstrap: bool = True  # HRM: q_continue target from one extra no-grad step (official)
     augment: bool = True  # fresh official augmentation of every example drawn
-    # "sudoku_grid": learned position embeddings start as row / column / box indicators (see trainer)
-    pos_init: Literal["default", "sudoku_grid"] = "default"
+    # learned position embeddings start as row / column (/ box) indicators (trainer.init_grid_positions)
+    pos_init: Literal["default", "grid", "sudoku_grid"] = "default"
 
     max_steps: int = 100_000
     max_minutes: float | None = None  # stop cleanly (checkpoint + EMA model) at this wall-clock budget

@@ -47,8 +47,8 @@ class Trainer:
         self.model_config = ModelConfig.model_validate(model_fields)
         self.task = self.model_config.task or "sudoku"
         self.model: RecursiveModel = build_model(self.model_config).to(self.device)
-        if cfg.pos_init == "sudoku_grid":
-            init_sudoku_grid_positions(self.model)
+        if cfg.pos_init != "default":
+            init_grid_positions(self.model, boxes=cfg.pos_init == "sudoku_grid")
         # The puzzle table is a buffer (officially trained by sparse SignSGD); with our few identifiers it is
         # simply trained by AdamW with the rest, so it is one more trainable tensor.
         self.trainable: dict[str, torch.Tensor] = dict(self.model.named_parameters())
@@ -296,22 +296,31 @@ class Trainer:
         tqdm.write(json.dumps(res))
 
 
-def init_sudoku_grid_positions(model: RecursiveModel) -> None:
-    """Start learned position embeddings as 9x9 geometry: one-hot row, column and box indicators (norm ~1,
-    like a token embedding) plus the usual small random part. Attention must otherwise discover which cells
-    are peers from scratch, and in our CPU-sized runs the attention models sat on the "copy the givens"
-    plateau for the whole budget; with this start the peers are visible from step 0. Training init only."""
+def init_grid_positions(model: RecursiveModel, boxes: bool) -> None:
+    """Start learned position embeddings as 2D grid geometry: one-hot row and column indicators (and, for
+    Sudoku, box indicators), norm ~1 like a token embedding, on top of the usual small random part.
+
+    Why: with 1D positions, attention must discover from scratch which cells are peers (Sudoku) or
+    neighbours (mazes: offsets +-1 and +-side); in our CPU-sized runs attention models sat on the
+    "copy the input" plateau for the whole budget. With indicators, a linear shift in the query projection
+    reaches a neighbour (row r, column c+1), so the geometry is visible from step 0. Training init only.
+    """
     c = model.config
-    if c.pos_encodings != "learned" or c.seq_len != 81 or c.hidden_size < 27:
-        raise ValueError("sudoku_grid position init needs learned positions, seq_len 81 and hidden >= 27")
+    side = math.isqrt(c.seq_len)
+    parts = 3 if boxes else 2
+    if c.pos_encodings != "learned" or side * side != c.seq_len or c.hidden_size < parts * side:
+        raise ValueError("grid position init needs learned positions, a square seq_len and hidden >= 2-3 x side")
     with torch.no_grad():
         w = model.embed_pos.embedding_weight
-        v = 1 / math.sqrt(3) * math.sqrt(c.hidden_size) * w.std().item()  # 3 unit entries ~ one token's norm
-        for cell in range(81):
-            r, col = divmod(cell, 9)
+        v = math.sqrt(c.hidden_size / parts) * w.std().item()  # `parts` unit entries ~ one token's norm
+        for cell in range(c.seq_len):
+            r, col = divmod(cell, side)
             row = w[c.P + cell]
-            row[:27] = 0
-            row[r] = row[9 + col] = row[18 + (r // 3) * 3 + col // 3] = v
+            row[: parts * side] = 0
+            row[r] = row[side + col] = v
+            if boxes:
+                b = math.isqrt(side)
+                row[2 * side + (r // b) * b + col // b] = v
 
 
 def _average(window: list[dict[str, float]]) -> dict[str, float]:
