@@ -184,7 +184,10 @@ teardown() {
   fi
   if [ -z "${SMOKE_KEEP:-}" ]; then
     "${DC[@]}" down -v --remove-orphans >/dev/null 2>&1
-    if [ -n "$STARTED_DOCKERD" ]; then "${SUDO[@]}" kill "$STARTED_DOCKERD" 2>/dev/null; fi
+    if [ -n "$STARTED_DOCKERD" ]; then
+      "${SUDO[@]}" kill "$STARTED_DOCKERD" 2>/dev/null
+      for _ in $(seq 30); do kill -0 "$STARTED_DOCKERD" 2>/dev/null || break; sleep 1; done
+    fi
   fi
   log "total: $(($(date +%s) - T0))s; ${PHASES[*]}"
   [ "$rc" -eq 0 ] && log "PASSED" || log "FAILED (exit $rc)"
