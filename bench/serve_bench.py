@@ -1,7 +1,7 @@
 """Load benchmark of the Sudoku serving path: continuous batching vs one-at-a-time vs the official static loop.
 
 N closed-loop clients (httpx, asyncio) each send one real generated Sudoku (puzzles.sudoku.generate), wait for
-the answer, and send the next, for a fixed time. Three modes, same model, same weights, same dtype:
+the answer, and send the next, for a fixed time. Four modes, same model, same weights, same dtype:
 
   continuous  `recursolve serve` on 127.0.0.1 with the model at batch_rows=B (this server: rows halt and are
               refilled at ACT-step granularity)
@@ -9,17 +9,21 @@ the answer, and send the next, for a fixed time. Three modes, same model, same w
   static      in-process, no HTTP: the official evaluation loop: take every waiting request (up to B) as one
               static batch, run exactly halt_max_steps ACT steps (16 in the official configs; --static-steps)
               with no halting, answer them all, repeat
+  verifier    as continuous, with {"halting": "verifier"}: a row stops when its answer passes the exact
+              Sudoku check (else at max_steps), instead of when the Q-head says so
 
-Reported per mode: throughput (answers/s), latency p50/p95/p99 (client side; HTTP included for the first two),
-mean ACT steps per answer, verified fraction. Requests started during the warm-up are not counted.
-The result cache is disabled in the servers and every puzzle is distinct, so nothing is served from cache.
+Reported per mode: throughput (answers/s), latency p50/p95/p99 (client side; HTTP included for the server modes),
+mean ACT steps per answer, verified fraction, over the answers completed in the measured window (after the
+warm-up; requests still in flight at the end are cut, so a slow mode cannot stretch the run).
+The result cache is disabled in the servers; puzzles cycle through a seeded pool (--puzzles, default 600), so
+a repeat is hundreds of requests away and never coalesces with an identical request in flight.
 
 Weights: weights/<model> when present (default trm-mlp-sudoku, else the first Sudoku model folder), otherwise
 a random-weight TRM-MLP (the architecture of training/configs/trm-mlp-sudoku.json) saved to a temp dir; random
 weights never halt on their own (Q-head bias -5), so every request then runs all halt_max_steps steps in every
 mode and the answers are wrong: the run then only measures the scheduling, and says so in its output.
 
-    .venv/bin/python bench/serve_bench.py                      # ~3.5 min: 3 x (start + 5 s warm-up + 40 s)
+    .venv/bin/python bench/serve_bench.py                      # ~3.5 min: 4 x (start + 5 s warm-up + 35 s)
     .venv/bin/python bench/serve_bench.py --duration 10 --modes continuous,static
 
 Writes bench/results/serve-<host>.json. This machine's 2 CPU cores are shared with training runs: numbers
@@ -57,7 +61,13 @@ from puzzles.sudoku import SudokuPuzzle, generate
 
 REPO = Path(__file__).resolve().parent.parent
 
-MODES = ("continuous", "single", "static")
+MODES = ("continuous", "single", "static", "verifier")
+# HTTP modes: (batch_rows, request options); batch_rows None = --batch-rows.
+HTTP_MODES: dict[str, tuple[int | None, dict[str, Any]]] = {
+    "continuous": (None, {}),
+    "single": (1, {}),
+    "verifier": (None, {"halting": "verifier"}),
+}
 PLANNED_CONFIG = REPO / "training" / "configs" / "trm-mlp-sudoku.json"
 
 
@@ -224,12 +234,13 @@ class Server:
         self.log.close()
 
 
-async def run_http(load: Load, url: str) -> tuple[float, float]:
+async def run_http(load: Load, url: str, options: dict[str, Any]) -> tuple[float, float]:
     limits = httpx.Limits(max_connections=load.concurrency, max_keepalive_connections=load.concurrency)
     async with httpx.AsyncClient(base_url=url, timeout=300.0, limits=limits) as client:
 
         async def one(puzzle: SudokuPuzzle) -> Sample:
-            r = await client.post("/v1/solve", json={"task": "sudoku", "puzzle": sudoku_text(puzzle)})
+            r = await client.post("/v1/solve", json={"task": "sudoku", "puzzle": sudoku_text(puzzle),
+                                                     "options": options})
             if r.status_code != 200:
                 return Sample(0, 0, ok=False, status=r.status_code)
             body = r.json()
@@ -347,12 +358,13 @@ def run_mode(mode: str, args: argparse.Namespace, model: Path, puzzles: list[Sud
         (t_measure, t_end), extra = asyncio.run(run_static(load, model, args.batch_rows, args.static_steps))
         info |= extra
     else:
-        rows = args.batch_rows if mode == "continuous" else 1
+        rows, options = HTTP_MODES[mode]
+        rows = rows or args.batch_rows
         server = Server(model, rows, max(512, 4 * args.concurrency), tmp, mode)
         try:
-            info |= {"batch_rows": rows, "transport": "HTTP (httpx -> uvicorn, 127.0.0.1)",
+            info |= {"batch_rows": rows, "request_options": options, "transport": "HTTP (httpx -> uvicorn, 127.0.0.1)",
                      "ready_after_s": round(server.wait_ready(), 1)}
-            t_measure, t_end = asyncio.run(run_http(load, server.url))
+            t_measure, t_end = asyncio.run(run_http(load, server.url, options))
         finally:
             server.stop()
     info["loadavg_after"] = [round(x, 2) for x in os.getloadavg()]
@@ -362,7 +374,7 @@ def run_mode(mode: str, args: argparse.Namespace, model: Path, puzzles: list[Sud
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--concurrency", type=int, default=16, help="closed-loop clients (default 16)")
-    ap.add_argument("--duration", type=float, default=40.0, help="measured seconds per mode (default 40)")
+    ap.add_argument("--duration", type=float, default=35.0, help="measured seconds per mode (default 35)")
     ap.add_argument("--warmup", type=float, default=5.0, help="unmeasured seconds at the start of each mode")
     ap.add_argument("--batch-rows", type=int, default=32, help="rows per step for continuous and static")
     ap.add_argument("--static-steps", type=int, default=None,
