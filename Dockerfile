@@ -3,7 +3,7 @@
 #   CPU (default target):  docker build -t recursolve:cpu .
 #   GPU (CUDA torch + onnxruntime-gpu):  docker build --target gpu -t recursolve:gpu .
 #
-# Secrets and offline builds (see deploy/README-deploy.md):
+# Secrets and offline builds (see README.md, "Deploying"):
 #   --secret id=pip_cert,src=/path/to/ca.pem   CA bundle for pip behind a TLS-intercepting proxy; it is
 #                                               mounted only while pip runs and never lands in a layer.
 #   deploy/wheels/torch-<version>*.whl          a torch wheel placed there is installed instead of
