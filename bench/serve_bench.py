@@ -1,7 +1,8 @@
 """Load benchmark of the Sudoku serving path: continuous batching vs one-at-a-time vs the official static loop.
 
 N closed-loop clients (httpx, asyncio) each send one real generated Sudoku (puzzles.sudoku.generate), wait for
-the answer, and send the next, for a fixed time. Four modes, same model, same weights, same dtype:
+the answer, and send the next, for a fixed time. Four modes, same model, same weights, same dtype
+(models.default_dtype, as the server picks it):
 
   continuous  `recursolve serve` on 127.0.0.1 with the model at batch_rows=B (this server: rows halt and are
               refilled at ACT-step granularity)
@@ -55,7 +56,7 @@ import numpy as np
 import torch
 
 from app.engine.backends import make_backend
-from models import ModelConfig, build_model, save_model
+from models import ModelConfig, build_model, default_dtype, save_model
 from puzzles import get_codec
 from puzzles.sudoku import SudokuPuzzle, generate
 
@@ -429,7 +430,8 @@ def main() -> None:
                   "random_weights": random_weights,
                   "arch": cfg.get("arch"), "hidden_size": cfg.get("hidden_size"), "mlp_t": cfg.get("mlp_t"),
                   "H_cycles": cfg.get("H_cycles"), "L_cycles": cfg.get("L_cycles"), "L_layers": cfg.get("L_layers"),
-                  "halt_max_steps": cfg.get("halt_max_steps"), "dtype": "server default (float32 on CPU)"},
+                  "halt_max_steps": cfg.get("halt_max_steps"),
+                  "dtype": f"{default_dtype('cpu')} (the server's CPU default, used by every mode)"},
         "load": {"clients": args.concurrency, "closed_loop": True, "duration_s": args.duration,
                  "warmup_s": args.warmup, "tier": args.tier, "distinct_puzzles": args.puzzles,
                  "cache": "disabled"},
