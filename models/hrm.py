@@ -7,6 +7,8 @@ Two networks: a slow high-level module (H_level, state z_H) and a fast low-level
     z_H <- H_level(z_H, z_L)
 
 Everything but the final L and H update runs under no_grad (the 1-step gradient).
+`mlp_t` (token mixing by an MLP over the sequence, as in the TRM repository's HRM copy) is
+supported; sapientinc's HRM always uses attention.
 """
 
 from __future__ import annotations
@@ -24,8 +26,8 @@ class HRM(RecursiveModel):
         c = config
 
         def level(n: int) -> ReasoningModule:
-            return ReasoningModule([Block(c.hidden_size, c.num_heads, c.expansion, c.rms_norm_eps)
-                                    for _ in range(n)])
+            return ReasoningModule([Block(c.hidden_size, c.num_heads, c.expansion, c.rms_norm_eps,
+                                          mlp_t=c.mlp_t, total_len=c.total_len) for _ in range(n)])
 
         self.H_level = level(c.H_layers)
         self.L_level = level(c.L_layers)

@@ -67,6 +67,8 @@ def official_arch_block(config: ModelConfig) -> dict:
             "halt_max_steps": c.halt_max_steps, "halt_exploration_prob": 0.1, "forward_dtype": c.forward_dtype}
     if c.arch == "trm":
         arch.update(mlp_t=c.mlp_t, puzzle_emb_len=c.puzzle_emb_len, no_ACT_continue=True)
+    elif c.mlp_t:  # only the TRM repository's HRM copy has the MLP token-mixing option
+        arch.update(name="recursive_reasoning.hrm@HierarchicalReasoningModel_ACTV1", mlp_t=True)
     return arch
 
 

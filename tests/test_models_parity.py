@@ -264,7 +264,7 @@ def reference_act_step(sd: dict[str, torch.Tensor], arch: dict, seq_len: int, in
         h = h + injection
         for i in range(n_layers):
             p = f"{name}.layers.{i}."
-            if trm and arch["mlp_t"]:
+            if arch.get("mlp_t", False):  # TRM-MLP, and the TRM repository's HRM copy
                 t = h.transpose(1, 2)
                 mix = _ref_swiglu(t, w[p + "mlp_t.gate_up_proj.weight"], w[p + "mlp_t.down_proj.weight"])
                 t = _ref_rms(t + mix, eps)
@@ -333,6 +333,8 @@ GENERAL_CONFIGS = {
     # HRM with learned positions and P = ceil(64/32) = 2
     "hrm_learned_P2": _cfg(arch="hrm", H_cycles=1, L_cycles=3, H_layers=2, L_layers=1, puzzle_emb_ndim=64,
                            pos_encodings="learned", num_puzzle_identifiers=2),
+    # HRM with MLP token mixing (the TRM repository's HRM copy has `mlp_t`); seq_len read off mlp_t
+    "hrm_mlp_t_P1": _cfg(arch="hrm", mlp_t=True, pos_encodings="none", H_layers=1, L_layers=2, seq_len=30),
     # a maze-vocab model: task and seq_len 900 come from the data path and vocab
     "trm_maze_task": _cfg(task="maze", vocab_size=6, seq_len=900, hidden_size=16, num_heads=2, H_cycles=1,
                           L_cycles=1),
