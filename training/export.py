@@ -120,8 +120,8 @@ def _readme(card: dict[str, Any]) -> str:
     any_ptrm = next((t[k] for t in ev["tiers"].values() for k in ("ptrm_k4", "ptrm_k16") if k in t), None)
     if any_ptrm:
         lines += ["", f"PTRM: noise sigma {any_ptrm['sigma']} on {any_ptrm['noise_on']} at every ACT step, "
-                      f"best final q_halt, on the first {any_ptrm['n']} puzzles of each tier (the last column is the plain "
-                      "model on those same puzzles)."]
+                      f"best final q_halt, on the first {any_ptrm['n']} puzzles of each tier "
+                      "(the last column is the plain model on those same puzzles)."]
     lines += ["", "## Why this size", "", notes.get("why", ""), ""]
     if notes.get("limits"):
         lines += ["## Limits and what it would take", "", notes["limits"], ""]
