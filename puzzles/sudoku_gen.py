@@ -30,7 +30,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from puzzles.sudoku_solver import ALL, _propagate, random_full_grid, solve_digits
+from puzzles.sudoku_solver import _propagate, initial_candidates, random_full_grid, solve_digits
 
 TIERS: tuple[str, ...] = ("easy", "medium", "hard", "extreme")
 
@@ -80,22 +80,17 @@ def tier_of(givens: int, guesses: int) -> str | None:
 
 def _singles_repair(solution: tuple[int, ...], givens: list[int], rng: random.Random) -> bool:
     """Add back stalled cells until singles solve the grid; False if the givens contradict."""
-    cands = [ALL] * 81
-    queue = []
-    for i, v in enumerate(givens):
-        if v:
-            cands[i] = 1 << (v - 1)
-            queue.append(i)
-    while True:
-        if not _propagate(cands, queue):
-            return False
+    cands = initial_candidates(givens)
+    while cands is not None:
         open_cells = [i for i, m in enumerate(cands) if m & (m - 1)]
         if not open_cells:
             return True
         cell = rng.choice(open_cells)
         givens[cell] = solution[cell]
         cands[cell] = 1 << (solution[cell] - 1)
-        queue = [cell]
+        if not _propagate(cands, [cell]):
+            return False
+    return False
 
 
 def _singles_puzzle(rng: random.Random, spec: TierSpec) -> Generated | None:

@@ -96,7 +96,8 @@ def _propagate(cands: list[int], queue: list[int]) -> bool:
             return True
 
 
-def _initial(givens: Sequence[int]) -> list[int] | None:
+def initial_candidates(givens: Sequence[int]) -> list[int] | None:
+    """Candidate bitmasks after placing the givens and propagating singles; None if they contradict."""
     cands = [ALL] * 81
     queue = []
     for i, v in enumerate(givens):
@@ -154,7 +155,7 @@ def solve_digits(givens: Sequence[int], limit: int = 2, rng: random.Random | Non
     """Solve 81 row-major digits (0 = blank). ``rng`` randomises the branch order (grid generation)."""
     if limit < 1:
         raise ValueError("limit must be >= 1")
-    cands = _initial(givens)
+    cands = initial_candidates(givens)
     if cands is None:
         return SolveResult((), 0, 0)
     search = _Search(limit, rng)
@@ -164,7 +165,7 @@ def solve_digits(givens: Sequence[int], limit: int = 2, rng: random.Random | Non
 
 def singles_only(givens: Sequence[int]) -> bool:
     """True when naked and hidden singles alone fill the grid (so the solution is also unique)."""
-    cands = _initial(givens)
+    cands = initial_candidates(givens)
     return cands is not None and all(not m & (m - 1) for m in cands)
 
 

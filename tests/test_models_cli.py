@@ -6,7 +6,6 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-import torch
 from models_support import FIXTURES, load_fixture, random_model, require_fixture, write_official
 from typer.testing import CliRunner
 
@@ -17,12 +16,7 @@ from models.eval_tokens import eval_tokens, eval_tokens_files
 HRM = "hrm_sudoku_fp32"
 
 
-@pytest.fixture(autouse=True)
-def _one_thread():
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
 
 def test_eval_tokens_matches_fixture(tmp_path: Path):

@@ -20,12 +20,7 @@ from models.onnx_step import INPUT_NAMES, OUTPUT_NAMES, OnnxActStep, export_act_
 ORT_ATOL = 1e-4
 
 
-@pytest.fixture(autouse=True)
-def _one_thread():
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
 
 @pytest.mark.parametrize("name", ["trm_mlp_sudoku_fp32", "hrm_sudoku_fp32"])

@@ -42,13 +42,7 @@ FP32_STEP_ATOL = 1e-3
 BF16_MIN_AGREEMENT = 0.99
 
 
-@pytest.fixture(autouse=True)
-def _one_thread():
-    # Shared 2-core machine: the tests must not fight the background jobs for threads.
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
 
 # -- official fixtures --------------------------------------------------------------------------
