@@ -9,10 +9,10 @@ import httpx
 import orjson
 import pytest
 import pytest_asyncio
-from app_engine_support import PUZZLE, SOLUTION, make_specs, running_app, solve_body, variant
 
 from app.main import create_app
 from app.settings import ModelSpec, Settings
+from app_engine_support import PUZZLE, SOLUTION, make_specs, running_app, solve_body, variant
 from models import default_dtype
 
 pytestmark = pytest.mark.asyncio(loop_scope="module")

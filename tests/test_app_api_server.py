@@ -9,13 +9,13 @@ import httpx
 import pytest
 import pytest_asyncio
 import uvicorn
-from app_engine_support import SOLUTION, make_specs, solve_body, wait_for
 from typer.testing import CliRunner
 
 from app import metrics
 from app.cli import app as cli_app
 from app.main import create_app
 from app.settings import Settings
+from app_engine_support import SOLUTION, make_specs, solve_body, wait_for
 
 pytestmark = pytest.mark.asyncio(loop_scope="module")
 

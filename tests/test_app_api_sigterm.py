@@ -14,6 +14,7 @@ from pathlib import Path
 
 import httpx
 import pytest
+
 from app_engine_support import save_random, solve_body
 
 pytestmark = pytest.mark.slow

@@ -4,9 +4,9 @@ from __future__ import annotations
 
 import pytest
 import pytest_asyncio
-from app_engine_support import PUZZLE, running_app, save_random, solve_body, tiny_config
 
 from app.settings import ModelSpec
+from app_engine_support import PUZZLE, running_app, save_random, solve_body, tiny_config
 from models import build_model, save_model
 
 pytestmark = pytest.mark.asyncio(loop_scope="module")

@@ -7,8 +7,8 @@ import asyncio
 import numpy as np
 import pytest
 import pytest_asyncio
-from app_engine_support import engine_stats, make_specs, running_app, solve_body, variant, wait_for
 
+from app_engine_support import engine_stats, make_specs, running_app, solve_body, variant, wait_for
 from models.ptrm import ptrm_solve
 
 pytestmark = pytest.mark.asyncio(loop_scope="module")

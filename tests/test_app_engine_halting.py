@@ -6,6 +6,7 @@ import asyncio
 
 import pytest
 import pytest_asyncio
+
 from app_engine_support import PUZZLE, SOLUTION, engine_stats, make_specs, running_app, solve_body, wait_for
 
 pytestmark = pytest.mark.asyncio(loop_scope="module")

@@ -6,12 +6,12 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from models_support import FIXTURES, load_fixture, random_model, require_fixture, write_official
 from typer.testing import CliRunner
 
 from models import ModelConfig, load_model
 from models.cli import app
 from models.eval_tokens import eval_tokens, eval_tokens_files
+from models_support import FIXTURES, load_fixture, random_model, require_fixture, write_official
 
 HRM = "hrm_sudoku_fp32"
 

@@ -11,9 +11,9 @@ from pathlib import Path
 import pytest
 import torch
 import yaml
-from models_support import FIXTURES, random_inputs, random_model, require_fixture, write_official
 
 from models import CheckpointError, ModelConfig, convert_official, load_model, save_model
+from models_support import FIXTURES, random_inputs, random_model, require_fixture, write_official
 
 CONFIG = ModelConfig(arch="trm", task="sudoku", seq_len=81, vocab_size=11, hidden_size=32, num_heads=2,
                      H_cycles=2, L_cycles=2, L_layers=1, puzzle_emb_ndim=32, puzzle_emb_len=4,

@@ -12,10 +12,10 @@ import numpy as np
 import onnx
 import pytest
 import torch
-from models_support import load_fixture, random_inputs, random_model
 
 from models import ModelConfig
 from models.onnx_step import INPUT_NAMES, OUTPUT_NAMES, OnnxActStep, export_act_step
+from models_support import load_fixture, random_inputs, random_model
 
 ORT_ATOL = 1e-4
 

@@ -25,6 +25,8 @@ import pytest
 import torch
 import torch.nn.functional as F
 import yaml
+
+from models import ModelConfig, build_model, load_model
 from models_support import (
     FIXTURE_NAMES,
     FIXTURES,
@@ -34,8 +36,6 @@ from models_support import (
     random_model,
     write_official,
 )
-
-from models import ModelConfig, build_model, load_model
 
 FP32_TRACE_ATOL = 1e-4
 FP32_STEP_ATOL = 1e-3

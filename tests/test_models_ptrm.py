@@ -7,7 +7,6 @@ import math
 import numpy as np
 import pytest
 import torch
-from models_support import random_inputs, random_model
 
 from models import ModelConfig
 from models.ptrm import (
@@ -18,6 +17,7 @@ from models.ptrm import (
     ptrm_solve,
     select_trajectory,
 )
+from models_support import random_inputs, random_model
 
 CONFIG = ModelConfig(arch="trm", task="sudoku", seq_len=81, vocab_size=11, hidden_size=32, num_heads=2,
                      H_cycles=2, L_cycles=2, L_layers=1, puzzle_emb_ndim=32, puzzle_emb_len=2,

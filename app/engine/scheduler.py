@@ -27,9 +27,9 @@ from collections.abc import Callable
 from dataclasses import dataclass
 
 import numpy as np
-from models.ptrm import select_trajectory
 
 from app.engine.request import Request, Result, StepEvent
+from models.ptrm import select_trajectory
 
 
 class QueueFull(Exception):
