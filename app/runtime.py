@@ -1,8 +1,13 @@
-"""What the app holds while it runs: settings, the loaded models, the solve service, readiness, drain state.
+"""What an API process holds while it runs: settings, the engine client, the solve service, readiness, drain.
 
-Models load in a background task started by the lifespan, so the process answers /healthz (and
-/readyz with 503) at once while weights load and warm up; /readyz turns 200 only when every
-model is loaded, warmed and its worker thread is running.
+Two ways to reach an engine core, the API code above cannot tell which:
+- `settings.engine_address` set (`recursolve serve` sets it for its API processes): connect to the
+  engine-core process over ZMQ.
+- unset (tests, `recursolve solve`, `create_app` used directly): start the engine core in a thread of this
+  process on an inproc:// socket.
+
+The process answers /healthz at once; /readyz turns 200 when the engine has reported its models loaded
+and warmed (Ready), and goes back to 503 while the engine is unreachable (e.g. restarting after a crash).
 """
 
 from __future__ import annotations
@@ -11,12 +16,10 @@ import asyncio
 import logging
 import time
 
-from pydantic import ValidationError
-
-from app.api.schemas import SolveOptionsIn
+from app.api.service import ServedModel, SolveService, default_per_task
 from app.cache import ResultCache, make_cache
-from app.engine.registry import ServedModel, default_per_task, load_served_model
-from app.engine.service import SolveService
+from app.engine.client import EngineClient, InprocEngine
+from app.engine.protocol import Ready
 from app.settings import ModelSpec, Settings, load_model_specs
 
 log = logging.getLogger(__name__)
@@ -28,80 +31,77 @@ class Runtime:
         self._specs = specs
         self.service: SolveService | None = None
         self.cache: ResultCache | None = None
-        self.ready = False
+        self.engine: EngineClient | None = None
+        self._inproc: InprocEngine | None = None
         self.load_error: str | None = None
-        self.loading: str | None = None
         self.drain_started: float | None = None
         self._loader: asyncio.Task[None] | None = None
         self._drainer: asyncio.Task[None] | None = None
+
+    @property
+    def ready(self) -> bool:
+        return self.service is not None and self.engine is not None and self.engine.is_ready and bool(
+            self.service.models)
 
     def not_ready_reason(self) -> str:
         if self.load_error is not None:
             return f"loading models failed: {self.load_error}"
         if self.service is not None and self.service.draining:
             return "draining for shutdown"
-        if self.loading is not None:
-            return f"loading and warming up model {self.loading}"
-        if self.ready and self.service is not None and not self.service.models:
+        if self.service is not None and not self.service.models:
             return "no models configured"
-        return "starting"
+        if self.service is not None:
+            return "the engine core is not reachable (restarting); retry shortly"
+        return "loading and warming up the models"
 
     async def start(self) -> None:
         self.cache = make_cache(self.settings)
-        self._loader = asyncio.create_task(self._load(), name="recursolve-load-models")
+        address = self.settings.engine_address
+        if address is None:
+            try:
+                specs = self._specs if self._specs is not None else load_model_specs(self.settings)
+                specs = [ModelSpec.model_validate(s.model_dump()) for s in specs]  # specs built in code too
+            except Exception as e:
+                self.load_error = f"{type(e).__name__}: {e}"
+                log.error("invalid models configuration: %s", e)
+                return
+            self._inproc = InprocEngine(specs, warmup=self.settings.warmup,
+                                        max_share=self.settings.max_request_share)
+            self._inproc.start()
+            address = self._inproc.address
+            self.engine = EngineClient(address, self._inproc.ctx)
+        else:
+            self.engine = EngineClient(address)
+        await self.engine.start()
+        self._loader = asyncio.create_task(self._await_ready(), name="recursolve-await-engine")
 
     async def wait_ready(self, timeout: float | None = None) -> None:
-        """For in-process callers (tests, `recursolve solve --local`): wait until loading finished."""
+        """For in-process callers (tests, `recursolve solve`): wait until the engine reported its models."""
         if self._loader is not None:
             await asyncio.wait_for(asyncio.shield(self._loader), timeout)
         if self.load_error is not None:
             raise RuntimeError(self.load_error)
 
-    async def _load(self) -> None:
-        models: dict[str, ServedModel] = {}
-        try:
-            specs = self._specs if self._specs is not None else load_model_specs(self.settings)
-            for spec in specs:  # bad per-model default options fail the start, not the first request
-                try:
-                    SolveOptionsIn.model_validate(spec.default_options)
-                except ValidationError as e:
-                    raise ValueError(f"model {spec.name}: invalid default_options: {e}") from None
-            for spec in specs:
-                self.loading = spec.name
-                served = await asyncio.to_thread(load_served_model, spec)
-                if self.settings.warmup:
-                    await asyncio.to_thread(served.executor.warmup)
-                served.executor.start()
-                models[spec.name] = served
-                log.info("model %s (%s, %s) ready: version %s", spec.name, spec.task, spec.backend, served.version)
-        except asyncio.CancelledError:  # shut down while loading
-            for m in models.values():
-                m.executor.stop()
-            raise
-        except Exception as e:
-            self.load_error = f"{type(e).__name__}: {e}"
-            log.exception("loading models failed")
-            for m in models.values():
-                m.executor.stop()
+    async def _await_ready(self) -> None:
+        assert self.engine is not None and self.cache is not None
+        ready: Ready = await self.engine.wait_ready()
+        if ready.error is not None:
+            self.load_error = ready.error
             return
-        finally:
-            self.loading = None
-        assert self.cache is not None
-        self.service = SolveService(models, default_per_task(models), self.cache,
+        models = {m.name: ServedModel.of(m) for m in ready.models}
+        self.service = SolveService(models, default_per_task(models), self.cache, self.engine,
                                     default_deadline_ms=self.settings.default_deadline_ms,
                                     cache_ttl_seconds=self.settings.cache_ttl_seconds,
                                     cache_enabled=self.settings.cache_enabled)
-        self.ready = bool(models)
         if self.drain_started is not None:  # SIGTERM arrived while loading: never admit anything
             self.service.begin_drain()
         if not models:
             log.warning("no models to serve: put model folders under %s or set RECURSOLVE_MODELS_FILE",
-                        self.settings.weights_dir)
+                        self.settings.weights_dir.name)
 
     def begin_drain(self) -> None:
-        """SIGTERM: stop admitting (readyz 503, new solves 503) and start the grace-period clock: running and
-        queued requests go on, and whatever still runs when it ends is cut with its best answer so far.
-        Runs on the event loop (the CLI's signal hook schedules it with call_soon_threadsafe)."""
+        """SIGTERM: stop admitting (readyz 503, new solves 503) and start the grace-period clock: running
+        requests go on, and whatever still runs when it ends is cut with its best answer so far."""
         if self.drain_started is not None:
             return
         self.drain_started = time.monotonic()
@@ -122,3 +122,7 @@ class Runtime:
             await self.service.close()
         elif self.cache is not None:
             await self.cache.close()
+        if self.engine is not None:
+            await self.engine.close()
+        if self._inproc is not None:
+            await self._inproc.stop()

@@ -30,7 +30,7 @@ DTYPE_NAMES = ("float32", "bfloat16", "float16")  # models.config.DTYPES keys
 LOG_LEVELS = ("critical", "error", "warning", "info", "debug")
 # Model names end up in URL paths (/v1/models/{name}) and Prometheus label values.
 MODEL_NAME_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,63}$")
-DEVICE_RE = re.compile(r"^(cpu|mps|cuda(:\d+)?)$")
+DEVICE_RE = re.compile(r"^(auto|cpu|mps|cuda(:\d+)?)$")
 
 
 def default_weights_dir() -> Path:
@@ -58,11 +58,28 @@ class ModelSpec(BaseModel):
     task: str
     path: Path
     backend: Literal["torch", "onnx"] = "torch"
-    device: str = "cpu"
+    device: str = "auto"  # auto: CUDA when torch sees a GPU, else the CPU
     dtype: str | None = None  # None: the model's CPU default, bf16 on CUDA (the backend decides)
-    batch_rows: int = Field(default=32, ge=1, le=4096)  # rows stepped together (continuous batching width)
-    max_queue_rows: int = Field(default=512, ge=1)  # admission limit: a K-trajectory request counts K rows
+    # Rows stepped together (the continuous batching width); None: 256 on CUDA (a step of a tiny model costs
+    # about the same at 1 and 256 rows there), 32 on a CPU (where a step's time grows with its rows).
+    batch_rows: int | None = Field(default=None, ge=1, le=4096)
+    # Admission limit, a K-trajectory request counting K rows; None: 512 or 4 x batch_rows, the larger.
+    max_queue_rows: int | None = Field(default=None, ge=1)
     default_options: dict[str, Any] = Field(default_factory=dict)  # per-model solve option defaults
+
+    @field_validator("default_options")
+    @classmethod
+    def _default_options(cls, v: dict[str, Any]) -> dict[str, Any]:
+        # Bad per-model defaults fail the start, not the first request. The request schema is the one place
+        # that says what an option may be (pydantic only, so this module stays torch-free).
+        from app.api.schemas import SolveOptionsIn
+
+        try:
+            SolveOptionsIn.model_validate(v)
+        except ValidationError as e:
+            problems = "; ".join(f"{'.'.join(map(str, err['loc']))}: {err['msg']}" for err in e.errors())
+            raise ValueError(f"invalid default_options: {problems}") from None
+        return v
 
     @field_validator("name")
     @classmethod
@@ -83,7 +100,7 @@ class ModelSpec(BaseModel):
     @classmethod
     def _device(cls, v: str) -> str:
         if not DEVICE_RE.match(v):
-            raise ValueError(f"unknown device {v!r}; expected cpu, cuda, cuda:N or mps")
+            raise ValueError(f"unknown device {v!r}; expected auto, cpu, cuda, cuda:N or mps")
         return v
 
     @field_validator("dtype")
@@ -118,8 +135,17 @@ class Settings(BaseSettings):
     default_deadline_ms: int | None = Field(default=None, gt=0)
     warmup: bool = True
     log_level: str = "info"
+    # Engine v2: `recursolve serve` runs one engine-core process and this many API processes (None: from the
+    # cores, see app.serve.default_api_workers). engine_address is set by `serve` for its API processes; unset,
+    # an app runs its engine core in a thread (tests, `recursolve solve`).
+    api_workers: int | None = Field(default=None, ge=1, le=64)
+    engine_address: str | None = None
+    # A request holding more than this share of a model's batch rows waits while other work runs (and is
+    # passed by lighter requests), so one heavy request cannot hold the model while light ones wait.
+    max_request_share: float = Field(default=0.5, gt=0, le=1)
 
-    @field_validator("models_file", "redis_url", "default_deadline_ms", mode="before")
+    @field_validator("models_file", "redis_url", "default_deadline_ms", "engine_address", "api_workers",
+                     mode="before")
     @classmethod
     def _optional(cls, v: Any) -> Any:
         return _blank_to_none(v)

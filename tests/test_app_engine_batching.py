@@ -9,6 +9,7 @@ import pytest
 import pytest_asyncio
 
 from app_engine_support import engine_stats, make_specs, running_app, solve_body, variant, wait_for
+from models import load_model
 from models.ptrm import ptrm_solve
 
 pytestmark = pytest.mark.asyncio(loop_scope="module")
@@ -131,7 +132,9 @@ async def test_engine_ptrm_matches_the_offline_reference(env):
     served = app.state.runtime.service.models["eager"]
     codec = served.codec
     puzzle = codec.parse(variant(7))
-    ref = ptrm_solve(served.backend.loaded.model, codec.encode(puzzle, 81)[None], np.zeros(1, np.int64), K=3,
+    spec = next(s for s in app.state.runtime._specs if s.name == "eager")
+    model = load_model(spec.path, dtype=served.info.backend["dtype"]).model  # the weights the engine serves
+    ref = ptrm_solve(model, codec.encode(puzzle, 81)[None], np.zeros(1, np.int64), K=3,
                      sigma=0.5, steps=6, seed=5, policy="best_q")
     body = (await client.post("/v1/solve", json=solve_body(puzzle=variant(7), model="eager", max_steps=6,
                                                            halting="max_steps", trajectories=3, noise=0.5, seed=5,

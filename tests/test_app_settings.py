@@ -136,9 +136,9 @@ models:
     assert maze == ModelSpec(name="trm-att-maze", task="maze", path=(tmp_path / "weights" / "trm-att-maze"),
                              backend="onnx", device="cuda:0", dtype="bfloat16", batch_rows=16, max_queue_rows=256,
                              default_options={"max_steps": 32, "trajectories": 4})
-    assert official.path == ckpt and official.backend == "torch" and official.device == "cpu"
+    assert official.path == ckpt and official.backend == "torch" and official.device == "auto"
     assert (official.dtype, official.batch_rows, official.max_queue_rows, official.default_options) == (
-        None, 32, 512, {})
+        None, None, None, {})  # sized for the device when the engine loads it
 
 
 def test_models_file_bare_list_and_task_from_config(tmp_path: Path) -> None:
@@ -213,7 +213,7 @@ def test_discovery_sorted_and_filtered(tmp_path: Path) -> None:
     specs = load_model_specs(Settings(weights_dir=tmp_path))
     assert [(s.name, s.task) for s in specs] == [("hrm-sudoku", "sudoku"), ("trm-att-maze", "maze"),
                                                 ("trm-mlp-sudoku", "sudoku")]
-    assert all(s.path == tmp_path / s.name and s.backend == "torch" and s.batch_rows == 32 for s in specs)
+    assert all(s.path == tmp_path / s.name and s.backend == "torch" and s.batch_rows is None for s in specs)
 
 
 def test_discovery_empty_or_absent(tmp_path: Path) -> None:

@@ -17,9 +17,9 @@ from pydantic import ValidationError
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from app import metrics
-from app.engine.request import EngineError
-from app.engine.scheduler import NotAccepting, QueueFull, TooManyRows
-from app.engine.service import InvalidRequest, ModelNotFound
+from app.api.service import InvalidRequest, ModelNotFound
+from app.engine.client import EngineRejected, EngineUnavailable
+from app.engine.protocol import DRAINING, ENGINE_ERROR, QUEUE_FULL, TOO_MANY_ROWS, UNKNOWN_MODEL
 from puzzles import PuzzleError
 
 log = logging.getLogger(__name__)
@@ -99,17 +99,26 @@ def classify(exc: BaseException) -> ApiError:
         return ApiError(404, exc.code, exc.message, exc.location)
     if isinstance(exc, ValidationError):
         return from_validation(exc.errors(include_url=False))
-    if isinstance(exc, TooManyRows):
-        return ApiError(413, "too_many_trajectories", str(exc), "options.trajectories")
-    if isinstance(exc, QueueFull):
-        return ApiError(429, "queue_full", f"{exc}: the server is at capacity", None,
-                        headers={"Retry-After": str(exc.retry_after_s)})
-    if isinstance(exc, NotAccepting):
-        return ApiError(503, "draining", str(exc), headers={"Retry-After": "1"})
-    if isinstance(exc, EngineError):
-        return ApiError(500, "engine_error", str(exc))
+    if isinstance(exc, EngineRejected):
+        return _rejected(exc)
+    if isinstance(exc, EngineUnavailable):
+        return ApiError(503, "engine_unavailable", str(exc), headers={"Retry-After": "2"})
     log.exception("unexpected error on the solve path", exc_info=exc)
     return ApiError(500, "internal_error", f"internal error ({type(exc).__name__}); this is a server bug")
+
+
+def _rejected(exc: EngineRejected) -> ApiError:
+    if exc.code == TOO_MANY_ROWS:
+        return ApiError(413, "too_many_trajectories", exc.message, "options.trajectories")
+    if exc.code == QUEUE_FULL:
+        return ApiError(429, "queue_full", f"{exc.message}: the server is at capacity", None,
+                        headers={"Retry-After": str(exc.retry_after_s)})
+    if exc.code == DRAINING:
+        return ApiError(503, "draining", exc.message, headers={"Retry-After": "1"})
+    if exc.code == UNKNOWN_MODEL:
+        return ApiError(404, "model_not_found", exc.message, "model")
+    assert exc.code == ENGINE_ERROR, exc.code
+    return ApiError(500, "engine_error", exc.message)
 
 
 def count_error(err: ApiError, model: str = "-", task: str = "-") -> None:

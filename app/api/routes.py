@@ -24,8 +24,8 @@ from app.api.schemas import (
     SolveRequest,
     SolveResponse,
 )
-from app.engine.request import StepEvent
-from app.engine.service import ClientGone, Outcome, Prepared, SolveService
+from app.api.service import ClientGone, Outcome, Prepared, SolveService
+from app.engine.protocol import StepUpdate, tokens_from_bytes
 from app.runtime import Runtime
 
 router = APIRouter()
@@ -70,8 +70,12 @@ def _json(body: dict[str, Any], status: int = 200, headers: dict[str, str] | Non
                     media_type="application/json", headers=headers)
 
 
-async def _run_one(service: SolveService, item: SolveRequest, started: float, rid: str,
-                   is_disconnected: Any) -> tuple[int, dict[str, Any], dict[str, str]]:
+async def run_solve(service: SolveService, item: SolveRequest, request_id: str, started: float | None = None,
+                    is_disconnected: Any = None) -> tuple[int, dict[str, Any], dict[str, str]]:
+    """Solve one request body: (status, JSON body, headers). Every failure becomes a status + error body, counted
+    once. The one entry point of the solve path for the REST routes and the MCP tools."""
+    started = time.monotonic() if started is None else started
+    rid = request_id
     try:
         prep = service.prepare(item.task, item.model, item.puzzle, item.options.model_dump(exclude_none=True),
                                started)
@@ -79,7 +83,7 @@ async def _run_one(service: SolveService, item: SolveRequest, started: float, ri
         return 200, service.render(prep, outcome, rid), {}
     except ClientGone:
         return 499, {"error": {"code": "client_closed", "message": "the client disconnected"}}, {}
-    except Exception as exc:  # every failure becomes a status + error body, counted once
+    except Exception as exc:
         err = classify(exc)
         count_error(err, *_labels(service, item))
         return err.status, err.body(), err.headers
@@ -97,7 +101,7 @@ async def solve(body: SolveRequest, request: Request) -> Response:
         count_error(err, *_labels(None, body))
         raise
     rid = uuid.uuid4().hex[:16]
-    status, payload, headers = await _run_one(service, body, started, rid, request.is_disconnected)
+    status, payload, headers = await run_solve(service, body, rid, started, request.is_disconnected)
     return _json(payload, status, {"X-Request-ID": rid, **headers})
 
 
@@ -127,7 +131,7 @@ async def solve_batch(body: BatchRequest, request: Request) -> Response:
         if shared:
             item = item.model_copy(update={"options": item.options.model_copy(
                 update={k: v for k, v in shared.items() if getattr(item.options, k) is None})})
-        status, payload, _ = await _run_one(service, item, started, f"{rid}-{i}", request.is_disconnected)
+        status, payload, _ = await run_solve(service, item, f"{rid}-{i}", started, request.is_disconnected)
         return {"status": status, "result": payload} if status == 200 else {"status": status, **payload}
 
     results = await asyncio.gather(*(one(i, raw) for i, raw in enumerate(body.items)))
@@ -162,14 +166,14 @@ def _sse_event(event: str, data: dict[str, Any]) -> bytes:
     return b"event: " + event.encode() + b"\ndata: " + orjson.dumps(data, option=orjson.OPT_SERIALIZE_NUMPY) + b"\n\n"
 
 
-async def _sse(service: SolveService, prep: Prepared, events: AsyncIterator[StepEvent | Outcome | None],
+async def _sse(service: SolveService, prep: Prepared, events: AsyncIterator[StepUpdate | Outcome | None],
                rid: str) -> AsyncIterator[bytes]:
     try:
         async for ev in events:
             if ev is None:
                 yield b": keep-alive\n\n"
-            elif isinstance(ev, StepEvent):
-                yield _sse_event("step", {"step": ev.step, **service.answer_fields(prep, ev.tokens),
+            elif isinstance(ev, StepUpdate):
+                yield _sse_event("step", {"step": ev.step, **service.answer_fields(prep, tokens_from_bytes(ev.tokens)),
                                           "confidence": ev.confidence, "trajectory": ev.trajectory,
                                           "active_rows": ev.active_rows})
             else:
@@ -182,14 +186,19 @@ async def _sse(service: SolveService, prep: Prepared, events: AsyncIterator[Step
         await events.aclose()
 
 
+async def models_body(runtime: Runtime) -> dict[str, Any]:
+    """The /v1/models body: every served model with its card and the engine's live state."""
+    s = runtime.service
+    if s is None:
+        return {"models": [], "defaults": {}, "ready": False}
+    stats = await s.engine.stats()
+    return {"models": [m.describe(default=s.defaults.get(m.task) == m.name, engine=stats.get(m.name))
+                       for m in s.models.values()], "defaults": s.defaults, "ready": runtime.ready}
+
+
 @router.get("/v1/models", operation_id="list_models", summary="Served models", tags=["models"])
 async def list_models(request: Request) -> JSONResponse:
-    rt = _runtime(request)
-    if rt.service is None:
-        return JSONResponse({"models": [], "defaults": {}, "ready": False})
-    s = rt.service
-    return JSONResponse({"models": [m.info(default=s.defaults.get(m.task) == m.name) for m in s.models.values()],
-                         "defaults": s.defaults, "ready": rt.ready})
+    return JSONResponse(await models_body(_runtime(request)))
 
 
 @router.get("/v1/models/{name}", operation_id="get_model", summary="One served model",
@@ -202,7 +211,8 @@ async def get_model(name: str, request: Request) -> JSONResponse:
     if model is None:
         served = ", ".join(sorted(s.models)) if s is not None else "none yet"
         raise ApiError(404, "model_not_found", f"unknown model {name!r}; served models: {served}", "name")
-    return JSONResponse(model.info(default=s.defaults.get(model.task) == model.name))
+    stats = await s.engine.stats()
+    return JSONResponse(model.describe(default=s.defaults.get(model.task) == model.name, engine=stats.get(name)))
 
 
 @router.get("/healthz", operation_id="healthz", response_model=HealthBody, tags=["health"],

@@ -1,72 +1,104 @@
 """Scheduling policy: who waits, who gets a batch row, when a row is done, how a PTRM request resolves.
 
-No tensors here, only small numpy arrays of per-row bookkeeping. The event loop calls `submit`
-(under a lock); everything else runs on the model's worker thread between two ACT steps.
+A pure policy. It takes plain requests and per-step arrays and returns plain outputs (`EngineOutput`,
+`StepUpdate`, `Rejected`); it resolves no future, publishes nothing, calls no verifier and holds no lock
+(the engine core calls it from one thread). No tensors either, only small numpy arrays of per-row
+bookkeeping, so tests drive it with plain arrays.
 
 Policy, in short:
-- The waiting queue is FIFO and counted in rows: a PTRM request asks for K rows, as vLLM counts a
-  request with n samples as n sequences. Strict FIFO (no backfill past a big request) so a K=64
-  request cannot be starved by a stream of small ones.
-- Deadlines include queue time. A request whose deadline passes, or whose client left, while it is
-  still queued is resolved without running: steps 0 and no answer (halted_by deadline/cancelled).
-- After each step every row is checked at once (vectorised): cancelled, verified, Q-head, converged,
-  step limit, deadline, in that order of precedence when several fire in the same step.
-- A PTRM request frees each row as soon as that row halts; it resolves when its last row halts
-  (selection policy over the K answers), at once when one row's answer passes the verifier, or when
-  its deadline cuts every row (selection over the answers so far).
+- The waiting queue is FIFO and counted in rows: a PTRM request asks for K rows, as vLLM counts a request
+  with n samples as n sequences. Strict FIFO (no backfill past a big request) so a K=64 request cannot be
+  starved by a stream of small ones, with one exception: a request that would take more than `max_share`
+  of the rows waits while other work runs and is passed by the requests behind it (a heavy request cannot
+  hold the model while light ones wait); it runs when the pool is otherwise empty.
+- Deadlines include queue time. A request whose deadline passes, or whose client left, while it is still
+  queued is resolved without running: steps 0 and no answer (halted_by deadline/cancelled).
+- After each step every row is checked at once (vectorised): cancelled, verified, Q-head, converged, step
+  limit, deadline, in that order of precedence when several fire in the same step (HALT_REASONS).
+- A PTRM request frees each row as soon as that row halts; it resolves when its last row halts (selection
+  policy over the K answers), at once when one row's answer passes the verifier, or when its deadline cuts
+  every row (selection over the answers so far).
 """
 
 from __future__ import annotations
 
 import heapq
 import math
-import threading
-import time
 from collections import Counter, deque
-from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import numpy as np
 
-from app.engine.request import Request, Result, StepEvent
+from app.engine.protocol import (
+    DRAINING,
+    ENGINE_ERROR,
+    HALT_REASONS,
+    QUEUE_FULL,
+    TOO_MANY_ROWS,
+    EngineOutput,
+    EngineRequest,
+    Rejected,
+    StepUpdate,
+    tokens_to_bytes,
+)
 from models.ptrm import select_trajectory
 
-
-class QueueFull(Exception):
-    """The waiting queue holds `max_queue_rows` rows already (HTTP 429 with Retry-After)."""
-
-    def __init__(self, queued_rows: int, limit: int, retry_after_s: int) -> None:
-        self.queued_rows, self.limit, self.retry_after_s = queued_rows, limit, retry_after_s
-        super().__init__(f"queue full: {queued_rows} rows waiting (limit {limit}); retry in {retry_after_s} s")
-
-
-class NotAccepting(Exception):
-    """The engine is draining or stopped (HTTP 503)."""
-
-
-class TooManyRows(ValueError):
-    """A request asks for more rows than the batch pool has: it could never be admitted (HTTP 413)."""
-
-
-# Halt reason codes, in precedence order (index 0 = still running).
-REASONS = ("", "cancelled", "verified", "q_head", "converged", "max_steps", "deadline")
+# Halt reason codes: 0 = still running, i + 1 = HALT_REASONS[i].
 _CANCELLED, _VERIFIED, _Q_HEAD, _CONVERGED, _MAX_STEPS, _DEADLINE = range(1, 7)
-_RULE_Q, _RULE_MAX, _RULE_VERIFIER = 0, 1, 2
-_RULE_CODES = {"q_head": _RULE_Q, "max_steps": _RULE_MAX, "verifier": _RULE_VERIFIER}
+_RULE_CODES = {"q_head": 0, "max_steps": 1, "verifier": 2}
+
+
+@dataclass
+class Trajectory:
+    """One batch row's run. `tokens` is the last decoded answer (argmax), kept for deadlines."""
+
+    tokens: np.ndarray | None = None
+    q_halt: float = -math.inf
+    steps: int = 0
+    halted_by: str | None = None
+    valid: bool | None = None  # verifier verdict on `tokens`, when the verifier ran on this row
+
+
+@dataclass(eq=False)
+class RequestState:
+    """The engine's bookkeeping for one request (plain data, never leaves the engine core)."""
+
+    request: EngineRequest
+    trajectories: list[Trajectory]
+    admitted_at: float | None = None
+    cancelled: bool = False
+    verify_each: bool = False  # run the batched verifier after every step
+    rows: list[int] = field(default_factory=list)  # rows it still holds
+
+    @property
+    def id(self) -> str:
+        return self.request.id
 
 
 @dataclass(frozen=True)
 class Admission:
-    request: Request
+    state: RequestState
     rows: list[int]
 
 
 @dataclass
-class StepReport:
-    """What one `decide` call did, for metrics (the executor turns it into counter updates)."""
+class SchedulerOutput:
+    """What `schedule` decided: rows to load, the rows to step, requests resolved without running."""
 
-    halts: Counter[str]
-    resolved: list[tuple[Request, Result]]
+    admitted: list[Admission]
+    active: np.ndarray  # int64 row indices to step this iteration
+    finished: list[EngineOutput]
+    dropped: list[str]  # cancelled requests forgotten without an output (their callers are gone)
+
+
+@dataclass
+class StepResult:
+    """What `update` decided after a step: finished requests, stream updates, halt counts (for metrics)."""
+
+    finished: list[EngineOutput] = field(default_factory=list)
+    steps: list[StepUpdate] = field(default_factory=list)
+    halts: Counter[str] = field(default_factory=Counter)
+    dropped: list[str] = field(default_factory=list)  # cancelled requests forgotten without an output
 
 
 def _sigmoid(x: float) -> float:
@@ -74,20 +106,18 @@ def _sigmoid(x: float) -> float:
 
 
 class Scheduler:
-    def __init__(self, num_rows: int, max_queue_rows: int, seq_len: int,
-                 clock: Callable[[], float] = time.monotonic) -> None:
+    def __init__(self, num_rows: int, max_queue_rows: int, seq_len: int, max_share: float = 1.0) -> None:
         self.num_rows = num_rows
         self.max_queue_rows = max_queue_rows
-        self.clock = clock
-        self._lock = threading.Lock()
-        self._waiting: deque[Request] = deque()
+        self.max_share_rows = max(1, math.floor(max_share * num_rows))
+        self._waiting: deque[RequestState] = deque()
         self._waiting_rows = 0
+        self._states: dict[str, RequestState] = {}  # every request not yet resolved, waiting or running
         self.accepting = True
         self.avg_request_s = 1.0  # EWMA of admitted-to-resolved time, for Retry-After
 
-        # Per-row bookkeeping, touched only by the worker thread.
         r = num_rows
-        self.row_req: list[Request | None] = [None] * r
+        self.row_state: list[RequestState | None] = [None] * r
         self.row_traj = np.zeros(r, np.int64)
         self.active = np.zeros(r, bool)
         self.steps = np.zeros(r, np.int64)
@@ -98,24 +128,44 @@ class Scheduler:
         self.converge = np.zeros(r, np.int64)
         self.deadline = np.full(r, np.inf)
         self.verify_each = np.zeros(r, bool)
+        self.cancelled = np.zeros(r, bool)
+        self.stream = np.zeros(r, bool)
         self.last_tokens = np.zeros((r, seq_len), np.int64)
         self.last_q = np.full(r, -np.inf)
         self._free = list(range(r))  # a heap: the lowest free rows are handed out first
-        self._rows_of: dict[int, list[int]] = {}  # request id -> rows it still holds
 
-    # -- event loop side ---------------------------------------------------------------------------
+    # -- requests in -------------------------------------------------------------------------------
 
-    def submit(self, request: Request) -> None:
+    def add(self, request: EngineRequest, verify_each: bool = False) -> Rejected | None:
+        """Queue a request, or say why not (the only place requests are refused)."""
         if request.rows > self.num_rows:
-            raise TooManyRows(f"{request.rows} trajectories need {request.rows} batch rows but this model has "
-                              f"{self.num_rows}; ask for at most {self.num_rows}")
-        with self._lock:
-            if not self.accepting:
-                raise NotAccepting("the server is draining and accepts no new requests; retry on another replica")
-            if self._waiting_rows + request.rows > self.max_queue_rows:
-                raise QueueFull(self._waiting_rows, self.max_queue_rows, self.retry_after(request.rows))
-            self._waiting.append(request)
-            self._waiting_rows += request.rows
+            return Rejected(request.id, TOO_MANY_ROWS,
+                            f"{request.rows} trajectories need {request.rows} batch rows but this model has "
+                            f"{self.num_rows}; ask for at most {self.num_rows}")
+        if not self.accepting:
+            return Rejected(request.id, DRAINING,
+                            "the server is draining and accepts no new requests; retry on another replica")
+        # Rows free right now count as room too: requests that arrive in one message are queued before the
+        # next `schedule` admits them, and would otherwise count against the queue while rows sit idle.
+        if self._waiting_rows + request.rows > self.max_queue_rows + len(self._free):
+            retry = self.retry_after(request.rows)
+            return Rejected(request.id, QUEUE_FULL, f"queue full: {self._waiting_rows} rows waiting (limit "
+                            f"{self.max_queue_rows}); retry in {retry} s", retry)
+        state = RequestState(request, [Trajectory() for _ in range(request.rows)], verify_each=verify_each)
+        self._states[request.id] = state
+        self._waiting.append(state)
+        self._waiting_rows += request.rows
+        return None
+
+    def abort(self, ids: list[str]) -> None:
+        """The callers left: queued requests are dropped at the next `schedule`, running rows at the next
+        `update` (nothing is sent back for them)."""
+        for rid in ids:
+            state = self._states.get(rid)
+            if state is not None:
+                state.cancelled = True
+                if state.rows:
+                    self.cancelled[state.rows] = True
 
     def retry_after(self, extra_rows: int = 0) -> int:
         """Seconds until the queue has room, estimated from the queue length and the recent request time."""
@@ -123,8 +173,9 @@ class Scheduler:
         return max(1, math.ceil(waves * self.avg_request_s))
 
     def stop_accepting(self) -> None:
-        with self._lock:
-            self.accepting = False
+        self.accepting = False
+
+    # -- state -------------------------------------------------------------------------------------
 
     @property
     def queued_rows(self) -> int:
@@ -141,62 +192,76 @@ class Scheduler:
     def has_work(self) -> bool:
         return bool(self._waiting) or bool(self.active.any())
 
-    # -- worker side -------------------------------------------------------------------------------
+    def state_of(self, row: int) -> RequestState | None:
+        return self.row_state[row]
 
-    def admit(self, now: float | None = None) -> tuple[list[Admission], list[tuple[Request, Result]]]:
-        """Move waiting requests into free rows; resolve queued requests that were cancelled or ran out of time."""
-        now = self.clock() if now is None else now
-        admitted: list[Admission] = []
-        dropped: list[tuple[Request, Result]] = []
-        with self._lock:
-            if any(r.cancelled or r.deadline <= now for r in self._waiting):
-                keep: deque[Request] = deque()
-                for req in self._waiting:
-                    if req.cancelled or req.deadline <= now:
-                        self._waiting_rows -= req.rows
-                        dropped.append((req, self._unstarted(req, "cancelled" if req.cancelled else "deadline", now)))
+    def is_live(self, request_id: str) -> bool:
+        """Waiting or running (not yet resolved, cancelled or cut)."""
+        return request_id in self._states
+
+    # -- one iteration -----------------------------------------------------------------------------
+
+    def schedule(self, now: float) -> SchedulerOutput:
+        """Drop queued requests that were cancelled or ran out of time; move waiting requests into free rows."""
+        finished: list[EngineOutput] = []
+        dropped: list[str] = []
+        if any(s.cancelled or s.request.deadline <= now for s in self._waiting):
+            keep: deque[RequestState] = deque()
+            for s in self._waiting:
+                if s.cancelled or s.request.deadline <= now:
+                    self._waiting_rows -= s.request.rows
+                    del self._states[s.id]
+                    if s.cancelled:  # nobody waits for a cancelled request's answer
+                        dropped.append(s.id)
                     else:
-                        keep.append(req)
-                self._waiting = keep
-            while self._waiting and len(self._free) >= self._waiting[0].rows:
-                req = self._waiting.popleft()
-                self._waiting_rows -= req.rows
-                rows = [heapq.heappop(self._free) for _ in range(req.rows)]
-                self._place(req, rows, now)
-                admitted.append(Admission(req, rows))
-        for req, result in dropped:
-            req.resolve(result)
-        return admitted, dropped
+                        finished.append(self._unstarted(s, "deadline", now))
+                else:
+                    keep.append(s)
+            self._waiting = keep
+        admitted: list[Admission] = []
+        passed: deque[RequestState] = deque()  # heavy requests the queue went around this time
+        while self._waiting and len(self._free) >= self._waiting[0].request.rows:
+            s = self._waiting.popleft()
+            heavy = s.request.rows > self.max_share_rows
+            others = self.active.any() or admitted or self._waiting
+            if heavy and others:
+                passed.append(s)
+                continue
+            self._waiting_rows -= s.request.rows
+            rows = [heapq.heappop(self._free) for _ in range(s.request.rows)]
+            self._place(s, rows, now)
+            admitted.append(Admission(s, rows))
+        self._waiting.extendleft(reversed(passed))
+        return SchedulerOutput(admitted, np.flatnonzero(self.active), finished, dropped)
 
-    def _place(self, req: Request, rows: list[int], now: float) -> None:
-        o = req.options
-        req.admitted_at = now
-        self._rows_of[req.id] = list(rows)
+    def _place(self, s: RequestState, rows: list[int], now: float) -> None:
+        o = s.request.options
+        s.admitted_at = now
+        s.rows = list(rows)
         for k, row in enumerate(rows):
-            self.row_req[row] = req
+            self.row_state[row] = s
             self.row_traj[row] = k
         idx = np.asarray(rows)
         self.active[idx] = True
+        self.cancelled[idx] = s.cancelled
+        self.stream[idx] = s.request.stream
         self.steps[idx] = 0
         self.unchanged[idx] = 0
         self.max_steps[idx] = o.max_steps
         self.threshold[idx] = o.threshold_logit
         self.rule[idx] = _RULE_CODES[o.halting]
         self.converge[idx] = o.converge_steps or 0
-        self.deadline[idx] = req.deadline
-        self.verify_each[idx] = o.needs_step_verifier and req.verifier is not None
+        self.deadline[idx] = s.request.deadline
+        self.verify_each[idx] = s.verify_each
         self.last_q[idx] = -np.inf
 
-    def active_rows(self) -> np.ndarray:
-        return np.flatnonzero(self.active)
+    def update(self, idx: np.ndarray, tokens: np.ndarray, q_halt: np.ndarray, model_halted: np.ndarray,
+               verified: np.ndarray | None, now: float) -> StepResult:
+        """Apply every halting rule to the rows `idx` that just ran one step; free what halted.
 
-    def decide(self, idx: np.ndarray, tokens: np.ndarray, q_halt: np.ndarray, model_halted: np.ndarray,
-               now: float | None = None) -> StepReport:
-        """Apply every halting rule to the rows `idx` that just ran one step; free and resolve what halted.
-
-        tokens [n, seq_len] (argmax of the logits), q_halt [n], model_halted [n] (the model's own rule).
+        tokens [n, seq_len] (argmax of the logits), q_halt [n], model_halted [n] (the model's own rule),
+        verified [n] (the batched verifier's verdict; None when no row asked for it).
         """
-        now = self.clock() if now is None else now
         steps = self.steps[idx] + 1
         self.steps[idx] = steps
         same = (steps > 1) & (tokens == self.last_tokens[idx]).all(axis=1)
@@ -205,155 +270,149 @@ class Scheduler:
         self.last_tokens[idx] = tokens
         self.last_q[idx] = q_halt
 
-        reqs = [self.row_req[i] for i in idx]
         threshold = self.threshold[idx]
         own_rule = np.isnan(threshold)
-        q_rule = (self.rule[idx] == _RULE_Q) & np.where(own_rule, model_halted,
-                                                        q_halt > np.where(own_rule, 0.0, threshold))
-        cancelled = np.fromiter((r.cancelled for r in reqs), bool, len(idx))
-        verified = np.zeros(len(idx), bool)
-        for j in np.flatnonzero(self.verify_each[idx] & ~cancelled):
-            ok = bool(reqs[j].verifier(tokens[j]))
-            verified[j] = ok
-            reqs[j].trajectories[self.row_traj[idx[j]]].valid = ok
-        conditions = [cancelled, verified, q_rule,
-                      (self.converge[idx] > 0) & (unchanged >= self.converge[idx]),
+        q_rule = (self.rule[idx] == _RULE_CODES["q_head"]) & np.where(
+            own_rule, model_halted, q_halt > np.where(own_rule, 0.0, threshold))
+        cancelled = self.cancelled[idx]
+        checked = self.verify_each[idx] & ~cancelled
+        ok = checked & (verified if verified is not None else False)
+        conditions = [cancelled, ok, q_rule, (self.converge[idx] > 0) & (unchanged >= self.converge[idx]),
                       steps >= self.max_steps[idx], self.deadline[idx] <= now]
-        code = np.select(conditions, list(range(1, 7)), default=0)
-        # Streaming callers see every step, the last one included, before the result arrives.
-        self._publish_steps(idx, reqs, tokens, q_halt, steps, cancelled)
+        code = np.select(conditions, list(range(1, len(HALT_REASONS) + 1)), default=0)
 
-        report = StepReport(Counter(), [])
-        touched: dict[int, Request] = {}
+        out = StepResult()
+        out.steps = self._step_updates(idx, tokens, q_halt, steps, cancelled)
+        for j in np.flatnonzero(checked):
+            s = self.row_state[idx[j]]
+            s.trajectories[self.row_traj[idx[j]]].valid = bool(ok[j])
+        touched: dict[str, RequestState] = {}
         for j in np.flatnonzero(code):
-            row, req = int(idx[j]), reqs[j]
-            traj = req.trajectories[self.row_traj[row]]
+            row = int(idx[j])
+            s = self.row_state[row]
+            traj = s.trajectories[self.row_traj[row]]
             traj.tokens, traj.q_halt, traj.steps = tokens[j].copy(), float(q_halt[j]), int(steps[j])
-            traj.halted_by = REASONS[code[j]]
-            report.halts[traj.halted_by] += 1
-            self._free_row(req, row)
-            touched[req.id] = req
-        for req in touched.values():
-            result = self._maybe_resolve(req, now)
+            traj.halted_by = HALT_REASONS[code[j] - 1]
+            out.halts[traj.halted_by] += 1
+            self._free_row(s, row)
+            touched[s.id] = s
+        for s in touched.values():
+            result = self._maybe_resolve(s, now)
             if result is not None:
-                report.resolved.append((req, result))
-        return report
+                out.finished.append(result)
+            elif s.cancelled and s.id not in self._states:
+                out.dropped.append(s.id)
+        return out
 
-    def _free_row(self, req: Request, row: int) -> None:
+    def _free_row(self, s: RequestState, row: int) -> None:
         self.active[row] = False
-        self.row_req[row] = None
-        self._rows_of[req.id].remove(row)
+        self.cancelled[row] = False
+        self.row_state[row] = None
+        s.rows.remove(row)
         heapq.heappush(self._free, row)
 
-    def _maybe_resolve(self, req: Request, now: float) -> Result | None:
-        trajs = req.trajectories
+    def _maybe_resolve(self, s: RequestState, now: float) -> EngineOutput | None:
+        trajs = s.trajectories
         reasons = [t.halted_by for t in trajs]
         if "cancelled" in reasons:
-            chosen, halted_by = None, "cancelled"
-        elif "verified" in reasons:
+            self._finish(s, None, "cancelled", now)
+            return None  # the caller is gone: nothing to send
+        if "verified" in reasons:
             chosen, halted_by = reasons.index("verified"), "verified"
-        elif self._rows_of[req.id]:
+        elif s.rows:
             return None  # siblings still running
         else:
-            chosen = self._select(req)
+            chosen = self._select(s)
             halted_by = "deadline" if "deadline" in reasons else trajs[chosen].halted_by
-        return self._finish(req, chosen, halted_by, now)
+        return self._finish(s, chosen, halted_by, now)
 
-    def _select(self, req: Request) -> int:
-        trajs = req.trajectories
+    def _select(self, s: RequestState) -> int:
+        trajs = s.trajectories
         if len(trajs) == 1:
             return 0
-        valid = [bool(t.valid) for t in trajs] if req.options.selection == "verifier_first" else None
-        return select_trajectory(req.options.selection, [t.tokens.tobytes() for t in trajs],
-                                 [t.q_halt for t in trajs], valid)
+        opts = s.request.options
+        valid = [bool(t.valid) for t in trajs] if opts.selection == "verifier_first" else None
+        return select_trajectory(opts.selection, [t.tokens.tobytes() for t in trajs], [t.q_halt for t in trajs],
+                                 valid)
 
-    def _finish(self, req: Request, chosen: int | None, halted_by: str, now: float) -> Result:
-        """Free whatever rows the request still holds and resolve it."""
-        for row in list(self._rows_of.pop(req.id, [])):
-            traj = req.trajectories[self.row_traj[row]]
+    def _finish(self, s: RequestState, chosen: int | None, halted_by: str, now: float) -> EngineOutput:
+        """Free whatever rows the request still holds and build its output."""
+        for row in list(s.rows):
+            traj = s.trajectories[self.row_traj[row]]
             if traj.halted_by is None:  # a sibling cut short: keep its progress for the row-step count
                 traj.steps = int(self.steps[row])
-            self.active[row] = False
-            self.row_req[row] = None
-            heapq.heappush(self._free, row)
-        self._rows_of.pop(req.id, None)
-        admitted = req.admitted_at if req.admitted_at is not None else now
-        traj = req.trajectories[chosen] if chosen is not None else None
+            self._free_row(s, row)
+        self._states.pop(s.id, None)
+        admitted = s.admitted_at if s.admitted_at is not None else now
+        traj = s.trajectories[chosen] if chosen is not None else None
         has_answer = traj is not None and traj.tokens is not None
-        result = Result(
-            tokens=traj.tokens if has_answer else None,
+        self.avg_request_s = 0.8 * self.avg_request_s + 0.2 * max(now - admitted, 1e-3)
+        return EngineOutput(
+            id=s.id,
+            tokens=tokens_to_bytes(traj.tokens) if has_answer else None,
             confidence=_sigmoid(traj.q_halt) if has_answer else None,
             q_halt=traj.q_halt if has_answer else None,
-            steps=traj.steps if traj is not None else max((t.steps for t in req.trajectories), default=0),
+            steps=traj.steps if traj is not None else max((t.steps for t in s.trajectories), default=0),
             halted_by=halted_by,
-            trajectories=len(req.trajectories),
+            trajectories=len(s.trajectories),
             chosen=chosen if has_answer else None,
-            row_steps=sum(t.steps for t in req.trajectories),
+            row_steps=sum(t.steps for t in s.trajectories),
             valid=traj.valid if has_answer else None,
-            queue_ms=(admitted - req.created) * 1000.0,
+            queue_ms=(admitted - s.request.arrival) * 1000.0,
             compute_ms=(now - admitted) * 1000.0,
         )
-        self.avg_request_s = 0.8 * self.avg_request_s + 0.2 * max(now - admitted, 1e-3)
-        req.resolve(result)
-        return result
 
-    def _unstarted(self, req: Request, halted_by: str, now: float) -> Result:
-        return Result(tokens=None, confidence=None, q_halt=None, steps=0, halted_by=halted_by,
-                      trajectories=req.rows, chosen=None, row_steps=0, valid=None,
-                      queue_ms=(now - req.created) * 1000.0, compute_ms=0.0)
+    def _unstarted(self, s: RequestState, halted_by: str, now: float) -> EngineOutput:
+        return EngineOutput(id=s.id, tokens=None, confidence=None, q_halt=None, steps=0, halted_by=halted_by,
+                            trajectories=s.request.rows, chosen=None, row_steps=0, valid=None,
+                            queue_ms=(now - s.request.arrival) * 1000.0, compute_ms=0.0)
 
-    def _publish_steps(self, idx: np.ndarray, reqs: list[Request], tokens: np.ndarray, q_halt: np.ndarray,
-                       steps: np.ndarray, cancelled: np.ndarray) -> None:
+    def _step_updates(self, idx: np.ndarray, tokens: np.ndarray, q_halt: np.ndarray, steps: np.ndarray,
+                      cancelled: np.ndarray) -> list[StepUpdate]:
         """For streaming requests: the leading trajectory (largest q_halt) after this step."""
-        best: dict[int, int] = {}
-        for j, req in enumerate(reqs):
-            if req.on_step is None or cancelled[j]:
-                continue
-            if req.id not in best or q_halt[j] > q_halt[best[req.id]]:
-                best[req.id] = j
-        for j in best.values():
-            req = reqs[j]
-            req.publish(StepEvent(step=int(steps[j]), tokens=tokens[j].copy(), confidence=_sigmoid(float(q_halt[j])),
-                                  trajectory=int(self.row_traj[idx[j]]), active_rows=len(self._rows_of[req.id])))
+        best: dict[str, int] = {}
+        for j in np.flatnonzero(self.stream[idx] & ~cancelled):
+            s = self.row_state[idx[j]]
+            if s.id not in best or q_halt[j] > q_halt[best[s.id]]:
+                best[s.id] = j
+        return [StepUpdate(id=rid, step=int(steps[j]), tokens=tokens_to_bytes(tokens[j]),
+                           confidence=_sigmoid(float(q_halt[j])), trajectory=int(self.row_traj[idx[j]]),
+                           active_rows=len(self.row_state[idx[j]].rows))
+                for rid, j in best.items()]
 
-    def abort_all(self, error: BaseException) -> int:
-        """The step itself failed: fail every running request with `error` and free its rows."""
-        failed = 0
-        for row in self.active_rows():
-            req = self.row_req[row]
-            if req is None or req.id not in self._rows_of:
+    # -- ending requests from outside --------------------------------------------------------------
+
+    def cut(self, ids: list[str] | None, now: float) -> StepResult:
+        """Resolve these requests (None: every request) now with their answers so far, halted_by deadline;
+        queued ones resolve without an answer. The grace period of a drain ran out."""
+        out = StepResult()
+        targets = list(self._states.values()) if ids is None else [self._states[i] for i in ids if i in self._states]
+        for s in targets:
+            if s.admitted_at is None:  # still queued
+                self._waiting.remove(s)
+                self._waiting_rows -= s.request.rows
+                del self._states[s.id]
+                out.finished.append(self._unstarted(s, "deadline", now))
                 continue
-            for r in self._rows_of.pop(req.id):
-                self.active[r] = False
-                self.row_req[r] = None
-                heapq.heappush(self._free, r)
-            req.fail(error)
-            failed += 1
+            for row in list(s.rows):
+                traj = s.trajectories[self.row_traj[row]]
+                if self.steps[row] > 0:
+                    traj.tokens, traj.q_halt = self.last_tokens[row].copy(), float(self.last_q[row])
+                traj.steps, traj.halted_by = int(self.steps[row]), "deadline"
+                out.halts["deadline"] += 1
+                self._free_row(s, row)
+            started = [k for k, t in enumerate(s.trajectories) if t.tokens is not None]
+            chosen = self._select(s) if len(started) == len(s.trajectories) else (started[0] if started else None)
+            out.finished.append(self._finish(s, chosen, "deadline", now))
+        return out
+
+    def fail_all(self, message: str) -> list[Rejected]:
+        """The step itself failed: every request, running or queued, is rejected with `message`."""
+        failed = [Rejected(s.id, ENGINE_ERROR, message) for s in self._states.values() if not s.cancelled]
+        for s in list(self._states.values()):
+            for row in list(s.rows):
+                self._free_row(s, row)
+        self._states.clear()
+        self._waiting.clear()
+        self._waiting_rows = 0
         return failed
-
-    def cut_all(self, now: float | None = None) -> StepReport:
-        """Shutdown after the grace period: running requests resolve with their answers so far
-        (halted_by deadline); queued ones that never started fail with NotAccepting (HTTP 503)."""
-        now = self.clock() if now is None else now
-        with self._lock:
-            self.accepting = False
-            waiting, self._waiting, self._waiting_rows = list(self._waiting), deque(), 0
-        for req in waiting:
-            req.fail(NotAccepting("the server shut down before this request started; retry on another replica"))
-        report = StepReport(Counter(), [])
-        for row in self.active_rows():
-            req = self.row_req[row]
-            if req is None:
-                continue
-            traj = req.trajectories[self.row_traj[row]]
-            if self.steps[row] > 0:
-                traj.tokens, traj.q_halt = self.last_tokens[row].copy(), float(self.last_q[row])
-            traj.steps, traj.halted_by = int(self.steps[row]), "deadline"
-            report.halts["deadline"] += 1
-            self._free_row(req, row)
-            if not self._rows_of[req.id]:
-                started = [k for k, t in enumerate(req.trajectories) if t.tokens is not None]
-                chosen = self._select(req) if len(started) == len(req.trajectories) else (
-                    started[0] if started else None)
-                report.resolved.append((req, self._finish(req, chosen, "deadline", now)))
-        return report

@@ -1,14 +1,15 @@
-"""The solve path between HTTP and the executors: parse, cache, coalesce, submit, wait, render.
+"""The solve path of an API process: parse, cache, coalesce, submit to the engine, wait, render.
 
-HTTP-free: it raises typed errors (PuzzleError, ModelNotFound, QueueFull, NotAccepting,
-TooManyRows, EngineError) that the API layer maps to status codes.
+HTTP-free: it raises typed errors (PuzzleError, ModelNotFound, InvalidRequest, EngineRejected,
+EngineUnavailable) that the API layer maps to status codes. It never imports torch: the engine core
+(another process, or a thread for tests) runs the models, and tells this side what it serves (ModelInfo).
 
 - Cache: looked up before submitting and written after, through `app.cache` (which never raises).
   Never stored: deadline-cut or cancelled results, and noisy unseeded results that did not verify
   (a different run could give a different answer; a verified one is right whatever the seed).
 - Coalescing: identical deterministic requests (same cache key and same deadline_ms) in flight at
-  once share one engine request.
-- Cancellation: the engine request is cancelled when its last waiter goes away.
+  once in this process share one engine request.
+- Cancellation: the engine request is aborted when its last waiter goes away.
 """
 
 from __future__ import annotations
@@ -17,26 +18,85 @@ import asyncio
 import contextlib
 import logging
 import time
+import uuid
 from collections.abc import AsyncIterator, Awaitable, Callable
-from dataclasses import dataclass, field, fields
+from dataclasses import dataclass, field
 from typing import Any
 
+import msgspec
 import numpy as np
 import orjson
 
 from app import metrics
 from app.cache import ResultCache, cache_key
-from app.engine.registry import ServedModel
-from app.engine.request import Request, Result, SolveOptions, StepEvent
-from models.ptrm import DEFAULT_SIGMA
-from puzzles import TASKS, PuzzleError
+from app.engine.client import EngineClient
+from app.engine.protocol import EngineOutput, EngineRequest, ModelInfo, SolveOptions, StepUpdate, tokens_from_bytes
+from puzzles import TASKS, Codec, PuzzleError, get_codec
 
 log = logging.getLogger(__name__)
 
 DISCONNECT_POLL_S = 0.05
 KEEPALIVE_S = 15.0  # SSE comment while a stream waits in the queue, so proxies keep it open
 MAX_REASONS = 10
-OPTION_FIELDS = frozenset(f.name for f in fields(SolveOptions))
+OPTION_FIELDS = frozenset(SolveOptions.__struct_fields__)
+
+
+@dataclass
+class ServedModel:
+    """A model as the API tier sees it: what the engine reported, and the codec for its task."""
+
+    info: ModelInfo
+    codec: Codec
+
+    @classmethod
+    def of(cls, info: ModelInfo) -> ServedModel:
+        return cls(info, get_codec(info.task))
+
+    @property
+    def name(self) -> str:
+        return self.info.name
+
+    @property
+    def task(self) -> str:
+        return self.info.task
+
+    @property
+    def version(self) -> str:
+        return self.info.version
+
+    def puzzle_identifier(self, puzzle: Any) -> int:
+        """The row of the model's puzzle-embedding table for this puzzle.
+
+        Sudoku and maze models have one shared embedding (0). ARC models learn one per training
+        task: the task `id` is looked up in the model's identifiers.json; an unknown task gets 0
+        (the official "<blank>" identifier), which is what the official evaluator does too.
+        """
+        task_id = getattr(puzzle, "task_id", None)
+        if task_id is None or not self.info.identifiers:
+            return 0
+        ident = self.info.identifiers.get(task_id, 0)
+        return ident if ident < self.info.config.get("num_puzzle_identifiers", 1) else 0
+
+    def describe(self, *, default: bool, engine: dict[str, Any] | None) -> dict[str, Any]:
+        """The /v1/models entry."""
+        i = self.info
+        return {
+            "name": i.name, "task": i.task, "default_for_task": default, "architecture": i.arch,
+            "parameters": i.parameters, "version": i.version, "source": i.source, **i.backend,
+            "config": i.config,
+            "accuracy": i.card.get("accuracy", i.card.get("metrics")),
+            "card": i.card or None,
+            "engine": engine,
+        }
+
+
+def default_per_task(models: dict[str, ServedModel]) -> dict[str, str]:
+    """Default model per task: the first TRM serving it (in spec order), else the first model."""
+    defaults: dict[str, str] = {}
+    for m in models.values():
+        if m.task not in defaults or (m.info.arch == "trm" and models[defaults[m.task]].info.arch != "trm"):
+            defaults[m.task] = m.name
+    return defaults
 
 
 class ModelNotFound(LookupError):
@@ -83,24 +143,30 @@ class Prepared:
 
 @dataclass
 class Outcome:
-    result: Result
+    result: EngineOutput
     cached: bool = False
     coalesced: bool = False
+
+    @property
+    def tokens(self) -> np.ndarray | None:
+        return tokens_from_bytes(self.result.tokens) if self.result.tokens is not None else None
 
 
 @dataclass(eq=False)
 class _Flight:
-    request: Request
+    request_id: str
+    future: asyncio.Future[EngineOutput]
     waiters: int = 0
 
 
 class SolveService:
     def __init__(self, models: dict[str, ServedModel], defaults: dict[str, str], cache: ResultCache,
-                 *, default_deadline_ms: int | None = None, cache_ttl_seconds: int = 86400,
+                 engine: EngineClient, *, default_deadline_ms: int | None = None, cache_ttl_seconds: int = 86400,
                  cache_enabled: bool = True) -> None:
         self.models = models
         self.defaults = defaults
         self.cache = cache
+        self.engine = engine
         self.default_deadline_ms = default_deadline_ms
         self.cache_ttl_seconds = cache_ttl_seconds
         self.cache_enabled = cache_enabled
@@ -131,17 +197,17 @@ class SolveService:
 
     def resolve_options(self, model: ServedModel, given: dict[str, Any]) -> SolveOptions:
         """Request options over the model's configured defaults over the engine defaults."""
-        merged = {k: v for k, v in {**model.spec.default_options, **given}.items()
+        merged = {k: v for k, v in {**model.info.default_options, **given}.items()
                   if v is not None and k in OPTION_FIELDS}
-        merged.setdefault("max_steps", model.config.halt_max_steps)
+        merged.setdefault("max_steps", model.info.halt_max_steps)
         k = merged.get("trajectories", 1)
         # PTRM without a noise scale: the per-task setting reported for PTRM; none for a single trajectory.
-        merged.setdefault("noise", DEFAULT_SIGMA.get(model.task, 0.3) if k > 1 else 0.0)
+        merged.setdefault("noise", model.info.default_noise if k > 1 else 0.0)
         if "deadline_ms" not in merged and self.default_deadline_ms is not None:
             merged["deadline_ms"] = self.default_deadline_ms
         if not self.cache_enabled:
             merged["cache"] = False
-        return SolveOptions(**merged)
+        return msgspec.convert(merged, SolveOptions)
 
     def prepare(self, task: str | None, model_name: str | None, payload: Any, options: dict[str, Any],
                 started: float | None = None) -> Prepared:
@@ -149,7 +215,7 @@ class SolveService:
         model = self.model_for(task, model_name)
         codec = model.codec
         puzzle = codec.parse(payload)
-        inputs = np.asarray(codec.encode(puzzle, model.config.seq_len), dtype=np.int32)
+        inputs = np.asarray(codec.encode(puzzle, model.info.seq_len), dtype=np.int32)
         opts = self.resolve_options(model, options)
         key = cache_key(model.version, model.task, codec.canonical(puzzle), opts.answer_options())
         return Prepared(model, puzzle, opts, inputs, model.puzzle_identifier(puzzle), key,
@@ -166,49 +232,54 @@ class SolveService:
         await self._cache_put(prep, result)
         return Outcome(result, coalesced=joined)
 
-    async def stream(self, prep: Prepared) -> AsyncIterator[StepEvent | Outcome | None]:
-        """Step events, then the Outcome. Submits before the first yield, so the caller can turn
+    async def stream(self, prep: Prepared) -> AsyncIterator[StepUpdate | Outcome | None]:
+        """Step updates, then the Outcome. Returns once the engine queued the request, so the caller can turn
         queue-full / draining errors into a normal HTTP error before the stream starts."""
         hit = await self._cache_get(prep)
         if hit is not None:
             return _once(hit)
-        events: asyncio.Queue[StepEvent] = asyncio.Queue()
-        request = self._new_request(prep, on_step=events.put_nowait)
-        prep.model.executor.submit(request)
-        return self._stream_events(prep, request, events)
+        events: asyncio.Queue[StepUpdate] = asyncio.Queue()
+        request = self._engine_request(prep, stream=True)
+        future = self.engine.submit(request, on_step=events.put_nowait)
+        try:
+            await self.engine.accepted(request.id)
+        except BaseException:
+            self.engine.abort([request.id])
+            raise
+        return self._stream_events(prep, request.id, future, events)
 
-    async def _stream_events(self, prep: Prepared, request: Request,
-                             events: asyncio.Queue[StepEvent]) -> AsyncIterator[StepEvent | Outcome | None]:
+    async def _stream_events(self, prep: Prepared, request_id: str, future: asyncio.Future[EngineOutput],
+                             events: asyncio.Queue[StepUpdate]) -> AsyncIterator[StepUpdate | Outcome | None]:
         """Yields None when nothing happened for KEEPALIVE_S (the caller sends an SSE comment)."""
-        getter: asyncio.Future[StepEvent] | None = None
+        getter: asyncio.Future[StepUpdate] | None = None
         try:
             while True:
                 getter = getter or asyncio.ensure_future(events.get())
-                done, _ = await asyncio.wait({getter, request.future}, timeout=KEEPALIVE_S,
+                done, _ = await asyncio.wait({getter, future}, timeout=KEEPALIVE_S,
                                              return_when=asyncio.FIRST_COMPLETED)
                 if getter in done:
                     yield getter.result()
                     getter = None
                     continue
-                if request.future not in done:
+                if future not in done:
                     yield None
                     continue
-                while not events.empty():  # steps published before the result was set
+                while not events.empty():  # steps that arrived with the result
                     yield events.get_nowait()
-                result = request.future.result()
+                result = future.result()
                 await self._cache_put(prep, result)
                 yield Outcome(result)
                 return
         finally:
             if getter is not None:
                 getter.cancel()
-            if not request.future.done():  # the client went away (generator closed): free the rows
-                request.cancel()
+            if not future.done():  # the client went away (generator closed): free the rows
+                self.engine.abort([request_id])
 
-    def _new_request(self, prep: Prepared, on_step: Callable[[StepEvent], None] | None = None) -> Request:
-        verifier = prep.verifier if prep.options.needs_step_verifier else None
-        return Request(inputs=prep.inputs, puzzle_identifier=prep.puzzle_identifier, options=prep.options,
-                       loop=asyncio.get_running_loop(), verifier=verifier, on_step=on_step, created=prep.started)
+    def _engine_request(self, prep: Prepared, stream: bool = False) -> EngineRequest:
+        return EngineRequest(id=uuid.uuid4().hex, model=prep.model.name, inputs=prep.inputs.tobytes(),
+                             puzzle_identifier=prep.puzzle_identifier, options=prep.options, arrival=prep.started,
+                             stream=stream)
 
     def _flight(self, prep: Prepared) -> tuple[_Flight, bool]:
         """Join an identical in-flight request, or submit a new one.
@@ -219,37 +290,36 @@ class SolveService:
         o = prep.options
         key = f"{prep.key}|{o.deadline_ms}"
         existing = self._inflight.get(key) if o.deterministic else None
-        if existing is not None and not existing.request.future.done() and not existing.request.cancelled:
+        if existing is not None and not existing.future.done():
             return existing, True
-        request = self._new_request(prep)
-        prep.model.executor.submit(request)
-        flight = _Flight(request)
+        request = self._engine_request(prep)
+        flight = _Flight(request.id, self.engine.submit(request))
         if o.deterministic:
             self._inflight[key] = flight
-            request.future.add_done_callback(lambda _f: self._forget(key, flight))
+            flight.future.add_done_callback(lambda _f: self._forget(key, flight))
         return flight, False
 
     def _forget(self, key: str, flight: _Flight) -> None:
         if self._inflight.get(key) is flight:
             del self._inflight[key]
 
-    async def _wait(self, flight: _Flight, is_disconnected: Callable[[], Awaitable[bool]] | None) -> Result:
+    async def _wait(self, flight: _Flight, is_disconnected: Callable[[], Awaitable[bool]] | None) -> EngineOutput:
         flight.waiters += 1
         watcher = asyncio.ensure_future(_watch(is_disconnected)) if is_disconnected is not None else None
         try:
-            waiting: set[asyncio.Future[Any]] = {flight.request.future}
+            waiting: set[asyncio.Future[Any]] = {flight.future}
             if watcher is not None:
                 waiting.add(watcher)
             done, _ = await asyncio.wait(waiting, return_when=asyncio.FIRST_COMPLETED)
-            if flight.request.future in done:
-                return flight.request.future.result()
+            if flight.future in done:
+                return flight.future.result()
             raise ClientGone()
         finally:
             flight.waiters -= 1
             if watcher is not None:
                 watcher.cancel()
-            if flight.waiters == 0 and not flight.request.future.done():
-                flight.request.cancel()  # nobody is waiting any more: free the rows at the next step
+            if flight.waiters == 0 and not flight.future.done():
+                self.engine.abort([flight.request_id])  # nobody is waiting any more: free the rows
 
     # -- cache -------------------------------------------------------------------------------------
 
@@ -260,30 +330,24 @@ class SolveService:
         if raw is None:
             return None
         try:
-            d = orjson.loads(raw)
-            result = Result(tokens=np.asarray(d["tokens"], dtype=np.int64), confidence=d["confidence"],
-                            q_halt=d["q_halt"], steps=d["steps"], halted_by=d["halted_by"],
-                            trajectories=d["trajectories"], chosen=d["chosen"], row_steps=d["row_steps"],
-                            valid=d["valid"], queue_ms=0.0, compute_ms=0.0)
-        except (ValueError, KeyError, TypeError):  # a foreign or stale entry: recompute, never fail
+            result = msgspec.msgpack.decode(raw, type=EngineOutput)
+        except (msgspec.DecodeError, msgspec.ValidationError):  # a foreign or stale entry: recompute, never fail
             log.warning("ignoring unreadable cache entry %s", prep.key)
             return None
-        return Outcome(result, cached=True)
+        return Outcome(msgspec.structs.replace(result, queue_ms=0.0, compute_ms=0.0), cached=True)
 
-    async def _cache_put(self, prep: Prepared, result: Result) -> None:
+    async def _cache_put(self, prep: Prepared, result: EngineOutput) -> None:
         if not prep.options.cache or result.tokens is None or result.halted_by in ("deadline", "cancelled"):
             return
         if not prep.options.deterministic and not self._valid(prep, result):
             return
-        payload = orjson.dumps({
-            "tokens": result.tokens.tolist(), "confidence": result.confidence, "q_halt": result.q_halt,
-            "steps": result.steps, "halted_by": result.halted_by, "trajectories": result.trajectories,
-            "chosen": result.chosen, "row_steps": result.row_steps, "valid": result.valid})
-        await self.cache.set(prep.key, payload, self.cache_ttl_seconds)
+        await self.cache.set(prep.key, msgspec.msgpack.encode(result), self.cache_ttl_seconds)
 
     @staticmethod
-    def _valid(prep: Prepared, result: Result) -> bool:
-        return result.valid if result.valid is not None else prep.verifier(result.tokens)
+    def _valid(prep: Prepared, result: EngineOutput) -> bool:
+        if result.valid is not None:
+            return result.valid
+        return result.tokens is not None and prep.verifier(tokens_from_bytes(result.tokens))
 
     # -- rendering ---------------------------------------------------------------------------------
 
@@ -310,7 +374,7 @@ class SolveService:
             "request_id": request_id,
             "task": prep.task,
             "model": {"name": prep.model.name, "version": prep.model.version},
-            **self.answer_fields(prep, r.tokens),
+            **self.answer_fields(prep, outcome.tokens),
             "confidence": r.confidence,
             "steps": r.steps,
             "halted_by": r.halted_by,
@@ -340,34 +404,27 @@ class SolveService:
     # -- lifecycle ---------------------------------------------------------------------------------
 
     def begin_drain(self) -> None:
-        """Stop admission everywhere (readyz turns 503); running and queued requests go on."""
+        """Stop admission in this process (readyz and new solves turn 503); running requests go on."""
         self.draining = True
-        for m in self.models.values():
-            m.executor.stop_accepting()
 
     async def drain(self, grace_s: float) -> None:
-        """Let running and queued requests finish within `grace_s`; then cut what still runs (each request
-        gets its best answer so far, halted_by=deadline) and fail what never started (503)."""
+        """Let this process's requests finish within `grace_s`; then cut what still runs (each request gets its
+        best answer so far, halted_by=deadline, and requests still queued resolve without an answer)."""
         self.begin_drain()
         end = time.monotonic() + grace_s
-        while time.monotonic() < end and not self._idle():
+        while time.monotonic() < end and self.engine.in_flight:
             await asyncio.sleep(0.05)
-        for m in self.models.values():
-            if not m.executor.idle:
-                log.warning("grace period over: cutting %s running rows of %s", m.executor.stats()["running_rows"],
-                            m.name)
-                m.executor.cut()
-        cut_end = time.monotonic() + 2.0
-        while time.monotonic() < cut_end and not self._idle():
-            await asyncio.sleep(0.02)
-
-    def _idle(self) -> bool:
-        return all(m.executor.idle for m in self.models.values())
+        ids = self.engine.pending_ids()
+        if ids:
+            log.warning("grace period over: cutting %d requests still running", len(ids))
+            with contextlib.suppress(Exception):
+                await self.engine.cut(ids)
+            cut_end = time.monotonic() + 2.0
+            while time.monotonic() < cut_end and self.engine.in_flight:
+                await asyncio.sleep(0.02)
 
     async def close(self) -> None:
-        """Stop the worker threads and close the cache (after `drain`)."""
-        for m in self.models.values():
-            await asyncio.to_thread(m.executor.stop)
+        """Close the cache (after `drain`)."""
         with contextlib.suppress(Exception):
             await self.cache.close()
 
@@ -377,5 +434,5 @@ async def _watch(is_disconnected: Callable[[], Awaitable[bool]]) -> None:
         await asyncio.sleep(DISCONNECT_POLL_S)
 
 
-async def _once(outcome: Outcome) -> AsyncIterator[StepEvent | Outcome | None]:
+async def _once(outcome: Outcome) -> AsyncIterator[StepUpdate | Outcome | None]:
     yield outcome

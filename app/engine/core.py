@@ -1,0 +1,262 @@
+"""The engine core: every served model's scheduler and runner, stepped by one loop.
+
+`EngineCore.step()` is one iteration for every model with work:
+    batch = scheduler.schedule(now)   # pure policy
+    out   = runner.execute(batch)     # tensors (a CUDA graph replay on GPUs)
+    res   = scheduler.update(out)     # pure policy
+and returns the plain `Outputs` to send. It does no I/O: `app.engine.core_loop` moves messages between
+it and the API processes (over ZMQ, in its own process or in a thread for tests and the CLI).
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+
+from app import metrics
+from app.engine.backends import make_backend
+from app.engine.protocol import (
+    ENGINE_ERROR,
+    UNKNOWN_MODEL,
+    EngineRequest,
+    ModelInfo,
+    Outputs,
+    Rejected,
+    tokens_from_bytes,
+)
+from app.engine.runner import ModelRunner
+from app.engine.scheduler import Scheduler, StepResult
+from app.settings import ModelSpec
+from models.ptrm import DEFAULT_SIGMA
+from models.verify import has_token_verifier
+
+log = logging.getLogger(__name__)
+
+CARD_FILE = "card.json"
+IDENTIFIERS_FILE = "identifiers.json"
+
+
+def _read_json(path: Path) -> Any:
+    try:
+        return json.loads(path.read_text())
+    except (OSError, ValueError):
+        return None
+
+
+def _identifiers(folder: Path) -> dict[str, int]:
+    """identifiers.json is a list of names indexed by identifier (the official layout) or a name -> id map."""
+    data = _read_json(folder / IDENTIFIERS_FILE) if folder.is_dir() else None
+    if isinstance(data, list):
+        return {str(name): i for i, name in enumerate(data)}
+    if isinstance(data, dict):
+        return {str(k): int(v) for k, v in data.items()}
+    return {}
+
+
+def resolve_device(device: str) -> str:
+    """`auto`: the first CUDA device when torch sees one, else the CPU."""
+    if device != "auto":
+        return device
+    return "cuda" if torch.cuda.is_available() else "cpu"
+
+
+def default_batch_rows(device: str) -> int:
+    """A tiny model's step costs about the same at 1 and 256 rows on a GPU; on a CPU it grows with the rows."""
+    return 256 if device.startswith("cuda") else 32
+
+
+@dataclass
+class ModelEngine:
+    """One served model inside the engine core: its runner, its scheduler and what the API is told about it."""
+
+    info: ModelInfo
+    runner: ModelRunner
+    scheduler: Scheduler
+    steps_run: int = 0
+
+    @classmethod
+    def load(cls, spec: ModelSpec, *, max_share: float = 1.0, cuda_graphs: bool | None = None) -> ModelEngine:
+        device = resolve_device(spec.device)
+        rows = spec.batch_rows or default_batch_rows(device)
+        queue_rows = spec.max_queue_rows or max(512, 4 * rows)
+        backend = make_backend(spec.path, backend=spec.backend, device=device, dtype=spec.dtype, task=spec.task)
+        loaded, cfg = backend.loaded, backend.loaded.config
+        verify_task = spec.task if has_token_verifier(spec.task) else None
+        runner = ModelRunner(backend, rows, verify_task, cuda_graphs=cuda_graphs)
+        folder = Path(spec.path) if Path(spec.path).is_dir() else Path(spec.path).parent
+        card = _read_json(folder / CARD_FILE)
+        info = ModelInfo(
+            name=spec.name, task=spec.task, arch=cfg.arch, version=loaded.version, source=loaded.source,
+            parameters=loaded.model.num_parameters(), seq_len=cfg.seq_len, halt_max_steps=cfg.halt_max_steps,
+            config={"hidden_size": cfg.hidden_size, "H_cycles": cfg.H_cycles, "L_cycles": cfg.L_cycles,
+                    "L_layers": cfg.L_layers, "H_layers": cfg.H_layers, "mlp_t": cfg.mlp_t, "seq_len": cfg.seq_len,
+                    "halt_max_steps": cfg.halt_max_steps, "num_puzzle_identifiers": cfg.num_puzzle_identifiers},
+            backend=runner.describe(), batch_rows=rows, max_queue_rows=queue_rows,
+            default_options=dict(spec.default_options), default_noise=DEFAULT_SIGMA.get(spec.task, 0.3),
+            step_verifier=verify_task is not None, card=card if isinstance(card, dict) else {},
+            identifiers=_identifiers(folder))
+        scheduler = Scheduler(rows, queue_rows, cfg.seq_len, max_share=max_share)
+        return cls(info, runner, scheduler)
+
+    def stats(self) -> dict[str, Any]:
+        s = self.scheduler
+        return {"batch_rows": s.num_rows, "running_rows": s.running_rows, "queued_rows": s.queued_rows,
+                "queued_requests": s.queued_requests, "max_queue_rows": s.max_queue_rows,
+                "steps_run": self.steps_run, "accepting": s.accepting}
+
+    def add(self, request: EngineRequest) -> Rejected | None:
+        verify_each = request.options.needs_step_verifier and self.runner.verify_task is not None
+        return self.scheduler.add(request, verify_each=verify_each)
+
+    def step(self, now: float) -> StepResult:
+        """Admit, step the active rows once, apply the halting rules."""
+        name, sched, runner = self.info.name, self.scheduler, self.runner
+        batch = sched.schedule(now)
+        result = StepResult(finished=batch.finished, dropped=batch.dropped)
+        result.halts.update({o.halted_by: o.trajectories for o in batch.finished})
+        if batch.admitted:
+            runner.load_rows(np.stack([tokens_from_bytes(a.state.request.inputs) for a in batch.admitted]),
+                             np.array([a.state.request.puzzle_identifier for a in batch.admitted]),
+                             [a.rows for a in batch.admitted])
+            for a in batch.admitted:
+                o = a.state.request.options
+                if o.noise > 0:
+                    runner.start_noise(a.state.id, o.seed)
+        idx = batch.active
+        metrics.QUEUE_DEPTH.labels(model=name).set(sched.queued_rows)
+        metrics.RUNNING_ROWS.labels(model=name).set(len(idx))
+        if len(idx) == 0:
+            return result
+        t0 = time.perf_counter()
+        self._add_noise(idx)
+        out = runner.execute(idx)
+        self.steps_run += 1
+        metrics.STEP_ACTIVE_ROWS.labels(model=name).observe(len(idx))
+        metrics.STEP_DURATION.labels(model=name).observe(time.perf_counter() - t0)
+        step = sched.update(idx, out.tokens, out.q_halt, out.model_halted, out.verified, time.monotonic())
+        result.finished += step.finished
+        result.steps = step.steps
+        result.halts.update(step.halts)
+        result.dropped += step.dropped
+        metrics.RUNNING_ROWS.labels(model=name).set(sched.running_rows)
+        self._forget_noise()
+        return result
+
+    def _add_noise(self, idx: np.ndarray) -> None:
+        if not self.runner.generators:
+            return
+        groups: dict[str, tuple[Any, list[int], list[int]]] = {}
+        for row in idx:
+            s = self.scheduler.state_of(int(row))
+            if s is not None and s.id in self.runner.generators:
+                g = groups.setdefault(s.id, (s.request.options, [], []))
+                g[1].append(int(row))
+                g[2].append(int(self.scheduler.row_traj[row]))
+        for rid, (o, rows, trajs) in groups.items():
+            self.runner.add_noise(rid, o.trajectories, o.noise, o.noise_on, rows, trajs)
+
+    def _forget_noise(self) -> None:
+        for rid in [r for r in self.runner.generators if not self.scheduler.is_live(r)]:
+            self.runner.end_noise(rid)
+
+
+class EngineCore:
+    """All served models of one device. Not thread-safe: one loop owns it."""
+
+    def __init__(self, models: dict[str, ModelEngine]) -> None:
+        self.models = models
+        self._owner: dict[str, str] = {}  # request id -> model name, until its output is sent
+        self.draining = False
+
+    @classmethod
+    def load(cls, specs: list[ModelSpec], *, warmup: bool = True, max_share: float = 1.0,
+             cuda_graphs: bool | None = None) -> EngineCore:
+        models: dict[str, ModelEngine] = {}
+        for spec in specs:
+            engine = ModelEngine.load(spec, max_share=max_share, cuda_graphs=cuda_graphs)
+            if warmup:
+                engine.runner.warmup()
+            models[spec.name] = engine
+            log.info("model %s (%s, %s) ready: version %s", spec.name, spec.task, engine.info.backend,
+                     engine.info.version)
+        return cls(models)
+
+    def infos(self) -> list[ModelInfo]:
+        return [m.info for m in self.models.values()]
+
+    def stats(self) -> dict[str, dict[str, Any]]:
+        return {name: m.stats() for name, m in self.models.items()}
+
+    def has_work(self) -> bool:
+        return any(m.scheduler.has_work() for m in self.models.values())
+
+    def add(self, requests: list[EngineRequest]) -> Outputs:
+        out = Outputs()
+        for req in requests:
+            model = self.models.get(req.model)
+            rejected = (Rejected(req.id, UNKNOWN_MODEL, f"the engine serves no model {req.model!r}")
+                        if model is None else model.add(req))
+            if rejected is not None:
+                out.rejected.append(rejected)
+                continue
+            self._owner[req.id] = req.model
+            if req.stream:
+                out.accepted.append(req.id)
+        return out
+
+    def abort(self, ids: list[str]) -> None:
+        for name, group in self._by_model(ids).items():
+            self.models[name].scheduler.abort(group)
+
+    def cut(self, ids: list[str]) -> Outputs:
+        out = Outputs()
+        now = time.monotonic()
+        for name, group in self._by_model(ids).items():
+            self._collect(out, name, self.models[name].scheduler.cut(group, now))
+        return out
+
+    def drain(self) -> None:
+        self.draining = True
+        for m in self.models.values():
+            m.scheduler.stop_accepting()
+
+    def step(self) -> Outputs:
+        out = Outputs()
+        for name, model in self.models.items():
+            if not model.scheduler.has_work():
+                continue
+            try:
+                with torch.inference_mode():
+                    result = model.step(time.monotonic())
+            except Exception as e:  # a failed step fails its requests, never the loop
+                log.exception("ACT step failed on model %s", name)
+                for rej in model.scheduler.fail_all(f"model {name} failed during a step: {e}"):
+                    self._owner.pop(rej.id, None)
+                    out.rejected.append(Rejected(rej.id, ENGINE_ERROR, rej.message))
+                model.runner.generators.clear()
+                continue
+            self._collect(out, name, result)
+        return out
+
+    def _collect(self, out: Outputs, name: str, result: StepResult) -> None:
+        for reason, n in result.halts.items():
+            metrics.HALTS.labels(model=name, reason=reason).inc(n)
+        for rid in [o.id for o in result.finished] + result.dropped:
+            self._owner.pop(rid, None)
+        out.finished += result.finished
+        out.steps += result.steps
+
+    def _by_model(self, ids: list[str]) -> dict[str, list[str]]:
+        groups: dict[str, list[str]] = {}
+        for rid in ids:
+            name = self._owner.get(rid)
+            if name is not None:
+                groups.setdefault(name, []).append(rid)
+        return groups
