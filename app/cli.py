@@ -8,12 +8,10 @@
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import importlib
 import importlib.util
 import json
 import logging
-import math
 import os
 import sys
 from pathlib import Path
@@ -29,32 +27,17 @@ app = typer.Typer(name="recursolve", help="Tiny recursive reasoning models (TRM/
 def serve(
     host: Annotated[str | None, typer.Option(help="Bind address (default: RECURSOLVE_HOST or 0.0.0.0).")] = None,
     port: Annotated[int | None, typer.Option(help="Port (default: RECURSOLVE_PORT or 8000).")] = None,
+    api_workers: Annotated[int | None, typer.Option(
+        help="API processes in front of the engine core (default: RECURSOLVE_API_WORKERS, else half the cores, "
+             "1 to 8).")] = None,
 ) -> None:
-    """Start the HTTP server (one uvicorn worker: scale with replicas, so Prometheus sees one process)."""
-    import uvicorn
-
-    from app.main import create_app
+    """Start the server: one engine-core process running the models, API processes in front of it."""
+    from app.serve import serve as run_server
     from app.settings import get_settings
 
     settings = get_settings()
     logging.basicConfig(level=settings.log_level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s")
-    fastapi_app = create_app(settings)
-    config = uvicorn.Config(fastapi_app, host=host or settings.host, port=port or settings.port, workers=1,
-                            log_level=settings.log_level.lower(),
-                            # uvicorn cancels handlers still open after this: leave time for the engine to cut
-                            # its rows at the end of the grace period and for the cut answers to be sent.
-                            timeout_graceful_shutdown=math.ceil(settings.drain_grace_seconds) + 3)
-
-    class DrainingServer(uvicorn.Server):
-        """SIGTERM/SIGINT: stop admission and start the grace period on the engine while uvicorn stops
-        listening and waits for the open requests (which finish, or are cut with their best answer)."""
-
-        def handle_exit(self, sig: int, frame: Any) -> None:
-            with contextlib.suppress(RuntimeError):  # no running loop: nothing to drain yet
-                asyncio.get_running_loop().call_soon_threadsafe(fastapi_app.state.runtime.begin_drain)
-            super().handle_exit(sig, frame)
-
-    DrainingServer(config).run()
+    run_server(settings, host or settings.host, port if port is not None else settings.port, api_workers)
 
 
 def _read_puzzle(puzzle: str) -> Any:

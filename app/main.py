@@ -44,6 +44,26 @@ def create_app(settings: Settings | None = None, specs: list[ModelSpec] | None =
     return app
 
 
+_worker_app: FastAPI | None = None
+
+
+def create_worker_app() -> FastAPI:
+    """The app of one API process under `recursolve serve` (uvicorn factory): settings from the environment,
+    which the supervisor filled with the engine core's address."""
+    import logging
+
+    global _worker_app
+    settings = get_settings()
+    logging.basicConfig(level=settings.log_level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    _worker_app = create_app(settings)
+    return _worker_app
+
+
+def worker_runtime() -> Runtime | None:
+    """This API process's Runtime (for the drain on SIGTERM), once its app exists."""
+    return _worker_app.state.runtime if _worker_app is not None else None
+
+
 def __getattr__(name: str) -> FastAPI:
     """`app.main:app` for `uvicorn app.main:app`, built on first access (importing stays side-effect free)."""
     if name == "app":

@@ -1,21 +1,28 @@
 """Prometheus metrics of the server (names fixed by the Grafana dashboard; see INTERFACES.md).
 
-All objects live in prometheus_client's default registry, so `/metrics` (render_metrics) shows them with the
-process and platform collectors. Durations are in seconds, counters end in `_total`. Histogram buckets are
-explicit because the defaults stop at 10 s and are too coarse for millisecond ACT steps.
-One uvicorn worker per process: several workers would each keep their own counts.
+Durations are in seconds, counters end in `_total`. Histogram buckets are explicit because the defaults stop
+at 10 s and are too coarse for millisecond ACT steps.
+
+Under `recursolve serve` the engine-core process and every API process record into prometheus_client's
+multiprocess files (PROMETHEUS_MULTIPROC_DIR, set by the supervisor), and `/metrics` in any API process
+shows the sum over all of them; the engine records step, halt and queue metrics the moment they happen.
+Without that variable (tests, one process) the default registry is used, with the process collectors.
 """
 
 from __future__ import annotations
 
+import os
+
 from prometheus_client import (
     CONTENT_TYPE_LATEST,
     REGISTRY,
+    CollectorRegistry,
     Counter,
     Gauge,
     Histogram,
     disable_created_metrics,
     generate_latest,
+    multiprocess,
 )
 
 # `*_created` samples (one per label set) double the exposition and no dashboard query uses them.
@@ -23,7 +30,7 @@ disable_created_metrics()
 
 # Label values the engine uses (kept here so dashboards and code agree).
 STATUSES = ("ok", "invalid", "not_found", "too_large", "overloaded", "unavailable", "error")
-HALT_REASONS = ("q_head", "max_steps", "verified", "deadline", "cancelled", "converged")
+
 CACHE_BACKENDS = ("redis", "memory")
 
 # One ACT step of a batch: ~0.5 ms for a tiny model on a GPU up to seconds for a big batch on a busy CPU.
@@ -54,8 +61,11 @@ STEP_ACTIVE_ROWS = Histogram("recursolve_step_active_rows", "Rows (trajectories)
                              ["model"], buckets=ROW_BUCKETS)
 STEP_DURATION = Histogram("recursolve_step_duration_seconds", "Wall time of one batched ACT step.",
                           ["model"], buckets=STEP_BUCKETS)
-QUEUE_DEPTH = Gauge("recursolve_queue_depth", "Rows waiting for a batch slot.", ["model"])
-RUNNING_ROWS = Gauge("recursolve_running_rows", "Rows currently in the running batch.", ["model"])
+# Written by the engine core process only: "livesum" shows its value while it lives, and none once it died.
+QUEUE_DEPTH = Gauge("recursolve_queue_depth", "Rows waiting for a batch slot.", ["model"],
+                    multiprocess_mode="livesum")
+RUNNING_ROWS = Gauge("recursolve_running_rows", "Rows currently in the running batch.", ["model"],
+                     multiprocess_mode="livesum")
 CACHE_HITS = Counter("recursolve_cache_hits_total", "Result cache lookups that found an answer.", ["backend"])
 CACHE_MISSES = Counter("recursolve_cache_misses_total",
                        "Result cache lookups that found nothing (or skipped an unavailable backend).", ["backend"])
@@ -72,5 +82,9 @@ for _backend in CACHE_BACKENDS:
 
 
 def render_metrics() -> tuple[bytes, str]:
-    """The default registry in the Prometheus text format, and its content type (for `/metrics`)."""
+    """Every process's metrics (multiprocess mode) or this process's registry, in the Prometheus text format."""
+    if os.environ.get("PROMETHEUS_MULTIPROC_DIR"):
+        registry = CollectorRegistry()
+        multiprocess.MultiProcessCollector(registry)
+        return generate_latest(registry), CONTENT_TYPE_LATEST
     return generate_latest(REGISTRY), CONTENT_TYPE_LATEST

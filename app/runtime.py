@@ -37,6 +37,7 @@ class Runtime:
         self.drain_started: float | None = None
         self._loader: asyncio.Task[None] | None = None
         self._drainer: asyncio.Task[None] | None = None
+        self.last_turned_away: float = 0.0  # when a request was last answered 503 for draining
 
     @property
     def ready(self) -> bool:
@@ -55,6 +56,7 @@ class Runtime:
         return "loading and warming up the models"
 
     async def start(self) -> None:
+        self.loop = asyncio.get_running_loop()
         self.cache = make_cache(self.settings)
         address = self.settings.engine_address
         if address is None:
@@ -111,6 +113,15 @@ class Runtime:
             self.service.begin_drain()
             self._drainer = asyncio.get_running_loop().create_task(
                 self.service.drain(self.settings.drain_grace_seconds), name="recursolve-drain")
+
+    async def drained(self, quiet_s: float = 1.0) -> None:
+        """After begin_drain: returns when the running requests are done and no new request came for `quiet_s`
+        (clients and load balancers have noticed), or when the grace period is over."""
+        end = (self.drain_started or time.monotonic()) + self.settings.drain_grace_seconds
+        if self._drainer is not None:
+            await self._drainer
+        while time.monotonic() < end and time.monotonic() - self.last_turned_away < quiet_s:
+            await asyncio.sleep(0.05)
 
     async def stop(self) -> None:
         if self._loader is not None and not self._loader.done():

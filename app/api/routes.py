@@ -49,6 +49,7 @@ def _service(request: Request) -> SolveService:
     if rt.service is None or not rt.ready:
         raise ApiError(503, "not_ready", rt.not_ready_reason(), headers={"Retry-After": "2"})
     if rt.service.draining:
+        rt.last_turned_away = time.monotonic()
         raise ApiError(503, "draining", "the server is draining for shutdown; retry on another replica",
                        headers={"Retry-After": "1"})
     return rt.service

@@ -25,7 +25,6 @@ from typing import Any
 
 import msgspec
 import numpy as np
-import orjson
 
 from app import metrics
 from app.cache import ResultCache, cache_key

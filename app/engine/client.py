@@ -84,6 +84,7 @@ class EngineClient:
         self._tasks: list[asyncio.Task[None]] = []
         self._ready_event: asyncio.Event | None = None
         self._connected = False
+        self._sending: set[asyncio.Future[None]] = set()
 
     # -- lifecycle ---------------------------------------------------------------------------------
 
@@ -163,7 +164,7 @@ class EngineClient:
             if p is not None and not p.future.done():
                 p.future.cancel()
         if ids and self._sock is not None:
-            asyncio.ensure_future(self._send(Abort(ids)))
+            self._send_soon(Abort(ids))
 
     async def cut(self, ids: list[str]) -> None:
         if ids:
@@ -192,7 +193,12 @@ class EngineClient:
     def _flush(self) -> None:
         batch, self._outbox = self._outbox, []
         if batch:
-            asyncio.ensure_future(self._send(Submit(batch)))
+            self._send_soon(Submit(batch))
+
+    def _send_soon(self, msg: object) -> None:
+        task = asyncio.ensure_future(self._send(msg))
+        self._sending.add(task)  # keep a reference until it is sent
+        task.add_done_callback(self._sending.discard)
 
     async def _send(self, msg: object) -> None:
         if self._sock is None:

@@ -1,0 +1,167 @@
+"""`recursolve serve`: one engine-core process, N API processes in front of it, and a supervisor.
+
+    supervisor (this process)           binds the port, starts and restarts the others, forwards SIGTERM
+      ├── engine core (1 per device)    app.engine.core_loop: the models, a tight step loop, ZMQ ROUTER
+      └── API worker x N                uvicorn + FastAPI on the shared listening socket; parse, cache,
+                                        verify, render; a ZMQ DEALER to the engine core
+
+The API processes share nothing but the socket and the engine; /metrics is one view across all of them
+(prometheus_client's multiprocess mode, PROMETHEUS_MULTIPROC_DIR set here before any of them starts).
+
+Faults: if the engine process dies, each API process fails its in-flight requests with 503 at once (the
+ZMQ disconnect), /readyz turns 503, the supervisor starts a new engine and /readyz returns to 200 when it
+has loaded. A dead API worker is replaced. SIGTERM: every API process drains (see DrainingServer), then
+the engine stops.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import multiprocessing
+import os
+import shutil
+import signal
+import socket
+import tempfile
+import threading
+import time
+from pathlib import Path
+from typing import Any
+
+import uvicorn
+
+from app.settings import ModelSpec, Settings, load_model_specs
+
+log = logging.getLogger("recursolve.serve")
+
+RESTART_BACKOFF_S = 1.0
+_ctx = multiprocessing.get_context("spawn")  # CUDA cannot be used in a forked child
+
+
+def default_api_workers() -> int:
+    """Half the cores (the rest for the engine loop and the OS), between 1 and 8."""
+    return min(8, max(1, (os.cpu_count() or 2) // 2))
+
+
+class DrainingServer(uvicorn.Server):
+    """SIGTERM: keep the listener open and answer new requests 503 (readiness false) while the running ones
+    finish, up to the grace period; then stop like uvicorn does. A second signal stops at once."""
+
+    _tasks: set[asyncio.Task[None]] = set()  # noqa: RUF012 - keeps the drain task referenced
+
+    def handle_exit(self, sig: int, frame: Any) -> None:
+        from app.main import worker_runtime
+
+        runtime = worker_runtime()
+        if getattr(self, "_draining", False) or runtime is None:
+            super().handle_exit(sig, frame)
+            return
+        self._draining = True
+        log.info("SIGTERM: draining this API process for up to %.1f s", runtime.settings.drain_grace_seconds)
+        loop = runtime.loop
+        loop.call_soon_threadsafe(lambda: self._tasks.add(loop.create_task(self._drain_then_exit(runtime, sig, frame))))
+
+    async def _drain_then_exit(self, runtime: Any, sig: int, frame: Any) -> None:
+        try:
+            runtime.begin_drain()
+            await runtime.drained(quiet_s=1.0)
+        finally:
+            super().handle_exit(sig, frame)
+
+
+def _worker_main(config_kwargs: dict[str, Any], sock: socket.socket) -> None:
+    config = uvicorn.Config("app.main:create_worker_app", factory=True, **config_kwargs)
+    DrainingServer(config).run(sockets=[sock])
+
+
+class Supervisor:
+    def __init__(self, settings: Settings, specs: list[ModelSpec], host: str, port: int, api_workers: int) -> None:
+        self.settings, self.specs = settings, specs
+        self.host, self.port, self.api_workers = host, port, api_workers
+        self.run_dir = Path(tempfile.mkdtemp(prefix="recursolve-"))
+        self.address = f"ipc://{self.run_dir}/engine.sock"
+        self.stopping = threading.Event()
+        self.engine: multiprocessing.process.BaseProcess | None = None
+        self.workers: list[multiprocessing.process.BaseProcess] = []
+
+    def _start_engine(self) -> None:
+        from app.engine.core_loop import engine_process_main
+
+        options = {"warmup": self.settings.warmup, "max_share": self.settings.max_request_share,
+                   "log_level": self.settings.log_level}
+        self.engine = _ctx.Process(target=engine_process_main, args=(self.address, self.specs, options),
+                                   name="recursolve-engine", daemon=False)
+        self.engine.start()
+        log.info("engine core process %s started on %s", self.engine.pid, self.address)
+
+    def _start_worker(self, sock: socket.socket) -> multiprocessing.process.BaseProcess:
+        s = self.settings
+        config_kwargs = {
+            "log_level": s.log_level, "access_log": False,
+            # uvicorn cancels handlers still open after this: the drain has already waited for them.
+            "timeout_graceful_shutdown": 3,
+        }
+        p = _ctx.Process(target=_worker_main, args=(config_kwargs, sock), name="recursolve-api", daemon=False)
+        p.start()
+        return p
+
+    def run(self) -> None:
+        os.environ["PROMETHEUS_MULTIPROC_DIR"] = str(self.run_dir / "metrics")
+        (self.run_dir / "metrics").mkdir()
+        os.environ["RECURSOLVE_ENGINE_ADDRESS"] = self.address  # the API processes' Settings read it
+        sock = socket.socket(socket.AF_INET6 if ":" in self.host else socket.AF_INET)
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        sock.bind((self.host, self.port))
+        sock.listen(2048)
+        sock.set_inheritable(True)
+        for sig in (signal.SIGTERM, signal.SIGINT):
+            signal.signal(sig, lambda *_: self.stopping.set())
+        self._start_engine()
+        self.workers = [self._start_worker(sock) for _ in range(self.api_workers)]
+        log.info("serving on http://%s:%d with %d API processes", self.host, self.port, self.api_workers)
+        try:
+            while not self.stopping.wait(0.5):
+                self._keep_alive(sock)
+        finally:
+            self._shutdown()
+            sock.close()
+
+    def _keep_alive(self, sock: socket.socket) -> None:
+        from prometheus_client import multiprocess
+
+        if self.engine is not None and not self.engine.is_alive():
+            log.error("engine core process exited (code %s); restarting it", self.engine.exitcode)
+            multiprocess.mark_process_dead(self.engine.pid)
+            time.sleep(RESTART_BACKOFF_S)
+            self._start_engine()
+        for i, w in enumerate(self.workers):
+            if not w.is_alive() and not self.stopping.is_set():
+                log.error("API process %s exited (code %s); replacing it", w.pid, w.exitcode)
+                multiprocess.mark_process_dead(w.pid)
+                self.workers[i] = self._start_worker(sock)
+
+    def _shutdown(self) -> None:
+        """API processes drain first (they still need the engine), then the engine stops."""
+        for w in self.workers:
+            if w.is_alive() and w.pid is not None:
+                os.kill(w.pid, signal.SIGTERM)
+        deadline = time.monotonic() + self.settings.drain_grace_seconds + 10
+        for w in self.workers:
+            w.join(max(0.1, deadline - time.monotonic()))
+            if w.is_alive():
+                w.kill()
+        if self.engine is not None and self.engine.is_alive():
+            self.engine.terminate()
+            self.engine.join(10)
+            if self.engine.is_alive():
+                self.engine.kill()
+        with contextlib.suppress(OSError):
+            shutil.rmtree(self.run_dir)
+        log.info("stopped")
+
+
+def serve(settings: Settings, host: str, port: int, api_workers: int | None) -> None:
+    specs = load_model_specs(settings)  # a bad models file fails here, before any process starts
+    Supervisor(settings, specs, host, port, api_workers or settings.api_workers or default_api_workers()).run()
