@@ -86,7 +86,7 @@ def sudoku_verify(inputs: torch.Tensor, tokens: torch.Tensor) -> torch.Tensor:
     if inputs.shape[1] != 81:
         raise ValueError(f"sudoku tokens must be [n, 81]; got seq_len {inputs.shape[1]}")
     n = tokens.shape[0]
-    t = tokens.long()
+    t = _small_ints(tokens).to(torch.int16)  # digit bits and unit sums (<= 9 * 256) fit int16
     is_digit = (t >= _S_D1) & (t <= _S_D9)
     # One bit per digit, 0 for blank/PAD/out-of-vocabulary (the codec decodes those to an empty cell).
     # Nine powers of two sum to 511 only when they are all different, so a unit sum of 511 <=> the
@@ -98,7 +98,7 @@ def sudoku_verify(inputs: torch.Tensor, tokens: torch.Tensor) -> torch.Tensor:
     cols = grid.sum(1)
     boxes = grid.view(n, 3, 3, 3, 3).sum((2, 4))  # (band, row-in-band, stack, col-in-stack)
     units_ok = (rows == _ALL_DIGITS).all(1) & (cols == _ALL_DIGITS).all(1) & (boxes == _ALL_DIGITS).flatten(1).all(1)
-    x = inputs.long()
+    x = _small_ints(inputs).to(torch.int16)
     given = (x >= _S_D1) & (x <= _S_D9)
     givens_ok = (~given | (t == x)).all(1)
     return units_ok & givens_ok
@@ -114,9 +114,17 @@ def _maze_side(seq_len: int) -> int:
     return side
 
 
+def _small_ints(tokens: torch.Tensor) -> torch.Tensor:
+    """Tokens as int8 (every vocabulary here is < 12): the per-cell comparisons then move 8x fewer bytes
+    than int64. Clamping first keeps an out-of-range id out of range (300 must not wrap to 44)."""
+    if tokens.dtype in (torch.int8, torch.uint8):
+        return tokens
+    return tokens.clamp(-1, 127).to(torch.int8)
+
+
 def _neighbour_count(on: torch.Tensor) -> torch.Tensor:
-    """4-neighbour count of ``on`` cells ([n, s, s] bool -> int32), without wrapping at the edges."""
-    x = on.to(torch.int32)
+    """4-neighbour count of ``on`` cells ([n, s, s] bool -> int8), without wrapping at the edges."""
+    x = on.to(torch.int8)
     c = torch.zeros_like(x)
     c[:, 1:, :] += x[:, :-1, :]
     c[:, :-1, :] += x[:, 1:, :]
@@ -164,7 +172,7 @@ def maze_shortest_distance(inputs: torch.Tensor, max_steps: int | None = None,
     exit_early = (not _graph_safe_context()) if early_exit is None else early_exit
     if s > _MAX_PACKED_SIDE:
         raise ValueError(f"maze canvas side {s} is over {_MAX_PACKED_SIDE} (one int64 bit row per maze row)")
-    x = inputs.long().view(n, s, s)
+    x = _small_ints(inputs).reshape(n, s, s)
     open_cells = _pack_rows((x != _M_PAD) & (x != _M_WALL))
     goal = _pack_rows(x == _M_GOAL)
     reach = _pack_rows(x == _M_START)
@@ -191,21 +199,19 @@ def maze_verify(inputs: torch.Tensor, tokens: torch.Tensor, distance: torch.Tens
     """
     _check_pair(inputs, tokens)
     n, s = inputs.shape[0], _maze_side(inputs.shape[1])
-    x = inputs.long().view(n, s, s)
-    t = tokens.long().view(n, s, s)
+    x, t = _small_ints(inputs).reshape(n, s, s), _small_ints(tokens).reshape(n, s, s)
     maze = x != _M_PAD  # the maze's own cells; the PAD margin of the canvas is ignored, as decode crops it
-    same = (t == x) | ((x == _M_OPEN) & (t == _M_PATH))
-    unchanged = (same | ~maze).flatten(1).all(1)
-    path = maze & (t == _M_PATH)
-    ends = maze & ((x == _M_START) | (x == _M_GOAL))
+    path = (t == _M_PATH) & (x == _M_OPEN)
+    changed = maze & (t != x) & ~path
+    ends = (x == _M_START) | (x == _M_GOAL)
     degree = _neighbour_count(path | ends)
-    degrees_ok = (torch.where(ends, degree == 1, torch.ones_like(ends)) &
-                  torch.where(path, degree == 2, torch.ones_like(path))).flatten(1).all(1)
+    bad_degree = (ends & (degree != 1)) | (path & (degree != 2))
+    ok = ~(changed | bad_degree).flatten(1).any(1)
     if distance is None:
         distance = maze_shortest_distance(inputs)
-    d = distance.to(device=inputs.device, dtype=torch.long).view(n)
+    d = distance.to(device=inputs.device, dtype=torch.long).reshape(n)
     count = path.flatten(1).sum(1)
-    return unchanged & degrees_ok & (d >= 1) & (count == d - 1)
+    return ok & (d >= 1) & (count == d - 1)
 
 
 # ---------------------------------------------------------------------------------------------- entry
