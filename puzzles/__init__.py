@@ -4,11 +4,11 @@ from __future__ import annotations
 
 from importlib import import_module
 
-from puzzles.base import Codec, PuzzleError, Verification
+from puzzles.base import Codec, ExactFacts, PuzzleError, Verification
 
 TASKS: tuple[str, ...] = ("sudoku", "maze", "arc")
 
-__all__ = ["TASKS", "Codec", "PuzzleError", "Verification", "get_codec"]
+__all__ = ["TASKS", "Codec", "ExactFacts", "PuzzleError", "Verification", "get_codec"]
 
 _cache: dict[str, Codec] = {}
 

@@ -17,7 +17,7 @@ from typing import Any
 
 import numpy as np
 
-from puzzles.base import PuzzleError, Verification, as_tokens, describe_type
+from puzzles.base import ExactFacts, PuzzleError, Verification, as_tokens, describe_type
 from puzzles.grid_text import is_int
 
 CANVAS = 30
@@ -247,6 +247,14 @@ class ArcCodec:
             return Verification.of([f"{len(diff)} cell(s) differ from the expected output, first at "
                                     f"row {r}, col {c}"])
         return Verification.of([])
+
+    def exact(self, puzzle: ArcPuzzle) -> ExactFacts | None:
+        """None: there is no exact solver for ARC (its rule is what the model must find)."""
+        return None
+
+    def overwritten(self, puzzle: ArcPuzzle, answer: Any) -> list[str]:
+        """[]: an ARC answer is a whole new grid, it has no givens to keep."""
+        return []
 
     def canonical(self, puzzle: ArcPuzzle | ArcAnswer) -> str:
         if isinstance(puzzle, ArcAnswer):

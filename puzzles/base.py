@@ -41,6 +41,25 @@ class Verification:
         return Verification(valid=not reasons, reasons=tuple(reasons))
 
 
+@dataclass(frozen=True)
+class ExactFacts:
+    """What an exact (non-neural) solver knows about a puzzle, reported beside the model's answer.
+
+    ``solvable``: the puzzle has at least one solution; None when the effort cap stopped the search
+    before it could tell. ``unique``: exactly one solution (Sudoku) or exactly one shortest path (maze),
+    so False when unsolvable; None when the cap stopped the search before a second one was ruled out.
+    ``solution``: one exact answer in the codec's answer type (the first found; with ``unique`` False
+    it is one of several), None when none was found. ``ms``: wall time of the exact solver.
+    ``capped``: the effort cap was hit, so at least one of the above is None.
+    """
+
+    solvable: bool | None
+    unique: bool | None
+    solution: Any | None
+    ms: float
+    capped: bool = False
+
+
 @runtime_checkable
 class Codec(Protocol):
     """One implementation per task ("sudoku", "maze", "arc")."""
@@ -57,6 +76,8 @@ class Codec(Protocol):
     def canonical(self, puzzle: Any) -> str: ...
     def render(self, puzzle_or_answer: Any) -> str: ...
     def answer_payload(self, answer: Any, puzzle: Any) -> Any: ...
+    def exact(self, puzzle: Any) -> ExactFacts | None: ...  # None: no exact solver for the task (ARC)
+    def overwritten(self, puzzle: Any, answer: Any) -> list[str]: ...  # givens the answer changed, located
 
 
 def as_tokens(tokens: Any, seq_len: int) -> np.ndarray:

@@ -12,6 +12,7 @@ with that few cells can only be a shortest path).
 from __future__ import annotations
 
 import math
+import time
 from collections import deque
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -19,7 +20,7 @@ from typing import Any
 
 import numpy as np
 
-from puzzles.base import PuzzleError, Verification, as_tokens, describe_type
+from puzzles.base import ExactFacts, PuzzleError, Verification, as_tokens, describe_type
 from puzzles.dihedral import dihedral, inverse_dihedral
 from puzzles.grid_text import clip
 
@@ -28,6 +29,8 @@ TOKEN_OF = {ch: i + 1 for i, ch in enumerate(CHARSET)}
 CHAR_OF = {i + 1: ch for i, ch in enumerate(CHARSET)}
 MIN_SIDE, MAX_SIDE = 5, 30
 PUZZLE_CHARS = frozenset("# SG")
+MAX_REASONS = 20
+_ROLE = {"#": "wall", " ": "open cell", "S": "start", "G": "goal"}
 
 __all__ = ["CODEC", "MazeAnswer", "MazeCodec", "MazePuzzle", "augment", "generate", "parse", "shortest_path", "solve"]
 
@@ -171,6 +174,30 @@ def shortest_path(rows: Sequence[str], start: tuple[int, int], goal: tuple[int, 
     return path[::-1]
 
 
+def count_shortest_paths(rows: Sequence[str], start: tuple[int, int], goal: tuple[int, int],
+                         cap: int = 2) -> int:
+    """Number of distinct shortest S-G paths, counted up to ``cap`` (0 when G is unreachable).
+
+    Paths are counted layer by layer over the BFS distances: a cell's count is the sum of its
+    neighbours' one step closer to S (the classic shortest-path counting DP), clipped at ``cap``.
+    """
+    dist = bfs_distances(rows, start)
+    if dist[goal] < 0:
+        return 0
+    h, w = dist.shape
+    count = np.zeros((h, w), dtype=np.int64)
+    count[start] = 1
+    order = sorted((int(dist[r, c]), r, c) for r in range(h) for c in range(w)
+                    if 0 < dist[r, c] <= dist[goal])
+    for d, r, c in order:
+        total = 0
+        for nr, nc in ((r - 1, c), (r + 1, c), (r, c - 1), (r, c + 1)):
+            if 0 <= nr < h and 0 <= nc < w and dist[nr, nc] == d - 1:
+                total += int(count[nr, nc])
+        count[r, c] = min(total, cap)
+    return int(count[goal])
+
+
 def solve(puzzle: MazePuzzle) -> MazeAnswer:
     """The puzzle with one shortest path marked 'o' (the label form of the official dataset)."""
     grid = [list(row) for row in puzzle.rows]
@@ -291,6 +318,44 @@ class MazeCodec:
         if len(path) != best - 1:
             reasons.append(f"the path marks {len(path)} cells but a shortest path has {best - 1}")
         return Verification.of(reasons)
+
+    def exact(self, puzzle: MazePuzzle) -> ExactFacts:
+        """BFS facts. ``solvable``: G is reachable from S. ``unique``: exactly one *shortest* path (the only
+        answer ``verify`` accepts is a shortest path, so that is the uniqueness a client cares about);
+        longer detours do not count. ``solution``: ``solve(puzzle)``. Never capped: BFS over <= 900 cells."""
+        t0 = time.perf_counter()
+        n_paths = count_shortest_paths(puzzle.rows, puzzle.start, puzzle.goal)
+        solution = solve(puzzle) if n_paths else None
+        return ExactFacts(solvable=n_paths > 0, unique=n_paths == 1, solution=solution,
+                          ms=(time.perf_counter() - t0) * 1000.0)
+
+    def overwritten(self, puzzle: MazePuzzle, answer: Any) -> list[str]:
+        """Each cell where the answer changes the maze other than marking an open cell 'o', located, e.g.
+        ``"row 5, col 4: wall '#', answer 'o' (path through a wall)"`` or ``"row 2, col 2: start 'S',
+        answer 'o' (start moved)"``; '?' stands for a PAD or unknown token. [] when the maze is kept."""
+        try:
+            rows = _answer_rows(answer)
+        except PuzzleError as err:
+            return [str(err)]
+        n = puzzle.side
+        if len(rows) != n or any(len(r) != n for r in rows):
+            return [f"answer must be {n} rows of {n} characters"]
+        out: list[str] = []
+        for r in range(n):
+            for c in range(n):
+                want, got = puzzle.rows[r][c], rows[r][c]
+                if got == want or (want == " " and got == "o"):
+                    continue
+                if want == "#":
+                    why = "path through a wall" if got == "o" else "wall removed"
+                elif want in "SG":
+                    why = f"{_ROLE[want]} moved"
+                else:
+                    why = {"#": "wall added", "S": "second start", "G": "second goal"}.get(got, "open cell changed")
+                out.append(f"row {r + 1}, col {c + 1}: {_ROLE[want]} {want!r}, answer {got!r} ({why})")
+        if len(out) > MAX_REASONS:
+            out = [*out[:MAX_REASONS], f"... and {len(out) - MAX_REASONS} more cells"]
+        return out
 
     def canonical(self, puzzle: MazePuzzle | MazeAnswer) -> str:
         return "\n".join(_answer_rows(puzzle))

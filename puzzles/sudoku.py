@@ -16,13 +16,14 @@ assignments our solver makes to walk the whole search tree (naked + hidden singl
 from __future__ import annotations
 
 import random
+import time
 from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
 
-from puzzles.base import PuzzleError, Verification, as_tokens, describe_type
+from puzzles.base import ExactFacts, PuzzleError, Verification, as_tokens, describe_type
 from puzzles.grid_text import cell_name, clip, is_int
 from puzzles.sudoku_gen import TIER_SPECS, TIERS, generate_digits, tier_of
 from puzzles.sudoku_solver import UNITS, SolveResult, solve_digits
@@ -49,6 +50,10 @@ IGNORED = frozenset(" \t\r\n|-+,")  # separators people draw grids with
 _UNIT_NAMES = tuple([f"row {i + 1}" for i in range(9)] + [f"column {i + 1}" for i in range(9)]
                     + [f"box {i + 1}" for i in range(9)])
 MAX_REASONS = 20  # a garbage answer can break hundreds of rules; the first few say enough
+# Effort cap of ``SudokuCodec.exact``: generated extreme puzzles take ~1 ms and < 1,000 guesses; a
+# pathological grid (few givens, no solution) could search for seconds and hold an API worker.
+EXACT_MAX_GUESSES = 20_000
+EXACT_MAX_MS = 100.0
 
 
 @dataclass(frozen=True)
@@ -346,6 +351,31 @@ class SudokuCodec:
         if len(reasons) > MAX_REASONS:
             reasons = [*reasons[:MAX_REASONS], f"... and {len(reasons) - MAX_REASONS} more problems"]
         return Verification.of(reasons)
+
+    def exact(self, puzzle: SudokuPuzzle, max_guesses: int = EXACT_MAX_GUESSES,
+              max_ms: float = EXACT_MAX_MS) -> ExactFacts:
+        """Solvable / unique / one solution from the bitmask solver (counts up to 2 solutions), bounded by
+        ``max_guesses`` and ``max_ms``; past the cap the undecided facts are None and ``capped`` is True."""
+        t0 = time.perf_counter()
+        res = solve_digits(puzzle.givens, limit=2, max_guesses=max_guesses, deadline=t0 + max_ms / 1000.0)
+        ms = (time.perf_counter() - t0) * 1000.0
+        solution = SudokuAnswer(res.solutions[0]) if res.solutions else None
+        if res.count >= 2:
+            return ExactFacts(solvable=True, unique=False, solution=solution, ms=ms)
+        if res.capped:
+            return ExactFacts(solvable=True if res.count else None, unique=None, solution=solution, ms=ms,
+                              capped=True)
+        return ExactFacts(solvable=res.count == 1, unique=res.count == 1, solution=solution, ms=ms)
+
+    def overwritten(self, puzzle: SudokuPuzzle, answer: Any) -> list[str]:
+        """Each given the answer does not keep, as ``"r3c5: given 7, answer 2"`` (``answer blank`` when the
+        answer left it empty), in row-major order; [] when every given is kept."""
+        try:
+            cells = _answer_cells(answer)
+        except PuzzleError as err:
+            return [f"answer is not a sudoku grid: {err}"]
+        return [f"{cell_name(*divmod(i, 9))}: given {g}, answer {cells[i] if cells[i] else 'blank'}"
+                for i, g in enumerate(puzzle.givens) if g and cells[i] != g]
 
     def canonical(self, puzzle: SudokuPuzzle | SudokuAnswer) -> str:
         """81 characters, '.' for blanks: independent of the form the caller used."""

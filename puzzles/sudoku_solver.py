@@ -14,6 +14,8 @@ hidden singles alone solve the puzzle.
 from __future__ import annotations
 
 import random
+import sys
+import time
 from collections.abc import Sequence
 from dataclasses import dataclass
 
@@ -52,6 +54,7 @@ class SolveResult:
     solutions: tuple[tuple[int, ...], ...]
     count: int
     guesses: int
+    capped: bool = False  # the search stopped at ``max_guesses``/``deadline``: ``count`` is only a lower bound
 
     @property
     def unique(self) -> bool:
@@ -107,14 +110,21 @@ def initial_candidates(givens: Sequence[int]) -> list[int] | None:
     return cands if _propagate(cands, queue) else None
 
 
-class _Search:
-    __slots__ = ("guesses", "limit", "rng", "solutions")
+class _Capped(Exception):
+    """Raised inside the search when the effort cap is reached; unwinds the recursion in one go."""
 
-    def __init__(self, limit: int, rng: random.Random | None) -> None:
+
+class _Search:
+    __slots__ = ("deadline", "guesses", "limit", "max_guesses", "rng", "solutions")
+
+    def __init__(self, limit: int, rng: random.Random | None, max_guesses: int | None = None,
+                 deadline: float | None = None) -> None:
         self.limit = limit
         self.rng = rng
         self.guesses = 0
         self.solutions: list[tuple[int, ...]] = []
+        self.max_guesses = sys.maxsize if max_guesses is None else max_guesses
+        self.deadline = deadline
 
     def run(self, cands: list[int]) -> None:
         best = -1
@@ -143,6 +153,11 @@ class _Search:
             self.rng.shuffle(bits)
         for b in bits:
             self.guesses += 1
+            if self.guesses > self.max_guesses:
+                raise _Capped
+            # the clock is read every 256 guesses only: the cap must not slow the generator's hot path
+            if self.deadline is not None and not self.guesses & 255 and time.perf_counter() > self.deadline:
+                raise _Capped
             new = cands[:]
             new[best] = b
             if _propagate(new, [best]):
@@ -151,15 +166,23 @@ class _Search:
                     return
 
 
-def solve_digits(givens: Sequence[int], limit: int = 2, rng: random.Random | None = None) -> SolveResult:
-    """Solve 81 row-major digits (0 = blank). ``rng`` randomises the branch order (grid generation)."""
+def solve_digits(givens: Sequence[int], limit: int = 2, rng: random.Random | None = None,
+                 max_guesses: int | None = None, deadline: float | None = None) -> SolveResult:
+    """Solve 81 row-major digits (0 = blank). ``rng`` randomises the branch order (grid generation).
+
+    ``max_guesses`` and ``deadline`` (a ``time.perf_counter()`` value) bound the effort so a pathological
+    grid cannot hold a server worker: past either the search stops and the result says ``capped``.
+    """
     if limit < 1:
         raise ValueError("limit must be >= 1")
     cands = initial_candidates(givens)
     if cands is None:
         return SolveResult((), 0, 0)
-    search = _Search(limit, rng)
-    search.run(cands)
+    search = _Search(limit, rng, max_guesses, deadline)
+    try:
+        search.run(cands)
+    except _Capped:
+        return SolveResult(tuple(search.solutions), len(search.solutions), search.guesses, capped=True)
     return SolveResult(tuple(search.solutions), len(search.solutions), search.guesses)
 
 
