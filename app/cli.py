@@ -12,7 +12,6 @@ import contextlib
 import importlib
 import importlib.util
 import json
-import logging
 import math
 import os
 import sys
@@ -33,14 +32,15 @@ def serve(
     """Start the HTTP server (one uvicorn worker: scale with replicas, so Prometheus sees one process)."""
     import uvicorn
 
+    from app.logs import configure_logging, uvicorn_log_config
     from app.main import create_app
     from app.settings import get_settings
 
     settings = get_settings()
-    logging.basicConfig(level=settings.log_level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    configure_logging(settings.log_level)  # JSON lines, one format for our loggers and uvicorn's
     fastapi_app = create_app(settings)
     config = uvicorn.Config(fastapi_app, host=host or settings.host, port=port or settings.port, workers=1,
-                            log_level=settings.log_level.lower(),
+                            log_level=settings.log_level.lower(), log_config=uvicorn_log_config(settings.log_level),
                             # uvicorn cancels handlers still open after this: leave time for the engine to cut
                             # its rows at the end of the grace period and for the cut answers to be sent.
                             timeout_graceful_shutdown=math.ceil(settings.drain_grace_seconds) + 3)

@@ -7,8 +7,10 @@ from contextlib import asynccontextmanager
 
 from fastapi import FastAPI
 
+from app import metrics
 from app.api import errors
 from app.api.limits import BodyLimitMiddleware
+from app.api.request_id import RequestIdMiddleware
 from app.api.routes import router
 from app.runtime import Runtime
 from app.settings import ModelSpec, Settings, get_settings
@@ -38,6 +40,10 @@ def create_app(settings: Settings | None = None, specs: list[ModelSpec] | None =
     app = FastAPI(title="recursolve", version="0.1.0", description=DESCRIPTION, lifespan=lifespan,
                   strict_content_type=False)
     app.add_middleware(BodyLimitMiddleware, max_bytes=settings.max_request_bytes)
+    app.add_middleware(RequestIdMiddleware)  # added last = outermost: even a 413 from the limit carries the id
+    # Read at scrape time, so it follows /readyz exactly (the RecursolveNotReady alert uses it).
+    metrics.READY.set_function(lambda: float(runtime.ready and runtime.service is not None
+                                             and not runtime.service.draining))
     app.state.runtime = runtime
     errors.install(app)
     app.include_router(router)

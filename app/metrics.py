@@ -56,6 +56,11 @@ STEP_DURATION = Histogram("recursolve_step_duration_seconds", "Wall time of one 
                           ["model"], buckets=STEP_BUCKETS)
 QUEUE_DEPTH = Gauge("recursolve_queue_depth", "Rows waiting for a batch slot.", ["model"])
 RUNNING_ROWS = Gauge("recursolve_running_rows", "Rows currently in the running batch.", ["model"])
+# For alerts: queue saturation is depth / capacity, and "not ready" must be visible to Prometheus.
+QUEUE_CAPACITY = Gauge("recursolve_queue_capacity_rows", "Rows the waiting queue holds before it answers 429 "
+                       "(the model's max_queue_rows).", ["model"])
+READY = Gauge("recursolve_ready", "1 while this process would answer /readyz with 200 (models loaded and "
+              "warmed, not draining), else 0.")
 CACHE_HITS = Counter("recursolve_cache_hits_total", "Result cache lookups that found an answer.", ["backend"])
 CACHE_MISSES = Counter("recursolve_cache_misses_total",
                        "Result cache lookups that found nothing (or skipped an unavailable backend).", ["backend"])

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import asyncio
 import time
-import uuid
 from collections.abc import AsyncIterator
 from typing import Any
 
@@ -26,6 +25,7 @@ from app.api.schemas import (
 )
 from app.engine.request import StepEvent
 from app.engine.service import ClientGone, Outcome, Prepared, SolveService
+from app.logs import current_request_id
 from app.runtime import Runtime
 
 router = APIRouter()
@@ -96,7 +96,7 @@ async def solve(body: SolveRequest, request: Request) -> Response:
     except ApiError as err:
         count_error(err, *_labels(None, body))
         raise
-    rid = uuid.uuid4().hex[:16]
+    rid = current_request_id()
     status, payload, headers = await _run_one(service, body, started, rid, request.is_disconnected)
     return _json(payload, status, {"X-Request-ID": rid, **headers})
 
@@ -115,7 +115,7 @@ async def solve_batch(body: BatchRequest, request: Request) -> Response:
         count_error(err)
         raise err
     shared = body.options.model_dump(exclude_none=True) if body.options is not None else {}
-    rid = uuid.uuid4().hex[:16]
+    rid = current_request_id()
 
     async def one(i: int, raw: dict[str, Any]) -> dict[str, Any]:
         try:
@@ -143,7 +143,7 @@ async def solve_batch(body: BatchRequest, request: Request) -> Response:
              summary="Solve one puzzle, streaming every ACT step (SSE)", tags=["solve"])
 async def solve_stream(body: SolveRequest, request: Request) -> Response:
     started = time.monotonic()
-    rid = uuid.uuid4().hex[:16]
+    rid = current_request_id()
     service = None
     try:
         service = _service(request)

@@ -55,6 +55,7 @@ class Executor:
         self._m_step = metrics.STEP_DURATION.labels(model=name)
         self._m_queue = metrics.QUEUE_DEPTH.labels(model=name)
         self._m_running = metrics.RUNNING_ROWS.labels(model=name)
+        metrics.QUEUE_CAPACITY.labels(model=name).set(max_queue_rows)
 
     # -- lifecycle ---------------------------------------------------------------------------------
 
