@@ -11,7 +11,6 @@ import asyncio
 import importlib
 import importlib.util
 import json
-import logging
 import os
 import sys
 from pathlib import Path
@@ -32,11 +31,12 @@ def serve(
              "1 to 8).")] = None,
 ) -> None:
     """Start the server: one engine-core process running the models, API processes in front of it."""
+    from app.logs import configure_logging
     from app.serve import serve as run_server
     from app.settings import get_settings
 
     settings = get_settings()
-    logging.basicConfig(level=settings.log_level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    configure_logging(settings.log_level)  # JSON lines, one format for every process and uvicorn's loggers
     run_server(settings, host or settings.host, port if port is not None else settings.port, api_workers)
 
 

@@ -9,6 +9,7 @@ from fastapi import FastAPI
 
 from app.api import errors
 from app.api.limits import BodyLimitMiddleware
+from app.api.request_id import RequestIdMiddleware
 from app.api.routes import router
 from app.runtime import Runtime
 from app.settings import ModelSpec, Settings, get_settings
@@ -38,6 +39,7 @@ def create_app(settings: Settings | None = None, specs: list[ModelSpec] | None =
     app = FastAPI(title="recursolve", version="0.1.0", description=DESCRIPTION, lifespan=lifespan,
                   strict_content_type=False)
     app.add_middleware(BodyLimitMiddleware, max_bytes=settings.max_request_bytes)
+    app.add_middleware(RequestIdMiddleware)  # added last = outermost: even a 413 from the limit carries the id
     app.state.runtime = runtime
     errors.install(app)
     app.include_router(router)
@@ -50,11 +52,11 @@ _worker_app: FastAPI | None = None
 def create_worker_app() -> FastAPI:
     """The app of one API process under `recursolve serve` (uvicorn factory): settings from the environment,
     which the supervisor filled with the engine core's address."""
-    import logging
+    from app.logs import configure_logging
 
     global _worker_app
     settings = get_settings()
-    logging.basicConfig(level=settings.log_level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    configure_logging(settings.log_level)
     _worker_app = create_app(settings)
     return _worker_app
 

@@ -66,6 +66,12 @@ QUEUE_DEPTH = Gauge("recursolve_queue_depth", "Rows waiting for a batch slot.", 
                     multiprocess_mode="livesum")
 RUNNING_ROWS = Gauge("recursolve_running_rows", "Rows currently in the running batch.", ["model"],
                      multiprocess_mode="livesum")
+# For alerts: queue saturation is depth / capacity, and "not ready" must be visible to Prometheus.
+QUEUE_CAPACITY = Gauge("recursolve_queue_capacity_rows", "Rows the waiting queue holds before it answers 429 "
+                       "(the model's max_queue_rows).", ["model"], multiprocess_mode="livesum")
+# Each API process sets its own value when scraped; across processes the largest (any process can serve).
+READY = Gauge("recursolve_ready", "1 while this process would answer /readyz with 200 (models loaded and "
+              "warmed, not draining), else 0.", multiprocess_mode="livemax")
 CACHE_HITS = Counter("recursolve_cache_hits_total", "Result cache lookups that found an answer.", ["backend"])
 CACHE_MISSES = Counter("recursolve_cache_misses_total",
                        "Result cache lookups that found nothing (or skipped an unavailable backend).", ["backend"])

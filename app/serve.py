@@ -98,8 +98,10 @@ class Supervisor:
 
     def _start_worker(self, sock: socket.socket) -> multiprocessing.process.BaseProcess:
         s = self.settings
+        from app.logs import uvicorn_log_config
+
         config_kwargs = {
-            "log_level": s.log_level, "access_log": False,
+            "log_level": s.log_level, "log_config": uvicorn_log_config(s.log_level), "access_log": s.access_log,
             # uvicorn cancels handlers still open after this: the drain has already waited for them.
             "timeout_graceful_shutdown": 3,
         }

@@ -135,6 +135,7 @@ class Settings(BaseSettings):
     default_deadline_ms: int | None = Field(default=None, gt=0)
     warmup: bool = True
     log_level: str = "info"
+    access_log: bool = False  # one JSON line per HTTP request (off: at thousands of requests/s it costs CPU)
     # Engine v2: `recursolve serve` runs one engine-core process and this many API processes (None: from the
     # cores, see app.serve.default_api_workers). engine_address is set by `serve` for its API processes; unset,
     # an app runs its engine core in a thread (tests, `recursolve solve`).

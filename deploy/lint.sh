@@ -7,7 +7,10 @@
 #     ScaledObject, have no schema there and only get a warning)
 #   - the Grafana dashboard: valid JSON, its datasource is the provisioned one, its queries name only
 #     metrics the server exports (when app/metrics.py exists)
-#   - deploy/prometheus.yml: promtool, when installed
+#   - deploy/prometheus.yml and the alert rules (deploy/alerts.yml, and the same groups inside
+#     k8s/base/prometheusrule.yaml): `promtool check config` / `check rules`, their unit tests
+#     (`promtool test rules deploy/alerts.test.yml`), and the PrometheusRule being up to date.
+#     promtool comes from Debian's `prometheus` package, installed here when missing (CI runs as root).
 # The tools live in their own virtual environment (.venv-deploy, made on first run from
 # deploy/lint-requirements.txt), not among the project's dependencies.
 # Usage: deploy/lint.sh        Exit status: 0 when everything passes.
@@ -84,9 +87,25 @@ else:
     print(f"   {len(queries)} queries over {len(used)} metrics (app/metrics.py absent: names not cross-checked)")
 EOF
 
+step "prometheus config and alert rules (promtool)"
+if ! command -v promtool >/dev/null 2>&1 && command -v apt-get >/dev/null 2>&1; then
+  echo "   promtool missing: installing Debian's prometheus package"
+  sudo=""; [ "$(id -u)" = 0 ] || sudo="sudo"
+  $sudo apt-get update -qq && DEBIAN_FRONTEND=noninteractive $sudo apt-get install -y -qq --no-install-recommends \
+    prometheus >/dev/null || true
+fi
 if command -v promtool >/dev/null 2>&1; then
-  step "promtool check config"
-  promtool check config deploy/prometheus.yml || fail "promtool"
+  # check config also loads the rule_files it names (deploy/alerts.yml).
+  promtool check config deploy/prometheus.yml || fail "promtool check config deploy/prometheus.yml"
+  promtool check rules deploy/alerts.yml || fail "promtool check rules deploy/alerts.yml"
+  promtool test rules deploy/alerts.test.yml || fail "promtool test rules deploy/alerts.test.yml"
+  "$bin/python" deploy/alerts_to_k8s.py --check || fail "k8s/base/prometheusrule.yaml out of date"
+  # The PrometheusRule's spec is a rules file: check the copy that Kubernetes gets, too.
+  "$bin/python" -c 'import sys, yaml; yaml.safe_dump(yaml.safe_load(open(sys.argv[1]))["spec"], sys.stdout)' \
+    k8s/base/prometheusrule.yaml > "$rendered/prometheusrule-spec.yml" \
+    && promtool check rules "$rendered/prometheusrule-spec.yml" || fail "promtool check rules (PrometheusRule)"
+else
+  fail "promtool not found and not installable here: install Debian's 'prometheus' package (or Prometheus' release tarball)"
 fi
 
 if [ "$failed" -ne 0 ]; then

@@ -20,6 +20,7 @@ from app import metrics
 from app.api.service import InvalidRequest, ModelNotFound
 from app.engine.client import EngineRejected, EngineUnavailable
 from app.engine.protocol import DRAINING, ENGINE_ERROR, QUEUE_FULL, TOO_MANY_ROWS, UNKNOWN_MODEL
+from app.logs import request_id_var
 from puzzles import PuzzleError
 
 log = logging.getLogger(__name__)
@@ -43,10 +44,15 @@ class ApiError(Exception):
             err["location"] = self.location
         if self.details:
             err["details"] = self.details
+        if (rid := request_id_var.get()) is not None:
+            err["request_id"] = rid
         return {"error": err}
 
     def response(self) -> JSONResponse:
-        return JSONResponse(self.body(), status_code=self.status, headers=self.headers or None)
+        # The header too: a 500 is rendered by Starlette's ServerErrorMiddleware, outside RequestIdMiddleware.
+        rid = request_id_var.get()
+        headers = {"X-Request-ID": rid, **self.headers} if rid is not None else self.headers
+        return JSONResponse(self.body(), status_code=self.status, headers=headers or None)
 
     @property
     def status_label(self) -> str:

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import asyncio
 import time
-import uuid
 from collections.abc import AsyncIterator
 from typing import Any
 
@@ -26,6 +25,7 @@ from app.api.schemas import (
 )
 from app.api.service import ClientGone, Outcome, Prepared, SolveService
 from app.engine.protocol import StepUpdate, tokens_from_bytes
+from app.logs import current_request_id
 from app.runtime import Runtime
 
 router = APIRouter()
@@ -101,7 +101,7 @@ async def solve(body: SolveRequest, request: Request) -> Response:
     except ApiError as err:
         count_error(err, *_labels(None, body))
         raise
-    rid = uuid.uuid4().hex[:16]
+    rid = current_request_id()
     status, payload, headers = await run_solve(service, body, rid, started, request.is_disconnected)
     return _json(payload, status, {"X-Request-ID": rid, **headers})
 
@@ -120,7 +120,7 @@ async def solve_batch(body: BatchRequest, request: Request) -> Response:
         count_error(err)
         raise err
     shared = body.options.model_dump(exclude_none=True) if body.options is not None else {}
-    rid = uuid.uuid4().hex[:16]
+    rid = current_request_id()
 
     async def one(i: int, raw: dict[str, Any]) -> dict[str, Any]:
         try:
@@ -148,7 +148,7 @@ async def solve_batch(body: BatchRequest, request: Request) -> Response:
              summary="Solve one puzzle, streaming every ACT step (SSE)", tags=["solve"])
 async def solve_stream(body: SolveRequest, request: Request) -> Response:
     started = time.monotonic()
-    rid = uuid.uuid4().hex[:16]
+    rid = current_request_id()
     service = None
     try:
         service = _service(request)
@@ -254,6 +254,9 @@ async def model_ready(name: str, request: Request) -> JSONResponse:
 
 @router.get("/metrics", operation_id="metrics", tags=["health"], summary="Prometheus metrics",
             response_class=Response, responses={200: {"content": {"text/plain": {}}}})
-async def prometheus_metrics() -> Response:
+async def prometheus_metrics(request: Request) -> Response:
+    rt = _runtime(request)
+    # Set at scrape time, so it follows /readyz exactly (the RecursolveNotReady alert uses it).
+    metrics.READY.set(float(rt.ready and rt.service is not None and not rt.service.draining))
     data, content_type = metrics.render_metrics()
     return Response(data, media_type=content_type)

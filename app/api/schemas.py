@@ -119,6 +119,7 @@ class ErrorInfo(BaseModel):
     location: str | None = Field(None, description="Where: a request field (options.max_steps) or a place in the "
                                                    "puzzle (row 3, col 5).")
     details: list[ErrorDetail] | None = None
+    request_id: str | None = Field(None, description="This request's id (also the X-Request-ID header).")
 
 
 class ErrorBody(BaseModel):

@@ -103,6 +103,7 @@ class ModelEngine:
             step_verifier=verify_task is not None, card=card if isinstance(card, dict) else {},
             identifiers=_identifiers(folder))
         scheduler = Scheduler(rows, queue_rows, cfg.seq_len, max_share=max_share)
+        metrics.QUEUE_CAPACITY.labels(model=spec.name).set(queue_rows)
         return cls(info, runner, scheduler)
 
     def stats(self) -> dict[str, Any]:

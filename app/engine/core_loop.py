@@ -129,8 +129,9 @@ def _route(out: Outputs, owner: dict[str, bytes], pending: dict[bytes, Outputs])
 
 def engine_process_main(address: str, specs: list[ModelSpec], options: dict[str, Any]) -> None:
     """Entry point of the engine-core process (spawned by `recursolve serve`)."""
-    logging.basicConfig(level=str(options.get("log_level", "info")).upper(),
-                        format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    from app.logs import configure_logging
+
+    configure_logging(options.get("log_level", "info"))
     # Ctrl-C reaches the whole process group: the supervisor decides when the engine stops (after the API
     # processes drained), so the engine ignores SIGINT and ends on SIGTERM.
     signal.signal(signal.SIGINT, signal.SIG_IGN)
