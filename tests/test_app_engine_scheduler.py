@@ -1,186 +1,343 @@
-"""Scheduling policy on its own: no model, no HTTP; rows, tokens and Q values are made up."""
+"""Scheduling policy on its own: no model, no HTTP, no event loop; rows, tokens, Q values and times are made up.
+
+The scheduler is driven as the engine core drives it: `add`, then `schedule(now)` for admissions, then
+`update(active rows, tokens, q_halt, model_halted, verified, now)` after each (imagined) ACT step.
+"""
 
 from __future__ import annotations
 
-import asyncio
+import math
+from collections import Counter
 
 import numpy as np
 import pytest
 
-from app.engine.request import Request, SolveOptions
-from app.engine.scheduler import NotAccepting, QueueFull, Scheduler, TooManyRows
+from app.engine.protocol import (
+    DRAINING,
+    ENGINE_ERROR,
+    QUEUE_FULL,
+    TOO_MANY_ROWS,
+    EngineOutput,
+    EngineRequest,
+    SolveOptions,
+    tokens_to_bytes,
+)
+from app.engine.scheduler import Scheduler, StepResult
 
 L = 4
+T0 = 100.0  # every request arrives at T0 unless a test says otherwise
 
 
-class Clock:
-    def __init__(self) -> None:
-        self.t = 100.0
-
-    def __call__(self) -> float:
-        return self.t
+def req(rid: str, stream: bool = False, arrival: float = T0, **opts) -> EngineRequest:
+    return EngineRequest(id=rid, model="m", inputs=tokens_to_bytes(np.zeros(L)), puzzle_identifier=0,
+                         options=SolveOptions(**opts), arrival=arrival, stream=stream)
 
 
-@pytest.fixture
-def loop():
-    loop = asyncio.new_event_loop()
-    yield loop
-    loop.close()
+def add(s: Scheduler, *requests: EngineRequest, verify_each: bool = False) -> None:
+    for r in requests:
+        assert s.add(r, verify_each=verify_each) is None
 
 
-def req(loop, clock, verifier=None, **opts) -> Request:
-    return Request(inputs=np.zeros(L, np.int32), puzzle_identifier=0, options=SolveOptions(**opts), loop=loop,
-                   verifier=verifier, created=clock())
+def admitted_ids(s: Scheduler, now: float = T0) -> list[str]:
+    return [a.state.id for a in s.schedule(now).admitted]
 
 
-def step(s: Scheduler, tokens=None, q=-5.0, model_halted=False):
-    idx = s.active_rows()
-    toks = np.zeros((len(idx), L), np.int64) if tokens is None else np.asarray(tokens)
-    return s.decide(idx, toks, np.full(len(idx), q), np.full(len(idx), model_halted))
+def step(s: Scheduler, now: float = T0, tokens=None, q=-5.0, model_halted=False, verified=None) -> StepResult:
+    """One ACT step over every active row; scalars are broadcast to all rows."""
+    idx = np.flatnonzero(s.active)
+    n = len(idx)
+    toks = np.zeros((n, L), np.int64) if tokens is None else np.asarray(tokens, np.int64)
+    ver = None if verified is None else np.broadcast_to(np.asarray(verified, bool), n)
+    return s.update(idx, toks, np.broadcast_to(np.asarray(q, float), n).copy(),
+                    np.broadcast_to(np.asarray(model_halted, bool), n), ver, now)
 
 
-def results(loop, *requests):
-    loop.run_until_complete(asyncio.sleep(0))  # deliver call_soon_threadsafe callbacks
-    return [r.future.result() if r.future.done() else None for r in requests]
+def by_id(outputs: list[EngineOutput]) -> dict[str, EngineOutput]:
+    return {o.id: o for o in outputs}
 
 
-def test_queue_limit_counts_rows_and_fifo_does_not_backfill(loop):
-    clock = Clock()
-    s = Scheduler(num_rows=4, max_queue_rows=6, seq_len=L, clock=clock)
-    first = req(loop, clock, trajectories=2)
-    s.submit(first)
-    s.admit()
-    big, small = req(loop, clock, trajectories=4), req(loop, clock)
-    s.submit(big)
-    s.submit(small)
-    assert s.queued_rows == 5
-    with pytest.raises(QueueFull) as full:
-        s.submit(req(loop, clock, trajectories=2))  # 5 + 2 > 6 rows
-    assert full.value.retry_after_s >= 1
-    with pytest.raises(TooManyRows):
-        s.submit(req(loop, clock, trajectories=5))
+def sigmoid(x: float) -> float:
+    return 1.0 / (1.0 + math.exp(-x))
+
+
+# -- the queue ---------------------------------------------------------------------------------------------
+
+
+def test_queue_limit_counts_rows_and_fifo_does_not_backfill():
+    s = Scheduler(num_rows=4, max_queue_rows=6, seq_len=L)
+    add(s, req("first", trajectories=2))
+    assert admitted_ids(s) == ["first"]
+    add(s, req("big", trajectories=4), req("small"))
+    assert s.queued_rows == 5 and s.queued_requests == 2
+    # Room is the queue limit plus the 2 rows free right now: 5 + 4 > 6 + 2.
+    full = s.add(req("over", trajectories=4))
+    assert full is not None and full.code == QUEUE_FULL and full.id == "over"
+    assert full.retry_after_s == 3  # (5 + 4) rows / 4 rows per wave * 1 s per request, rounded up
+    assert s.add(req("fits", trajectories=2)) is None  # 5 + 2 <= 6 + 2
+    too_many = s.add(req("huge", trajectories=5))
+    assert too_many is not None and too_many.code == TOO_MANY_ROWS and "at most 4" in too_many.message
+    assert s.queued_rows == 7 and not s.is_live("over") and not s.is_live("huge")
     # 2 rows are free: `small` would fit, but it must not overtake `big` (no starvation of big requests).
-    admitted, _ = s.admit()
-    assert admitted == [] and s.queued_rows == 5
-    first.cancel()
-    step(s)
-    admitted, _ = s.admit()
-    assert [a.request for a in admitted] == [big] and s.running_rows == 4 and s.queued_rows == 1
+    assert admitted_ids(s) == [] and s.queued_rows == 7
+    s.abort(["first"])
+    assert step(s).dropped == ["first"]
+    assert admitted_ids(s) == ["big"] and s.running_rows == 4 and s.queued_rows == 3
 
 
-def test_precedence_when_several_rules_fire_in_one_step(loop):
-    clock = Clock()
-    s = Scheduler(num_rows=3, max_queue_rows=8, seq_len=L, clock=clock)
-    a = req(loop, clock, max_steps=1, deadline_ms=10)  # max_steps and deadline together -> max_steps
-    b = req(loop, clock, max_steps=5, deadline_ms=10)  # only the deadline
-    c = req(loop, clock, max_steps=1)
-    for r in (a, b, c):
-        s.submit(r)
-    s.admit()
-    c.cancel()  # cancelled beats max_steps
-    clock.t += 1.0
-    report = step(s)
-    assert report.halts == {"max_steps": 1, "deadline": 1, "cancelled": 1}
-    ra, rb, rc = results(loop, a, b, c)
-    assert (ra.halted_by, rb.halted_by, rc.halted_by) == ("max_steps", "deadline", "cancelled")
-    assert rb.tokens is not None and rb.steps == 1
-    assert s.running_rows == 0
+def test_free_rows_count_as_room_before_the_next_schedule():
+    # A burst arriving in one message is queued before `schedule` runs: idle rows must not count against it.
+    s = Scheduler(num_rows=4, max_queue_rows=2, seq_len=L)
+    add(s, *(req(f"r{i}") for i in range(6)))
+    rejected = s.add(req("r6"))
+    assert rejected is not None and rejected.code == QUEUE_FULL
+    assert admitted_ids(s) == ["r0", "r1", "r2", "r3"] and s.queued_rows == 2
+    rejected = s.add(req("r7"))  # no row free now: the limit is the queue alone
+    assert rejected is not None and rejected.code == QUEUE_FULL
 
 
-def test_threshold_and_model_rule(loop):
-    clock = Clock()
-    s = Scheduler(num_rows=2, max_queue_rows=8, seq_len=L, clock=clock)
-    own = req(loop, clock, max_steps=9)
-    strict = req(loop, clock, max_steps=9, threshold=0.9)  # needs q_halt > logit(0.9) = 2.197
-    s.submit(own)
-    s.submit(strict)
-    s.admit()
-    step(s, q=1.0, model_halted=True)
-    r_own, r_strict = results(loop, own, strict)
-    assert r_own.halted_by == "q_head" and r_strict is None
-    step(s, q=2.5)
-    assert results(loop, strict)[0].halted_by == "q_head"
+def test_draining_rejects_new_requests_and_keeps_running_ones():
+    s = Scheduler(num_rows=2, max_queue_rows=8, seq_len=L)
+    add(s, req("running", max_steps=2), req("queued", trajectories=2, max_steps=1))
+    s.schedule(T0)
+    s.stop_accepting()
+    rejected = s.add(req("late"))
+    assert rejected is not None and rejected.code == DRAINING and not s.accepting
+    assert step(s).finished == []
+    assert [o.id for o in step(s).finished] == ["running"]
+    assert admitted_ids(s) == ["queued"]  # accepted before the drain: it still runs
+    assert [o.id for o in step(s).finished] == ["queued"] and not s.has_work()
 
 
-def test_converged_counts_unchanged_steps(loop):
-    clock = Clock()
-    s = Scheduler(num_rows=1, max_queue_rows=8, seq_len=L, clock=clock)
-    r = req(loop, clock, max_steps=20, converge_steps=2)
-    s.submit(r)
-    s.admit()
+# -- halting rules -----------------------------------------------------------------------------------------
+
+
+def test_precedence_when_several_rules_fire_in_one_step():
+    s = Scheduler(num_rows=5, max_queue_rows=8, seq_len=L)
+    add(s, req("a", max_steps=1, deadline_ms=10),  # max_steps and deadline together -> max_steps
+        req("b", max_steps=5, deadline_ms=10),  # only the deadline
+        req("c", max_steps=1))  # cancelled beats max_steps
+    add(s, req("d", trajectories=2, noise=0.1, selection="verifier_first"), verify_each=True)
+    assert admitted_ids(s) == ["a", "b", "c", "d"]
+    s.abort(["c"])
+    # Rows: a=0, b=1, c=2, d=3,4. The model's rule fires on d's rows; the verifier passes row 3 (verified beats
+    # q_head) and rows 0-2, which did not ask for it (ignored).
+    res = step(s, now=T0 + 1.0, model_halted=[False, False, False, True, True],
+               verified=[True, True, True, True, False])
+    assert res.halts == Counter(max_steps=1, deadline=1, cancelled=1, verified=1, q_head=1)
+    out = by_id(res.finished)
+    assert sorted(out) == ["a", "b", "d"] and res.dropped == ["c"]
+    assert (out["a"].halted_by, out["b"].halted_by, out["d"].halted_by) == ("max_steps", "deadline", "verified")
+    assert out["b"].tokens is not None and out["b"].steps == 1
+    assert (out["d"].chosen, out["d"].valid) == (0, True)
+    assert s.running_rows == 0 and not any(s.is_live(r) for r in "abcd")
+
+
+def test_threshold_replaces_the_models_own_rule():
+    s = Scheduler(num_rows=4, max_queue_rows=8, seq_len=L)
+    add(s, req("own", max_steps=9),
+        req("loose", max_steps=9, threshold=0.5),  # q_halt > logit(0.5) = 0
+        req("strict", max_steps=9, threshold=0.9),  # q_halt > logit(0.9) = 2.197
+        req("fixed", max_steps=3, halting="max_steps"))  # the Q head is not consulted at all
+    s.schedule(T0)
+    res = step(s, q=-1.0, model_halted=True)
+    assert [(o.id, o.halted_by) for o in res.finished] == [("own", "q_head")]
+    res = step(s, q=1.0, model_halted=False)
+    assert [(o.id, o.halted_by) for o in res.finished] == [("loose", "q_head")]
+    res = step(s, q=2.5, model_halted=True)
+    assert sorted((o.id, o.halted_by, o.steps) for o in res.finished) == [("fixed", "max_steps", 3),
+                                                                          ("strict", "q_head", 3)]
+
+
+def test_verifier_halting_ignores_the_q_head():
+    s = Scheduler(num_rows=1, max_queue_rows=8, seq_len=L)
+    add(s, req("v", halting="verifier", max_steps=9), verify_each=True)
+    s.schedule(T0)
+    assert step(s, q=9.0, model_halted=True, verified=False).finished == []
+    (out,) = step(s, q=-9.0, verified=True).finished
+    assert (out.halted_by, out.steps, out.valid, out.q_halt) == ("verified", 2, True, -9.0)
+
+
+def test_converged_counts_unchanged_steps():
+    s = Scheduler(num_rows=1, max_queue_rows=8, seq_len=L)
+    add(s, req("r", max_steps=20, converge_steps=2))
+    s.schedule(T0)
     for toks in ([1, 2, 3, 4], [1, 2, 3, 5], [1, 2, 3, 5]):
-        step(s, tokens=[toks])
-        assert results(loop, r)[0] is None
-    step(s, tokens=[[1, 2, 3, 5]])  # unchanged for 2 steps (3 -> 4)
-    (res,) = results(loop, r)
-    assert (res.halted_by, res.steps) == ("converged", 4)
+        assert step(s, tokens=[toks]).finished == []
+    (out,) = step(s, tokens=[[1, 2, 3, 5]]).finished  # unchanged for 2 steps (3 -> 4)
+    assert (out.halted_by, out.steps, out.tokens) == ("converged", 4, tokens_to_bytes(np.array([1, 2, 3, 5])))
 
 
-def test_ptrm_frees_rows_as_they_halt_and_resolves_with_the_last(loop):
-    clock = Clock()
-    s = Scheduler(num_rows=3, max_queue_rows=8, seq_len=L, clock=clock)
-    r = req(loop, clock, trajectories=3, max_steps=10, noise=0.1, selection="best_q")
-    s.submit(r)
-    s.admit()
-    idx = s.active_rows()
-    s.decide(idx, np.arange(3 * L).reshape(3, L), np.array([1.0, -1.0, -2.0]), np.array([True, False, False]))
-    assert s.running_rows == 2 and results(loop, r)[0] is None
-    idx = s.active_rows()
-    s.decide(idx, np.zeros((2, L), np.int64), np.array([3.0, 0.5]), np.array([True, True]))
-    (res,) = results(loop, r)
-    assert res.chosen == 1 and res.q_halt == 3.0 and res.row_steps == 1 + 2 + 2
-    assert s.running_rows == 0
+# -- PTRM (K rows per request) ---------------------------------------------------------------------------
 
 
-def test_verifier_first_resolves_early_and_frees_siblings(loop):
-    clock = Clock()
-    s = Scheduler(num_rows=4, max_queue_rows=8, seq_len=L, clock=clock)
-    r = req(loop, clock, verifier=lambda t: bool(t[0] == 7), trajectories=4, max_steps=10, noise=0.1,
-            selection="verifier_first")
-    s.submit(r)
-    s.admit()
-    step(s)
-    assert results(loop, r)[0] is None
+def test_ptrm_frees_rows_as_they_halt_and_resolves_with_the_last():
+    s = Scheduler(num_rows=3, max_queue_rows=8, seq_len=L)
+    add(s, req("p", trajectories=3, max_steps=10, noise=0.1, selection="best_q"))
+    s.schedule(T0)
+    res = step(s, tokens=np.arange(3 * L).reshape(3, L), q=[1.0, -1.0, -2.0], model_halted=[True, False, False])
+    assert res.finished == [] and s.running_rows == 2
+    add(s, req("next", max_steps=10))
+    assert admitted_ids(s) == ["next"] and s.state_of(0).id == "next"  # row 0 went to the next request at once
+    tokens = np.array([[9] * L, [0] * L, [0] * L])
+    (out,) = step(s, now=T0 + 0.5, tokens=tokens, q=[-5.0, 3.0, 0.5], model_halted=[False, True, True]).finished
+    assert (out.id, out.halted_by, out.chosen, out.q_halt, out.steps) == ("p", "q_head", 1, 3.0, 2)
+    assert out.row_steps == 1 + 2 + 2 and out.trajectories == 3
+    assert out.confidence == pytest.approx(sigmoid(3.0)) and out.tokens == tokens_to_bytes(np.zeros(L))
+    assert out.compute_ms == pytest.approx(500.0) and out.queue_ms == 0.0
+    assert s.running_rows == 1 and s.is_live("next") and not s.is_live("p")
+
+
+def test_verifier_first_resolves_early_and_frees_siblings():
+    s = Scheduler(num_rows=4, max_queue_rows=8, seq_len=L)
+    add(s, req("p", trajectories=4, max_steps=10, noise=0.1, selection="verifier_first"), verify_each=True)
+    s.schedule(T0)
+    assert step(s, verified=False).finished == []
     tokens = np.zeros((4, L), np.int64)
     tokens[2, 0] = 7
-    step(s, tokens=tokens)
-    (res,) = results(loop, r)
-    assert (res.halted_by, res.chosen, res.valid, res.steps) == ("verified", 2, True, 2)
+    res = step(s, tokens=tokens, verified=[False, False, True, False])
+    (out,) = res.finished
+    assert (out.halted_by, out.chosen, out.valid, out.steps) == ("verified", 2, True, 2)
+    assert out.tokens == tokens_to_bytes(tokens[2]) and out.row_steps == 4 * 2  # siblings cut at step 2
+    assert res.halts == Counter(verified=1)
+    assert s.running_rows == 0 and not s.has_work()
+
+
+# -- requests that never run -----------------------------------------------------------------------------
+
+
+def test_queued_requests_expire_or_cancel_without_running():
+    s = Scheduler(num_rows=1, max_queue_rows=8, seq_len=L)
+    add(s, req("running", max_steps=99), req("late", deadline_ms=50), req("gone"))
+    s.schedule(T0)
+    s.abort(["gone"])
+    batch = s.schedule(T0 + 0.1)
+    assert batch.admitted == [] and batch.dropped == ["gone"] and s.queued_rows == 0
+    (late,) = batch.finished
+    assert (late.id, late.halted_by, late.steps, late.tokens, late.row_steps) == ("late", "deadline", 0, None, 0)
+    assert late.queue_ms == pytest.approx(100.0) and late.compute_ms == 0.0
+    assert s.is_live("running") and not s.is_live("late") and not s.is_live("gone")
+
+
+def test_abort_of_a_running_request_frees_its_rows_at_the_next_update_without_output():
+    s = Scheduler(num_rows=3, max_queue_rows=8, seq_len=L)
+    add(s, req("p", stream=True, trajectories=2, max_steps=99, noise=0.1), req("other", max_steps=99))
+    s.schedule(T0)
+    s.abort(["p", "unknown"])
+    assert s.is_live("p") and s.running_rows == 3  # its rows still run this step (the batch is already built)
+    res = step(s, q=5.0, model_halted=True, now=T0 + 1.0)  # every other rule fires too: cancelled wins
+    assert res.dropped == ["p"] and [o.id for o in res.finished] == ["other"]
+    assert res.halts == Counter(cancelled=2, q_head=1)
+    assert res.steps == []  # no stream update for a caller that left
+    assert not s.is_live("p") and s.running_rows == 0
+    add(s, req("again", trajectories=3))
+    assert admitted_ids(s) == ["again"]
+
+
+# -- streaming -------------------------------------------------------------------------------------------
+
+
+def test_stream_updates_carry_the_leading_trajectory_only_for_stream_requests():
+    s = Scheduler(num_rows=4, max_queue_rows=8, seq_len=L)
+    add(s, req("streamer", stream=True, trajectories=3, max_steps=9, noise=0.1), req("quiet", max_steps=9))
+    s.schedule(T0)
+    tokens = np.arange(4 * L).reshape(4, L)
+    res = step(s, tokens=tokens, q=[0.5, 2.0, -1.0, 9.0])
+    (up,) = res.steps
+    assert (up.id, up.step, up.trajectory, up.active_rows) == ("streamer", 1, 1, 3)
+    assert up.tokens == tokens_to_bytes(tokens[1]) and up.confidence == pytest.approx(sigmoid(2.0))
+    # Trajectory 1 halts on the model's rule; the update of that step still shows it (it led), the next one
+    # shows the best of the two rows left.
+    res = step(s, tokens=tokens, q=[0.5, 4.0, -1.0, 0.0], model_halted=[False, True, False, False])
+    assert [(u.trajectory, u.step) for u in res.steps] == [(1, 2)]
+    res = step(s, tokens=tokens[[0, 2, 3]], q=[-3.0, 1.0, 0.0])
+    (up,) = res.steps
+    assert (up.trajectory, up.step, up.active_rows) == (2, 3, 2)
+    assert up.tokens == tokens_to_bytes(tokens[2])
+
+
+# -- heavy requests (max_share) --------------------------------------------------------------------------
+
+
+def test_heavy_request_waits_while_others_run_and_runs_when_the_pool_is_empty():
+    s = Scheduler(num_rows=4, max_queue_rows=16, seq_len=L, max_share=0.5)  # at most 2 rows while others run
+    add(s, req("a", max_steps=1))
+    assert admitted_ids(s) == ["a"]
+    add(s, req("heavy", trajectories=3, max_steps=2), req("b", max_steps=1), req("c", trajectories=2, max_steps=1))
+    # `heavy` fits the 3 free rows but would take more than its share: the lighter ones behind it go first.
+    assert admitted_ids(s) == ["b", "c"] and s.queued_rows == 3 and s.queued_requests == 1
+    assert sorted(o.id for o in step(s).finished) == ["a", "b", "c"]
+    assert admitted_ids(s) == ["heavy"] and s.running_rows == 3
+    add(s, req("d", max_steps=1))  # light requests still fill the rows a heavy one leaves
+    assert admitted_ids(s) == ["d"] and s.running_rows == 4
+
+
+def test_heavy_request_that_does_not_fit_yet_does_not_hold_up_lighter_ones():
+    s = Scheduler(num_rows=4, max_queue_rows=16, seq_len=L, max_share=0.5)
+    add(s, req("a", trajectories=2, max_steps=9))
+    s.schedule(T0)
+    add(s, req("heavy", trajectories=3), req("b"))
+    assert admitted_ids(s) == ["b"]  # 2 rows free: too few for `heavy`, which must not block `b`
+    assert s.queued_requests == 1 and s.is_live("heavy")
+
+
+def test_heavy_requests_run_in_arrival_order():
+    s = Scheduler(num_rows=4, max_queue_rows=16, seq_len=L, max_share=0.5)
+    add(s, req("h1", trajectories=3, max_steps=1), req("h2", trajectories=4, max_steps=1))
+    assert admitted_ids(s) == ["h1"]
+    assert [o.id for o in step(s).finished] == ["h1"]
+    assert admitted_ids(s) == ["h2"]
+
+
+# -- ending requests from outside ------------------------------------------------------------------------
+
+
+def test_cut_all_resolves_running_with_their_answer_and_queued_without_one():
+    s = Scheduler(num_rows=1, max_queue_rows=8, seq_len=L)
+    add(s, req("running", max_steps=99), req("queued"))
+    s.schedule(T0)
+    step(s, tokens=[[4, 4, 4, 4]], q=1.5)
+    res = s.cut(None, T0 + 2.0)
+    out = by_id(res.finished)
+    assert (out["running"].halted_by, out["running"].steps, out["running"].q_halt) == ("deadline", 1, 1.5)
+    assert out["running"].tokens == tokens_to_bytes(np.array([4, 4, 4, 4]))
+    assert (out["queued"].halted_by, out["queued"].steps, out["queued"].tokens) == ("deadline", 0, None)
+    assert out["queued"].queue_ms == pytest.approx(2000.0)
+    assert res.halts == Counter(deadline=1)
+    assert not s.has_work() and s.queued_rows == 0 and s.running_rows == 0
+
+
+def test_cut_by_id_selects_over_the_answers_so_far_and_leaves_the_rest():
+    s = Scheduler(num_rows=3, max_queue_rows=8, seq_len=L)
+    add(s, req("p", trajectories=2, max_steps=99, noise=0.1), req("other", max_steps=99))
+    s.schedule(T0)
+    tokens = np.array([[1] * L, [2] * L, [3] * L])
+    step(s, tokens=tokens, q=[2.0, -1.0, 0.0], model_halted=[True, False, False])  # row 0 halts, row 1 runs on
+    step(s, tokens=tokens[1:], q=[-1.0, 0.0])
+    res = s.cut(["p", "unknown"], T0 + 1.0)
+    (out,) = res.finished
+    assert (out.id, out.halted_by, out.chosen, out.q_halt, out.row_steps) == ("p", "deadline", 0, 2.0, 1 + 2)
+    assert out.tokens == tokens_to_bytes(tokens[0])
+    assert res.halts == Counter(deadline=1)  # only the row still running was cut
+    assert s.is_live("other") and not s.is_live("p") and s.running_rows == 1
+
+
+def test_cut_before_the_first_step_has_no_answer():
+    s = Scheduler(num_rows=2, max_queue_rows=8, seq_len=L)
+    add(s, req("p", trajectories=2, noise=0.1))
+    s.schedule(T0)
+    (out,) = s.cut(["p"], T0).finished
+    assert (out.halted_by, out.tokens, out.chosen, out.steps) == ("deadline", None, None, 0)
     assert s.running_rows == 0
 
 
-def test_queued_requests_expire_or_cancel_without_running(loop):
-    clock = Clock()
-    s = Scheduler(num_rows=1, max_queue_rows=8, seq_len=L, clock=clock)
-    running, late, gone = req(loop, clock, max_steps=99), req(loop, clock, deadline_ms=50), req(loop, clock)
-    for r in (running, late, gone):
-        s.submit(r)
-    s.admit()
-    gone.cancel()
-    clock.t += 0.1
-    _, dropped = s.admit()
-    assert {r.id for r, _ in dropped} == {late.id, gone.id} and s.queued_rows == 0
-    r_late, r_gone = results(loop, late, gone)
-    assert (r_late.halted_by, r_late.steps, r_late.tokens) == ("deadline", 0, None)
-    assert r_late.queue_ms == pytest.approx(100.0)
-    assert r_gone.halted_by == "cancelled"
-
-
-def test_cut_all_and_no_admission_after_stop(loop):
-    clock = Clock()
-    s = Scheduler(num_rows=1, max_queue_rows=8, seq_len=L, clock=clock)
-    running, queued = req(loop, clock, max_steps=99), req(loop, clock)
-    s.submit(running)
-    s.submit(queued)
-    s.admit()
-    step(s, tokens=[[4, 4, 4, 4]])
-    s.stop_accepting()
-    with pytest.raises(NotAccepting):
-        s.submit(req(loop, clock))
-    s.cut_all()
-    loop.run_until_complete(asyncio.sleep(0))
-    res = running.future.result()
-    assert res.halted_by == "deadline" and res.steps == 1 and res.tokens.tolist() == [4, 4, 4, 4]
-    with pytest.raises(NotAccepting):
-        queued.future.result()
-    assert not s.has_work()
+def test_fail_all_rejects_every_live_request_and_frees_the_rows():
+    s = Scheduler(num_rows=2, max_queue_rows=8, seq_len=L)
+    add(s, req("running", trajectories=2), req("queued"), req("gone"))
+    s.schedule(T0)
+    s.abort(["gone"])
+    failed = s.fail_all("boom")
+    assert sorted(r.id for r in failed) == ["queued", "running"]  # nobody waits for `gone`
+    assert all(r.code == ENGINE_ERROR and r.message == "boom" for r in failed)
+    assert not s.has_work() and s.queued_rows == 0 and not any(s.is_live(r) for r in ("running", "queued", "gone"))
+    add(s, req("after", trajectories=2))  # the engine goes on with the rows it freed
+    assert admitted_ids(s) == ["after"]

@@ -10,7 +10,8 @@ Policy, in short:
   with n samples as n sequences. Strict FIFO (no backfill past a big request) so a K=64 request cannot be
   starved by a stream of small ones, with one exception: a request that would take more than `max_share`
   of the rows waits while other work runs and is passed by the requests behind it (a heavy request cannot
-  hold the model while light ones wait); it runs when the pool is otherwise empty.
+  hold the model while light ones wait, even before it fits); it runs when the pool is otherwise empty,
+  heavy requests in their arrival order.
 - Deadlines include queue time. A request whose deadline passes, or whose client left, while it is still
   queued is resolved without running: steps 0 and no answer (halted_by deadline/cancelled).
 - After each step every row is checked at once (vectorised): cancelled, verified, Q-head, converged, step
@@ -219,20 +220,27 @@ class Scheduler:
                     keep.append(s)
             self._waiting = keep
         admitted: list[Admission] = []
-        passed: deque[RequestState] = deque()  # heavy requests the queue went around this time
-        while self._waiting and len(self._free) >= self._waiting[0].request.rows:
-            s = self._waiting.popleft()
-            heavy = s.request.rows > self.max_share_rows
-            others = self.active.any() or admitted or self._waiting
-            if heavy and others:
-                passed.append(s)
+        passed: deque[RequestState] = deque()  # heavy requests the light ones went around this time
+        while self._waiting:
+            s = self._waiting[0]
+            if s.request.rows > self.max_share_rows:  # passed whether or not it fits: it must not block
+                passed.append(self._waiting.popleft())
                 continue
-            self._waiting_rows -= s.request.rows
-            rows = [heapq.heappop(self._free) for _ in range(s.request.rows)]
-            self._place(s, rows, now)
-            admitted.append(Admission(s, rows))
+            if len(self._free) < s.request.rows:
+                break  # strict FIFO among light requests: no backfill past one that does not fit
+            admitted.append(self._admit(self._waiting.popleft(), now))
         self._waiting.extendleft(reversed(passed))
+        # Nothing runs and no light request took a row, so none waits: the oldest heavy request gets the
+        # whole pool (heavy ones keep their arrival order among themselves).
+        if self._waiting and not admitted and not self.active.any():
+            admitted.append(self._admit(self._waiting.popleft(), now))
         return SchedulerOutput(admitted, np.flatnonzero(self.active), finished, dropped)
+
+    def _admit(self, s: RequestState, now: float) -> Admission:
+        self._waiting_rows -= s.request.rows
+        rows = [heapq.heappop(self._free) for _ in range(s.request.rows)]
+        self._place(s, rows, now)
+        return Admission(s, rows)
 
     def _place(self, s: RequestState, rows: list[int], now: float) -> None:
         o = s.request.options
