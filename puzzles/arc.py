@@ -17,12 +17,20 @@ from typing import Any
 
 import numpy as np
 
-from puzzles.base import ExactFacts, PuzzleError, Verification, as_tokens, describe_type
+from puzzles.base import ExactFacts, PuzzleError, Verification, as_tokens, describe_type, lists_accepted
 from puzzles.grid_text import is_int
+from puzzles.llm_text import find_json
 
 CANVAS = 30
 MAX_SIDE = 30
 Grid = tuple[tuple[int, ...], ...]
+# One form a line, with a short example: the 422 for any bad payload lists these (and the API docs show them).
+ACCEPTED_FORMS: tuple[str, ...] = (
+    'an ARC task object, colours 0..9, grids 1..30 a side: {"train": [{"input": [[1,0],[0,1]], "output": '
+    '[[0,1],[1,0]]}], "test": [{"input": [[1,1],[0,0]]}]}',
+    'optional fields: "test_index" (which test input, default 0) and "id" (the task id, e.g. "00576224")',
+    "the same JSON sent as text, also inside a ``` code block or after a sentence",
+)
 
 __all__ = ["CANVAS", "CODEC", "ArcAnswer", "ArcCodec", "ArcPuzzle", "crop", "grid_to_canvas"]
 
@@ -125,7 +133,11 @@ def _pairs(payload: dict[str, Any], key: str, need_output: bool) -> list[tuple[G
     return out
 
 
+@lists_accepted(ACCEPTED_FORMS)
 def parse(payload: Any) -> ArcPuzzle:
+    if isinstance(payload, str):  # the task JSON as text, maybe in a code block or after a sentence
+        found, value = find_json(payload)
+        payload = value if found else payload
     if not isinstance(payload, dict):
         raise PuzzleError(f"ARC payload must be a task object with 'train' and 'test', got {describe_type(payload)}",
                           code="bad_type")

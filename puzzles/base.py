@@ -6,8 +6,10 @@ No torch here: codecs run in the API process and in data builders that must stay
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Any, Protocol, runtime_checkable
+from functools import wraps
+from typing import Any, ParamSpec, Protocol, TypeVar, runtime_checkable
 
 import numpy as np
 
@@ -17,16 +19,48 @@ class PuzzleError(ValueError):
 
     ``location`` names the offending place in the caller's own terms (``"row 3, col 5"``,
     ``"train[1].input[2][7]"``) so an LLM client can repair its request without guessing.
+    ``accepted`` lists the payload forms the task takes, one short example each (the codec's shared
+    constant, so the error and the docs say the same); ``describe()`` is the full text for a text-only
+    channel such as an MCP tool error.
     """
 
-    def __init__(self, message: str, location: str | None = None, code: str = "invalid_puzzle") -> None:
+    def __init__(self, message: str, location: str | None = None, code: str = "invalid_puzzle",
+                 accepted: tuple[str, ...] = ()) -> None:
         self.message = message
         self.location = location
         self.code = code
+        self.accepted = accepted
         super().__init__(self.__str__())
 
     def __str__(self) -> str:
         return self.message if self.location is None else f"{self.message} (at {self.location})"
+
+    def describe(self) -> str:
+        if not self.accepted:
+            return str(self)
+        return str(self) + "\nAccepted forms:\n" + "\n".join(f"- {form}" for form in self.accepted)
+
+
+P = ParamSpec("P")
+R = TypeVar("R")
+
+
+def lists_accepted(forms: tuple[str, ...]) -> Callable[[Callable[P, R]], Callable[P, R]]:
+    """Decorate a codec's ``parse`` so every PuzzleError it raises carries the task's accepted forms."""
+
+    def wrap(fn: Callable[P, R]) -> Callable[P, R]:
+        @wraps(fn)
+        def parse(*args: P.args, **kwargs: P.kwargs) -> R:
+            try:
+                return fn(*args, **kwargs)
+            except PuzzleError as err:
+                if not err.accepted:
+                    err.accepted = forms
+                raise
+
+        return parse
+
+    return wrap
 
 
 @dataclass(frozen=True)

@@ -20,9 +20,10 @@ from typing import Any
 
 import numpy as np
 
-from puzzles.base import ExactFacts, PuzzleError, Verification, as_tokens, describe_type
+from puzzles.base import ExactFacts, PuzzleError, Verification, as_tokens, describe_type, lists_accepted
 from puzzles.dihedral import dihedral, inverse_dihedral
-from puzzles.grid_text import clip
+from puzzles.grid_text import clip, is_int
+from puzzles.llm_text import extract, find_json, has_words, render_table, table_cells
 
 CHARSET = "# SGo"  # token = index + 1
 TOKEN_OF = {ch: i + 1 for i, ch in enumerate(CHARSET)}
@@ -31,19 +32,45 @@ MIN_SIDE, MAX_SIDE = 5, 30
 PUZZLE_CHARS = frozenset("# SG")
 MAX_REASONS = 20
 _ROLE = {"#": "wall", " ": "open cell", "S": "start", "G": "goal"}
+# Text markers in the common conventions -> the Maze-Hard characters. 'o' is never a goal: it is the
+# official path mark (an answer's), and reading it as a goal would be a guess.
+CANON = {"#": "#", "X": "#", " ": " ", ".": " ", "S": "S", "@": "S", "G": "G", "E": "G"}
+MARKERS = "'#' or 'X' (wall), ' ' or '.' (open), 'S' or '@' (start), 'G' or 'E' (goal)"
+INT_CODES = {0: " ", 1: "#", 2: "S", 3: "G"}  # answer path: 4
+TOKEN_CODES = {1: "#", 2: " ", 3: "S", 4: "G"}  # the official token ids; answer path: 5
+INT_FORM = "0 open, 1 wall, 2 start, 3 goal"
+TOKEN_FORM = "the Maze-Hard token ids 1 wall, 2 open, 3 start, 4 goal"
+START_HINT = "'S' or '@', or give \"start\": [row, col]"
+GOAL_HINT = "'G' or 'E' ('o' is a path mark, 'X' a wall), or give \"goal\": [row, col]"
+# One form a line, with a short example: the 422 for any bad payload lists these (and the API docs show them).
+ACCEPTED_FORMS: tuple[str, ...] = (
+    f"square text rows (5..30 a side), {MARKERS}: \"#####\\n#S..#\\n###.#\\n#G..#\\n#####\"",
+    'a list of row strings: ["#####", "#S  #", "### #", "#G  #", "#####"]',
+    'one line of side x side characters: "######S  #### ##G  ######"',
+    f"a grid of integers, {INT_FORM}: [[1,1,1,1,1],[1,2,0,0,1],[1,1,1,0,1],[1,3,0,0,1],[1,1,1,1,1]]",
+    f"a grid of {TOKEN_FORM}: [[1,1,1,1,1],[1,3,2,2,1],[1,1,1,2,1],[1,4,2,2,1],[1,1,1,1,1]]",
+    'a grid of one-character strings: [["#","#","#","#","#"],["#","S"," "," ","#"], ...]',
+    '{"maze": <grid>, "start": [row, col], "goal": [row, col]} (0-based) for a grid without start/goal marks',
+    "a markdown table of cells, or any text form inside a ``` code block or after a sentence",
+    "'o' marks an answer's path: it is not accepted in a puzzle",
+)
 
 __all__ = ["CODEC", "MazeAnswer", "MazeCodec", "MazePuzzle", "augment", "generate", "parse", "shortest_path", "solve"]
 
 
 @dataclass(frozen=True)
 class MazePuzzle:
-    """The maze rows, where S and G are, and the caller's form ("text", "rows" or "flat")."""
+    """The maze rows ('#', ' ', 'S', 'G'), where S and G are, and the caller's form ("text", "rows", "flat",
+    "table", "chars", "ints" or "tokens") with its own cells, so the answer comes back in the caller's markers."""
 
     rows: tuple[str, ...]
     start: tuple[int, int]
     goal: tuple[int, int]
     form: str = "text"
     solution: tuple[str, ...] | None = None  # rows with the shortest path marked 'o'
+    original: tuple[Any, ...] | None = None  # the caller's rows (strings) or integer rows, as sent
+    path_mark: Any = "o"  # what marks the path in the answer: 'o', or 4 / 5 for integer grids
+    header: str | None = None  # a markdown table's header row
 
     @property
     def side(self) -> int:
@@ -66,18 +93,22 @@ class MazeAnswer:
 def _split_text(text: str) -> tuple[list[str], str]:
     text = text.replace("\r\n", "\n").replace("\r", "\n")
     if "\n" not in text:
-        n = len(text)
-        side = math.isqrt(n)
-        if side * side != n:
-            raise PuzzleError(f"single-line maze of {n} characters is not a square; separate rows with newlines",
-                              code="wrong_size")
-        return [text[i * side:(i + 1) * side] for i in range(side)], "flat"
+        return _split_flat(text), "flat"
     lines = text.split("\n")
     while lines and lines[-1] == "":  # a trailing newline is not a row
         lines.pop()
     while lines and lines[0] == "":
         lines.pop(0)
     return lines, "text"
+
+
+def _split_flat(text: str) -> list[str]:
+    n = len(text)
+    side = math.isqrt(n)
+    if side * side != n:
+        raise PuzzleError(f"single-line maze of {n} characters is not a square; separate rows with newlines",
+                          code="wrong_size")
+    return [text[i * side:(i + 1) * side] for i in range(side)]
 
 
 def _find(rows: Sequence[str], ch: str) -> list[tuple[int, int]]:
@@ -88,55 +119,179 @@ def _where(cells: list[tuple[int, int]]) -> str:
     return " and ".join(f"row {r + 1}, col {c + 1}" for r, c in cells[:3])
 
 
-def parse(payload: Any) -> MazePuzzle:
-    if isinstance(payload, dict):
-        if "maze" not in payload:
-            keys = ", ".join(sorted(map(str, payload))) or "none"
-            raise PuzzleError(f"maze object needs a 'maze' field (got keys: {keys})", code="missing_field")
-        payload = payload["maze"]
-    if isinstance(payload, str):
-        if not payload.strip("\n"):
-            raise PuzzleError("empty maze: expected rows of '#', ' ', 'S', 'G'", code="wrong_size")
-        rows, form = _split_text(payload)
-    elif isinstance(payload, list | tuple):
-        for i, row in enumerate(payload):
-            if not isinstance(row, str):
-                raise PuzzleError(f"maze row {i + 1} must be a string, got {describe_type(row)}", f"row {i + 1}",
-                                  code="bad_type")
-        rows, form = list(payload), "rows"
-        if not rows:
-            raise PuzzleError("empty maze: expected rows of '#', ' ', 'S', 'G'", code="wrong_size")
-    else:
-        raise PuzzleError("maze payload must be a string of newline-separated rows or a list of row strings, "
-                          f"got {describe_type(payload)}", code="bad_type")
-    width = len(rows[0])
-    for i, row in enumerate(rows):
-        if len(row) != width:
-            raise PuzzleError(f"maze row {i + 1} has {len(row)} characters, expected {width} as in row 1 "
-                              f"(row was {clip(row)!r})", f"row {i + 1}", code="not_rectangular")
-    if len(rows) != width:
-        raise PuzzleError(f"maze must be square: got {len(rows)} rows of {width} characters", code="not_square")
-    if not MIN_SIDE <= width <= MAX_SIDE:
-        raise PuzzleError(f"maze side {width} is outside {MIN_SIDE}..{MAX_SIDE}", code="wrong_size")
+def _is_maze_line(text: str) -> bool:
+    """A row of the maze, not a sentence (``XXXXX`` and a stray letter are rows; see has_words)."""
+    return not has_words(text, "SGEXo")
+
+
+def _from_text(text: str) -> tuple[list[str], str, str | None]:
+    """(rows in the caller's characters, form, table header) of a text payload, wherever the maze sits in it."""
+    if not text.strip("\n"):
+        raise PuzzleError("empty maze: expected rows of '#', ' ', 'S', 'G'", code="wrong_size")
+    block = extract(text, _is_maze_line)
+    if not block.lines:  # nothing but prose: report it as the plain text it is
+        return (*_split_text(text), None)
+    if block.table:
+        rows = []
+        for line in block.lines:
+            cells = table_cells(line.text)
+            for col, content in cells:
+                if len(content) > 1:
+                    raise PuzzleError(f"maze table cell {content!r} holds {len(content)} characters, expected one",
+                                      f"line {line.number}, char {line.offset + col}", code="bad_character")
+            rows.append("".join(content or " " for _, content in cells))
+        return rows, "table", block.header
+    if not block.trimmed:
+        return (*_split_text(text), None)
+    lines = [x.text for x in block.lines]
+    if len(lines) == 1:
+        return _split_flat(lines[0]), "flat", None
+    return lines, "text", None
+
+
+def _from_cells(grid: Sequence[Any]) -> tuple[list[str], str, Any, dict[Any, str]]:
+    """A list of rows of cells -> (rows in canonical characters, form, path mark, code -> character).
+
+    Characters (``[["#", "S", ...], ...]``) keep the text markers; integers use 0 open / 1 wall / 2 start /
+    3 goal, or the Maze-Hard token ids 1 wall / 2 open / 3 start / 4 goal (never both: see below).
+    """
+    for r, row in enumerate(grid):
+        if not isinstance(row, list | tuple):
+            raise PuzzleError(f"maze row {r + 1} must be a list of cells like row 1, got {describe_type(row)}",
+                              f"row {r + 1}", code="bad_type")
+    cells = [(r, c, v) for r, row in enumerate(grid) for c, v in enumerate(row)]
+    if cells and all(isinstance(v, str) and len(v) == 1 for _, _, v in cells):
+        return ["".join(row) for row in grid], "chars", "o", {}
+    for r, c, v in cells:
+        if not is_int(v):
+            raise PuzzleError(f"maze cell must be one character or an integer ({INT_FORM}), got {v!r}",
+                              f"row {r + 1}, col {c + 1}", code="bad_character")
+        if int(v) == 5 or not 0 <= int(v) <= 4:
+            why = "a path mark in the Maze-Hard token ids; send the unsolved maze" if int(v) == 5 else "not a code"
+            raise PuzzleError(f"maze cell {int(v)} is {why} ({INT_FORM}; or {TOKEN_FORM})",
+                              f"row {r + 1}, col {c + 1}", code="bad_character")
+    zeros = [(r, c) for r, c, v in cells if int(v) == 0]
+    fours = [(r, c) for r, c, v in cells if int(v) == 4]
+    if zeros and fours:
+        raise PuzzleError(f"integer maze mixes 0 (open, in {INT_FORM}) and 4 (goal, in {TOKEN_FORM}); "
+                          "use one convention", f"row {fours[0][0] + 1}, col {fours[0][1] + 1}", code="ambiguous_codes")
+    if not zeros and not fours:
+        raise PuzzleError("an integer maze with no 0 and no 4 reads two ways (2 is the start in "
+                          f"{INT_FORM}, but open in {TOKEN_FORM}); mark open cells 0 or the goal 4",
+                          code="ambiguous_codes")
+    codes = INT_CODES if zeros else TOKEN_CODES
+    rows = ["".join(codes[int(v)] for v in row) for row in grid]
+    return rows, "ints" if zeros else "tokens", (4 if zeros else 5), {v: k for k, v in codes.items()}
+
+
+def _canonical(rows: Sequence[str]) -> list[str]:
+    """Caller characters -> '#', ' ', 'S', 'G', or a PuzzleError at the first character that is none of them."""
+    out = []
     for r, row in enumerate(rows):
         for c, ch in enumerate(row):
             if ch == "o":
                 raise PuzzleError("the maze contains 'o' (a path mark); send the unsolved maze",
                                   f"row {r + 1}, col {c + 1}", code="bad_character")
-            if ch not in PUZZLE_CHARS:
-                raise PuzzleError(f"bad character {ch!r} in maze: use '#' (wall), ' ' (open), 'S' and 'G'",
-                                  f"row {r + 1}, col {c + 1}", code="bad_character")
+            if ch not in CANON:
+                raise PuzzleError(f"bad character {ch!r} in maze: use {MARKERS}", f"row {r + 1}, col {c + 1}",
+                                  code="bad_character")
+        out.append("".join(CANON[ch] for ch in row))
+    return out
+
+
+def _point(value: Any, name: str, side: int) -> tuple[int, int]:
+    if (not isinstance(value, list | tuple) or len(value) != 2 or not all(is_int(v) for v in value)):
+        raise PuzzleError(f"'{name}' must be [row, col] (0-based integers), got {value!r}", name, code="bad_point")
+    r, c = int(value[0]), int(value[1])
+    if not (0 <= r < side and 0 <= c < side):
+        raise PuzzleError(f"'{name}' [{r}, {c}] is outside the {side}x{side} maze (0-based [row, col])", name,
+                          code="bad_point")
+    return r, c
+
+
+def _place(rows: list[str], fields: dict[str, Any]) -> list[str]:
+    """Apply ``start``/``goal`` fields: allowed only on an open cell, and only when the grid has no such mark."""
+    for name, mark in (("start", "S"), ("goal", "G")):
+        if fields.get(name) is None:
+            continue
+        r, c = _point(fields[name], name, len(rows))
+        marked = _find(rows, mark)
+        if marked:
+            raise PuzzleError(f"the maze already marks its {name} (at {_where(marked)}) and '{name}' is given too; "
+                              "send one of the two", name, code=f"multiple_{name}s")
+        if rows[r][c] != " ":
+            raise PuzzleError(f"'{name}' [{r}, {c}] is not an open cell", name, code="bad_point")
+        rows[r] = rows[r][:c] + mark + rows[r][c + 1:]
+    return rows
+
+
+def _payload_grid(payload: Any) -> tuple[Any, dict[str, Any]]:
+    """Unwrap {"maze": ..., "start"?, "goal"?} and JSON sent as text."""
+    fields: dict[str, Any] = {}
+    for _ in range(3):  # a dict, a JSON text of it, the grid inside
+        if isinstance(payload, dict):
+            if "maze" not in payload:
+                keys = ", ".join(sorted(map(str, payload))) or "none"
+                raise PuzzleError(f"maze object needs a 'maze' field (got keys: {keys})", code="missing_field")
+            fields.update({k: payload[k] for k in ("start", "goal") if k in payload})
+            payload = payload["maze"]
+        elif isinstance(payload, str) and ("[" in payload or "{" in payload):
+            _, payload = find_json(payload)
+        else:
+            break
+    if isinstance(payload, np.ndarray):
+        payload = payload.tolist()
+    return payload, fields
+
+
+@lists_accepted(ACCEPTED_FORMS)
+def parse(payload: Any) -> MazePuzzle:
+    payload, fields = _payload_grid(payload)
+    header, mark, codes = None, "o", {}
+    if isinstance(payload, str):
+        original, form, header = _from_text(payload)
+    elif isinstance(payload, list | tuple):
+        if not payload:
+            raise PuzzleError("empty maze: expected rows of '#', ' ', 'S', 'G'", code="wrong_size")
+        if isinstance(payload[0], list | tuple):
+            original, form, mark, codes = _from_cells(payload)
+        else:
+            for i, row in enumerate(payload):
+                if not isinstance(row, str):
+                    raise PuzzleError(f"maze row {i + 1} must be a string, got {describe_type(row)}", f"row {i + 1}",
+                                      code="bad_type")
+            original, form = list(payload), "rows"
+    else:
+        raise PuzzleError("maze payload must be a string of newline-separated rows, a list of row strings or an "
+                          f"integer grid, got {describe_type(payload)}", code="bad_type")
+    if not original:
+        raise PuzzleError("empty maze: expected rows of '#', ' ', 'S', 'G'", code="wrong_size")
+    width = len(original[0])
+    for i, row in enumerate(original):
+        if len(row) != width:
+            unit = "cells" if codes or form == "chars" else "characters"
+            raise PuzzleError(f"maze row {i + 1} has {len(row)} {unit}, expected {width} as in row 1"
+                              + ("" if codes or form == "chars" else f" (row was {clip(row)!r})"), f"row {i + 1}",
+                              code="not_rectangular")
+    if len(original) != width:
+        raise PuzzleError(f"maze must be square: got {len(original)} rows of {width} characters", code="not_square")
+    if not MIN_SIDE <= width <= MAX_SIDE:
+        raise PuzzleError(f"maze side {width} is outside {MIN_SIDE}..{MAX_SIDE}", code="wrong_size")
+    rows = _place(original if codes else _canonical(original), fields)
     for ch, name in (("S", "start"), ("G", "goal")):
         found = _find(rows, ch)
         if not found:
-            raise PuzzleError(f"maze has no {name} {ch!r}", code=f"missing_{name}")
+            hint = (START_HINT if ch == "S" else GOAL_HINT) if not codes else (
+                f"code {codes[ch]}, or give \"{name}\": [row, col]")
+            raise PuzzleError(f"maze has no {name}: mark it with {hint}", code=f"missing_{name}")
         if len(found) > 1:
-            raise PuzzleError(f"maze has {len(found)} {name}s {ch!r}, expected exactly 1 ({_where(found)})",
+            raise PuzzleError(f"maze has {len(found)} {name}s, expected exactly 1 ({_where(found)})",
                               f"row {found[1][0] + 1}, col {found[1][1] + 1}", code=f"multiple_{name}s")
     start, goal = _find(rows, "S")[0], _find(rows, "G")[0]
     if not shortest_path(rows, start, goal):
         raise PuzzleError("goal 'G' cannot be reached from start 'S' through open cells", code="unsolvable")
-    return MazePuzzle(tuple(rows), start, goal, form=form)
+    caller = tuple(tuple(int(v) for v in row) for row in payload) if codes else tuple(original)
+    return MazePuzzle(tuple(rows), start, goal, form=form, original=caller, path_mark=mark, header=header)
 
 
 # ----------------------------------------------------------------------------------------------- BFS
@@ -209,17 +364,39 @@ def solve(puzzle: MazePuzzle) -> MazeAnswer:
 # ------------------------------------------------------------------------------------------- codec
 
 
+_TO_CANON = str.maketrans(".X@E", " #SG")
+
+
 def _answer_rows(answer: Any) -> tuple[str, ...]:
     if isinstance(answer, MazeAnswer):
         return answer.rows
     if isinstance(answer, MazePuzzle):
         return answer.rows
-    if isinstance(answer, str):
-        return tuple(_split_text(answer)[0])
+    if isinstance(answer, str):  # an answer in the caller's markers verifies too
+        return tuple(row.translate(_TO_CANON) for row in _split_text(answer)[0])
     if isinstance(answer, list | tuple) and all(isinstance(r, str) for r in answer):
-        return tuple(answer)
+        return tuple(row.translate(_TO_CANON) for row in answer)
     raise PuzzleError(f"maze answer must be text or a list of row strings, got {describe_type(answer)}",
                       code="bad_type")
+
+
+def _caller_rows(rows: Sequence[str], puzzle: MazePuzzle) -> list[list[Any]]:
+    """Answer rows in the caller's own cells: unchanged cells as sent, the path as ``path_mark``."""
+    assert puzzle.original is not None
+    codes = {"ints": INT_CODES, "tokens": TOKEN_CODES}.get(puzzle.form)
+    back = {ch: code for code, ch in codes.items()} if codes else {}
+    out = []
+    for r, row in enumerate(rows):
+        line: list[Any] = []
+        for c, got in enumerate(row):
+            if got == puzzle.rows[r][c]:
+                line.append(puzzle.original[r][c])
+            elif got == "o":
+                line.append(puzzle.path_mark)
+            else:  # the model changed a cell: show what it wrote (None for a non-maze token in an int grid)
+                line.append(back.get(got) if codes else got)
+        out.append(line)
+    return out
 
 
 def rows_to_array(rows: Sequence[str]) -> np.ndarray:
@@ -365,6 +542,13 @@ class MazeCodec:
 
     def answer_payload(self, answer: MazeAnswer, puzzle: MazePuzzle) -> Any:
         rows = _answer_rows(answer)
+        if puzzle.original is not None and len(rows) == puzzle.side and all(len(r) == puzzle.side for r in rows):
+            cells = _caller_rows(rows, puzzle)
+            if puzzle.form in ("ints", "tokens", "chars"):
+                return cells
+            if puzzle.form == "table":
+                return render_table(cells, puzzle.header)
+            rows = tuple("".join(row) for row in cells)
         if puzzle.form == "rows":
             return list(rows)
         if puzzle.form == "flat":

@@ -16,15 +16,17 @@ assignments our solver makes to walk the whole search tree (naked + hidden singl
 from __future__ import annotations
 
 import random
+import re
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
 
-from puzzles.base import ExactFacts, PuzzleError, Verification, as_tokens, describe_type
+from puzzles.base import ExactFacts, PuzzleError, Verification, as_tokens, describe_type, lists_accepted
 from puzzles.grid_text import cell_name, clip, is_int
+from puzzles.llm_text import NULL_WORDS, Line, extract, find_json, has_words, render_table, table_cells
 from puzzles.sudoku_gen import TIER_SPECS, TIERS, generate_digits, tier_of
 from puzzles.sudoku_solver import UNITS, SolveResult, solve_digits
 
@@ -45,8 +47,21 @@ __all__ = [
     "tier_of",
 ]
 
-BLANKS = frozenset(".0_")
-IGNORED = frozenset(" \t\r\n|-+,")  # separators people draw grids with
+BLANKS = frozenset(".0_*xX?")  # a space is a blank too, when the cell count says so (see _from_text)
+BLANK_WORDS = "'.', '0', '_', '*', 'x', '?', null or a space"
+IGNORED = frozenset("\t\r\n|-+=,")  # separators people draw grids with (and the space, in most texts)
+_NULL_WORD = re.compile(r"\b(?:" + "|".join(sorted(NULL_WORDS)) + r")\b", re.IGNORECASE)
+# One form a line, with a short example: the 422 for any bad payload lists these (and the API docs show them).
+ACCEPTED_FORMS: tuple[str, ...] = (
+    'an 81-character string, blanks as ".", "0", "_", "*", "x" or "?": "53..7....6..195....98....6.8..."',
+    'the same with spaces as blanks: "53  7    6  195    98    6 8   ..."',
+    '9 row strings: ["53..7....", "6..195...", ...]',
+    "a 9x9 grid of integers, 0 or null for blanks: [[5,3,0,0,7,0,0,0,0], ...]",
+    'text rows with separators: "5 3 . | . 7 . | . . .\\n6 . . | 1 9 5 | . . .\\n..."',
+    'a markdown table, header row optional: "| 5 | 3 |   | ... |\\n| 6 |   |   | ... |"',
+    "any text form inside a ``` code block or after a sentence; or JSON of the grid as text",
+    '{"grid": <any of these>}',
+)
 _UNIT_NAMES = tuple([f"row {i + 1}" for i in range(9)] + [f"column {i + 1}" for i in range(9)]
                     + [f"box {i + 1}" for i in range(9)])
 MAX_REASONS = 20  # a garbage answer can break hundreds of rules; the first few say enough
@@ -60,7 +75,8 @@ EXACT_MAX_MS = 100.0
 class SudokuPuzzle:
     """81 row-major digits (0 = blank) plus the caller's input form, so the answer can mirror it.
 
-    ``form`` is one of "string", "rows", "grid", "flat"; ``wrapped`` is True for {"grid": ...}.
+    ``form`` is one of "string", "rows", "grid", "flat", "table"; ``wrapped`` is True for {"grid": ...};
+    ``header`` is a markdown table's header row, echoed above the answer table.
     ``solution``/``guesses``/``tier`` are filled by the generator (or the dataset loaders).
     """
 
@@ -70,6 +86,7 @@ class SudokuPuzzle:
     solution: tuple[int, ...] | None = None
     guesses: int | None = None
     tier: str | None = None
+    header: str | None = None
 
     @property
     def grid(self) -> np.ndarray:
@@ -94,43 +111,97 @@ class SudokuAnswer:
 # ---------------------------------------------------------------------------------------------- parse
 
 
-def _cells_from_text(text: str, where: str) -> list[int]:
-    """Digits of a text payload; blanks -> 0, separators skipped, anything else is an error."""
+def _is_grid(text: str) -> bool:
+    """A line of cells and separators, not a sentence (a stray letter stays in: it is then named as bad)."""
+    return not has_words(text, "xX", NULL_WORDS)
+
+
+def _line_cells(text: str, where: Callable[[int], str], spaces_blank: bool = False) -> list[int]:
+    """Cells of one text line; separators skipped (spaces too unless ``spaces_blank``), anything else an error."""
     cells: list[int] = []
-    line, col = 1, 0
-    for ch in text:
-        if ch == "\n":
-            line, col = line + 1, 0
+    i = 0
+    while i < len(text):
+        word = _NULL_WORD.match(text, i)
+        if word:
+            cells.append(0)
+            i = word.end()
             continue
-        col += 1
-        if ch in IGNORED:
+        ch = text[i]
+        i += 1
+        if ch == " " and spaces_blank:
+            cells.append(0)
+        elif ch in IGNORED or ch == " ":
             continue
-        if ch in BLANKS:
+        elif ch in BLANKS:
             cells.append(0)
         elif "1" <= ch <= "9":
             cells.append(ord(ch) - 48)
         else:
-            loc = f"{where}line {line}, char {col}" if "\n" in text else f"{where}char {col}"
-            raise PuzzleError(
-                f"bad character {ch!r} in sudoku text: use digits 1-9 and '.', '0' or '_' for blanks",
-                loc, code="bad_character")
+            raise PuzzleError(f"bad character {ch!r} in sudoku text: use digits 1-9, and {BLANK_WORDS} for blanks",
+                              where(i), code="bad_character")
     return cells
 
 
-def _from_string(text: str) -> list[int]:
+def _table_row(line: Line, where: Callable[[int], str]) -> list[int]:
+    """Cells of ``| 5 | 3 |   | ...``: an empty cell is a blank; a cell may hold several (``| 5 3 . |``)."""
+    cells: list[int] = []
+    for col, content in table_cells(line.text):
+        if not content:
+            cells.append(0)
+        else:
+            cells.extend(_line_cells(content, lambda c, col=col: where(col - 1 + c)))
+    return cells
+
+
+def _from_text(text: str) -> tuple[list[int], str, str | None]:
+    """(81 cells, form, table header) of a text payload, wherever the grid sits in it."""
     if not text.strip():
         raise PuzzleError("empty sudoku string: expected 81 cells", code="wrong_size")
-    cells = _cells_from_text(text, "")
-    if len(cells) != 81:
-        raise PuzzleError(f"sudoku string has {len(cells)} cells, expected 81 "
-                          f"(text was {clip(text)!r})", code="wrong_size")
-    return cells
+    multiline = "\n" in text.strip()
+
+    def at(line: Line) -> Callable[[int], str]:
+        return lambda col: f"line {line.number}, char {line.offset + col}" if multiline else f"char {line.offset + col}"
+
+    block = extract(text, _is_grid)
+    if not block.lines:  # no line is all cells: name the first character that is not one
+        for number, raw in enumerate(text.replace("\r\n", "\n").split("\n"), 1):
+            _line_cells(raw, at(Line(number, 0, raw)))
+        raise PuzzleError("no sudoku grid found in the text", code="no_grid")
+    if block.table:
+        cells = []
+        for line in block.lines:
+            row = _table_row(line, at(line))
+            if len(row) != 9:
+                raise PuzzleError(f"markdown table row has {len(row)} cells, expected 9", f"line {line.number}",
+                                  code="wrong_size")
+            cells.extend(row)
+        if len(cells) != 81:
+            raise PuzzleError(f"markdown table has {len(cells) // 9} rows, expected 9 (a header row needs a "
+                              "|---| line under it)", code="wrong_size")
+        return cells, "table", block.header
+    lines = [x for x in block.lines if x.text.strip()]
+    cells = [c for line in lines for c in _line_cells(line.text, at(line))]
+    if len(cells) == 81:
+        return cells, "string", None
+    # Spaces as blanks ("53  7    "): only when that reading, and only it, gives whole rows.
+    spaced = [_line_cells(line.text, at(line), spaces_blank=True) for line in lines]
+    if sum(map(len, spaced)) == 81 and (len(lines) == 1 or all(len(r) == 9 for r in spaced)):
+        return [c for r in spaced for c in r], "string", None
+    shown = "\n".join(x.text for x in block.lines) if block.trimmed else text
+    raise PuzzleError(f"sudoku string has {len(cells)} cells, expected 81 (text was {clip(shown)!r})",
+                      code="wrong_size")
 
 
 def _from_rows(rows: Sequence[str]) -> list[int]:
     cells: list[int] = []
     for r, row in enumerate(rows):
-        got = _cells_from_text(row, f"row {r + 1}, ")
+        def where(col: int, r: int = r) -> str:
+            return f"row {r + 1}, char {col}"
+
+        got = _line_cells(row, where)
+        if len(got) != 9:
+            spaced = _line_cells(row, where, spaces_blank=True)
+            got = spaced if len(spaced) == 9 else got
         if len(got) != 9:
             raise PuzzleError(f"sudoku row {r + 1} has {len(got)} cells, expected 9 (row was {clip(row)!r})",
                               f"row {r + 1}", code="wrong_size")
@@ -139,10 +210,16 @@ def _from_rows(rows: Sequence[str]) -> list[int]:
 
 
 def _cell_value(value: Any, where: str) -> int:
-    if isinstance(value, str) and len(value) == 1 and (value in BLANKS or "1" <= value <= "9"):
-        return 0 if value in BLANKS else int(value)
     if value is None:
         return 0
+    if isinstance(value, str):
+        s = value.strip()
+        if s == "" or s in BLANKS or s.lower() in NULL_WORDS:
+            return 0
+        if len(s) == 1 and "1" <= s <= "9":
+            return int(s)
+        raise PuzzleError(f"sudoku cell must be a digit 1..9 or a blank ({BLANK_WORDS}), got {value!r}", where,
+                          code="bad_character")
     if not is_int(value):
         raise PuzzleError(f"sudoku cell must be an integer 0..9 (0 = blank), got {value!r}", where,
                           code="bad_character")
@@ -183,8 +260,15 @@ def _check_givens(cells: Sequence[int]) -> None:
             seen[v] = cell
 
 
-def parse_cells(payload: Any) -> tuple[list[int], str, bool]:
-    """(81 digits, form, wrapped) from any accepted payload; no contradiction check."""
+def _is_cell(v: Any) -> bool:
+    """One flat-list entry: a number, None, or a one-character / null-word string (not a row)."""
+    if isinstance(v, str):
+        return len(v.strip()) <= 1 or v.strip().lower() in NULL_WORDS
+    return not isinstance(v, list | tuple | dict)
+
+
+def parse_cells(payload: Any) -> tuple[list[int], str, bool, str | None]:
+    """(81 digits, form, wrapped, table header) from any accepted payload; no contradiction check."""
     wrapped = False
     if isinstance(payload, dict):
         if "grid" not in payload:
@@ -194,25 +278,33 @@ def parse_cells(payload: Any) -> tuple[list[int], str, bool]:
     if isinstance(payload, np.ndarray):
         payload = payload.tolist()
     if isinstance(payload, str):
-        return _from_string(payload), "string", wrapped
+        found, value = find_json(payload)
+        if found:  # a JSON grid sent as text (often inside a code block): its own structure is the form
+            if isinstance(value, str):
+                raise PuzzleError("the text holds a JSON string, not a grid", code="bad_type")
+            cells, form, inner_wrapped, header = parse_cells(value)
+            return cells, form, wrapped or inner_wrapped, header
+        cells, form, header = _from_text(payload)
+        return cells, form, wrapped, header
     if isinstance(payload, list | tuple):
-        if len(payload) == 81 and all(not isinstance(v, list | tuple | str) for v in payload):
-            return [_cell_value(v, cell_name(*divmod(i, 9))) for i, v in enumerate(payload)], "flat", wrapped
+        if len(payload) == 81 and all(_is_cell(v) for v in payload):
+            return [_cell_value(v, cell_name(*divmod(i, 9))) for i, v in enumerate(payload)], "flat", wrapped, None
         if payload and all(isinstance(r, str) for r in payload):
             if len(payload) != 9:
                 raise PuzzleError(f"sudoku needs 9 row strings, got {len(payload)}", code="wrong_size")
-            return _from_rows(payload), "rows", wrapped
+            return _from_rows(payload), "rows", wrapped, None
         if not payload:
             raise PuzzleError("empty sudoku grid: expected 9 rows of 9 cells", code="wrong_size")
-        return _from_grid(payload), "grid", wrapped
+        return _from_grid(payload), "grid", wrapped, None
     raise PuzzleError("sudoku payload must be an 81-character string, a list of 9 row strings or a 9x9 "
                       f"integer grid, got {describe_type(payload)}", code="bad_type")
 
 
+@lists_accepted(ACCEPTED_FORMS)
 def parse(payload: Any) -> SudokuPuzzle:
-    cells, form, wrapped = parse_cells(payload)
+    cells, form, wrapped, header = parse_cells(payload)
     _check_givens(cells)
-    return SudokuPuzzle(tuple(cells), form=form, wrapped=wrapped)
+    return SudokuPuzzle(tuple(cells), form=form, wrapped=wrapped, header=header)
 
 
 # ------------------------------------------------------------------------------------ solve, generate
@@ -399,6 +491,9 @@ class SudokuCodec:
             out = list(cells)
         elif puzzle.form == "rows":
             out = ["".join(str(v) if v else "." for v in cells[r * 9:(r + 1) * 9]) for r in range(9)]
+        elif puzzle.form == "table":
+            out = render_table([[str(v) if v else "." for v in cells[r * 9:(r + 1) * 9]] for r in range(9)],
+                               puzzle.header)
         else:
             out = "".join(str(v) if v else "." for v in cells)
         return {"grid": out} if puzzle.wrapped else out

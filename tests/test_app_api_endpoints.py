@@ -49,8 +49,9 @@ async def test_sse_stream_sends_every_step_then_the_result(client):
 
 
 async def test_sse_errors_before_the_stream_are_plain_json(client):
-    r = await client.post("/v1/solve/stream", json=solve_body(puzzle="12x"))
+    r = await client.post("/v1/solve/stream", json=solve_body(puzzle="12k"))  # ('x' is a blank)
     assert r.status_code == 422 and r.json()["error"]["code"] == "bad_character"
+    assert len(r.json()["error"]["accepted_forms"]) >= 5
 
 
 async def test_batch_items_each_get_their_own_status(client):

@@ -7,6 +7,8 @@ from typing import Any
 import pytest
 
 from puzzles import PuzzleError, get_codec
+from puzzles.maze import MARKERS, START_HINT
+from puzzles.sudoku import BLANK_WORDS
 
 DOT81 = "." * 81
 ROW9 = "........."
@@ -31,10 +33,10 @@ CASES: list[tuple[str, Any, str, str | None, str]] = [
     # ----------------------------------------------------------------------------------------- sudoku
     ("sudoku", "123", "sudoku string has 3 cells, expected 81 (text was '123')", None, "wrong_size"),
     ("sudoku", "  \n ", "empty sudoku string: expected 81 cells", None, "wrong_size"),
-    ("sudoku", "x" + DOT81[1:], "bad character 'x' in sudoku text: use digits 1-9 and '.', '0' or '_' for blanks",
+    ("sudoku", "k" + DOT81[1:], f"bad character 'k' in sudoku text: use digits 1-9, and {BLANK_WORDS} for blanks",
      "char 1", "bad_character"),
     ("sudoku", ROW9 + "\n....a....\n" + "\n".join([ROW9] * 7),
-     "bad character 'a' in sudoku text: use digits 1-9 and '.', '0' or '_' for blanks", "line 2, char 5",
+     f"bad character 'a' in sudoku text: use digits 1-9, and {BLANK_WORDS} for blanks", "line 2, char 5",
      "bad_character"),
     ("sudoku", "5......5." + DOT81[9:], "digit 5 appears twice in row 1: r1c1 and r1c8", "r1c8",
      "contradictory_givens"),
@@ -60,8 +62,8 @@ CASES: list[tuple[str, Any, str, str | None, str]] = [
      "got int", None, "bad_type"),
     ("sudoku", [], "empty sudoku grid: expected 9 rows of 9 cells", None, "wrong_size"),
     # ------------------------------------------------------------------------------------------- maze
-    ("maze", 3.0, "maze payload must be a string of newline-separated rows or a list of row strings, got float",
-     None, "bad_type"),
+    ("maze", 3.0, "maze payload must be a string of newline-separated rows, a list of row strings or an integer grid, "
+     "got float", None, "bad_type"),
     ("maze", "\n\n", "empty maze: expected rows of '#', ' ', 'S', 'G'", None, "wrong_size"),
     ("maze", ["#####", "#S  #", "# #", "#  G#", "#####"],
      "maze row 3 has 3 characters, expected 5 as in row 1 (row was '# #')", "row 3", "not_rectangular"),
@@ -71,12 +73,13 @@ CASES: list[tuple[str, Any, str, str | None, str]] = [
     ("maze", "\n".join(["S" + " " * 29 + "G"] + ["#" * 31] * 30), "maze side 31 is outside 5..30", None,
      "wrong_size"),
     ("maze", ["#####", "#Sx #", "# # #", "#  G#", "#####"],
-     "bad character 'x' in maze: use '#' (wall), ' ' (open), 'S' and 'G'", "row 2, col 3", "bad_character"),
+     f"bad character 'x' in maze: use {MARKERS}", "row 2, col 3", "bad_character"),
     ("maze", ["#####", "#So #", "# # #", "#  G#", "#####"],
      "the maze contains 'o' (a path mark); send the unsolved maze", "row 2, col 3", "bad_character"),
-    ("maze", ["#####", "#   #", "# # #", "#  G#", "#####"], "maze has no start 'S'", None, "missing_start"),
+    ("maze", ["#####", "#   #", "# # #", "#  G#", "#####"], f"maze has no start: mark it with {START_HINT}", None,
+     "missing_start"),
     ("maze", ["#####", "#S G#", "# # #", "#  G#", "#####"],
-     "maze has 2 goals 'G', expected exactly 1 (row 2, col 4 and row 4, col 4)", "row 4, col 4", "multiple_goals"),
+     "maze has 2 goals, expected exactly 1 (row 2, col 4 and row 4, col 4)", "row 4, col 4", "multiple_goals"),
     ("maze", ["#####", "#S# #", "### #", "#  G#", "#####"],
      "goal 'G' cannot be reached from start 'S' through open cells", None, "unsolvable"),
     ("maze", ["#####", 5, "# # #", "#  G#", "#####"], "maze row 2 must be a string, got int", "row 2", "bad_type"),

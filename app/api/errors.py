@@ -37,6 +37,7 @@ class ApiError(Exception):
     location: str | None = None
     details: list[dict[str, Any]] | None = None
     headers: dict[str, str] = field(default_factory=dict)
+    accepted_forms: tuple[str, ...] = ()  # a bad puzzle: every form the task takes, one example each
 
     def body(self) -> dict[str, Any]:
         err: dict[str, Any] = {"code": self.code, "message": self.message}
@@ -46,6 +47,8 @@ class ApiError(Exception):
             err["details"] = self.details
         if (rid := request_id_var.get()) is not None:
             err["request_id"] = rid
+        if self.accepted_forms:
+            err["accepted_forms"] = list(self.accepted_forms)
         return {"error": err}
 
     def response(self) -> JSONResponse:
@@ -98,7 +101,7 @@ def classify(exc: BaseException) -> ApiError:
     if isinstance(exc, ApiError):
         return exc
     if isinstance(exc, PuzzleError):
-        return ApiError(422, exc.code, exc.message, exc.location)
+        return ApiError(422, exc.code, exc.message, exc.location, accepted_forms=exc.accepted)
     if isinstance(exc, InvalidRequest):
         return ApiError(422, exc.code, exc.message, exc.location)
     if isinstance(exc, ModelNotFound):

@@ -55,15 +55,20 @@ class SolveRequest(BaseModel):
         {"task": "sudoku", "puzzle": SUDOKU_EXAMPLE},
         {"task": "sudoku", "puzzle": SUDOKU_EXAMPLE, "options": {"trajectories": 8, "seed": 1,
                                                                  "selection": "verifier_first"}},
-        {"task": "maze", "puzzle": "#######\n#S    #\n# ### #\n#   #G#\n#######"},
+        {"task": "maze", "puzzle": "#######\n#S    #\n# ### #\n#   #G#\n# # # #\n#     #\n#######"},
+        {"task": "maze", "puzzle": [[1, 1, 1, 1, 1], [1, 2, 0, 0, 1], [1, 1, 1, 0, 1], [1, 3, 0, 0, 1],
+                                    [1, 1, 1, 1, 1]]},
     ]})
 
     task: Task | None = Field(None, description="Puzzle kind. Optional when `model` is given.")
     model: str | None = Field(None, description="Served model name (GET /v1/models); default: the task's default.")
     puzzle: Any = Field(..., description=(
-        "The puzzle in any form the task accepts. Sudoku: an 81-character string ('.' or '0' for blanks), 9 row "
-        "strings or a 9x9 integer grid. Maze: text rows of '#', ' ', 'S', 'G' (a string or a list of rows). "
-        "ARC: a task JSON {train: [...], test: [...], test_index?, id?}. The answer comes back in the same form."))
+        "The puzzle in any form the task accepts. Sudoku: an 81-character string ('.', '0', '_', '*', 'x', '?' or a "
+        "space for blanks), 9 row strings, a 9x9 integer grid (0 or null blank) or a markdown table. Maze: square "
+        "text rows of '#'/'X' wall, ' '/'.' open, 'S'/'@' start, 'G'/'E' goal (a string or a list of rows), or an "
+        "integer grid (0 open, 1 wall, 2 start, 3 goal). ARC: a task JSON {train: [...], test: [...], test_index?, "
+        "id?}. Text may sit in a ``` code block or after a sentence. A 422 for a bad puzzle lists every accepted "
+        "form (error.accepted_forms). The answer comes back in the same form."))
     options: SolveOptionsIn = Field(default_factory=SolveOptionsIn)
 
 
@@ -120,12 +125,17 @@ class ErrorInfo(BaseModel):
                                                    "puzzle (row 3, col 5).")
     details: list[ErrorDetail] | None = None
     request_id: str | None = Field(None, description="This request's id (also the X-Request-ID header).")
+    accepted_forms: list[str] | None = Field(None, description=(
+        "For a puzzle that cannot be read: every form the task accepts, each with a short example."))
 
 
 class ErrorBody(BaseModel):
     model_config = ConfigDict(json_schema_extra={"examples": [{"error": {
         "code": "bad_character", "location": "char 3",
-        "message": "bad character 'x' in sudoku text: use digits 1-9 and '.', '0' or '_' for blanks"}}]})
+        "message": "bad character 'k' in sudoku text: use digits 1-9, and '.', '0', '_', '*', 'x', '?', null or a "
+                   "space for blanks",
+        "accepted_forms": ["an 81-character string, blanks as \".\", \"0\", \"_\", \"*\", \"x\" or \"?\": "
+                           "\"53..7....6..195....98....6.8...\"", "..."]}}]})
 
     error: ErrorInfo
 
