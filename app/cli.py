@@ -13,7 +13,6 @@ import importlib
 import importlib.util
 import json
 import logging
-import math
 import os
 import sys
 from pathlib import Path
@@ -27,23 +26,20 @@ app = typer.Typer(name="recursolve", help="Tiny recursive reasoning models (TRM/
 
 @app.command()
 def serve(
-    host: Annotated[str | None, typer.Option(help="Bind address (default: RECURSOLVE_HOST or 0.0.0.0).")] = None,
+    host: Annotated[str | None, typer.Option(help="Bind address (default: RECURSOLVE_HOST or 127.0.0.1).")] = None,
     port: Annotated[int | None, typer.Option(help="Port (default: RECURSOLVE_PORT or 8000).")] = None,
 ) -> None:
     """Start the HTTP server (one uvicorn worker: scale with replicas, so Prometheus sees one process)."""
     import uvicorn
 
+    from app.api.server_options import uvicorn_options
     from app.main import create_app
     from app.settings import get_settings
 
     settings = get_settings()
     logging.basicConfig(level=settings.log_level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     fastapi_app = create_app(settings)
-    config = uvicorn.Config(fastapi_app, host=host or settings.host, port=port or settings.port, workers=1,
-                            log_level=settings.log_level.lower(),
-                            # uvicorn cancels handlers still open after this: leave time for the engine to cut
-                            # its rows at the end of the grace period and for the cut answers to be sent.
-                            timeout_graceful_shutdown=math.ceil(settings.drain_grace_seconds) + 3)
+    config = uvicorn.Config(fastapi_app, **uvicorn_options(settings, host=host, port=port))
 
     class DrainingServer(uvicorn.Server):
         """SIGTERM/SIGINT: stop admission and start the grace period on the engine while uvicorn stops

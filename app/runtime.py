@@ -13,6 +13,8 @@ import time
 
 from pydantic import ValidationError
 
+from app.api.budgets import server_limits
+from app.api.redact import redact_paths
 from app.api.schemas import SolveOptionsIn
 from app.cache import ResultCache, make_cache
 from app.engine.registry import ServedModel, default_per_task, load_served_model
@@ -79,7 +81,8 @@ class Runtime:
                 m.executor.stop()
             raise
         except Exception as e:
-            self.load_error = f"{type(e).__name__}: {e}"
+            # Shown by /healthz and /readyz: paths relative to the weights dir (the log has the full message).
+            self.load_error = redact_paths(f"{type(e).__name__}: {e}", self.settings.weights_dir)
             log.exception("loading models failed")
             for m in models.values():
                 m.executor.stop()
@@ -90,7 +93,8 @@ class Runtime:
         self.service = SolveService(models, default_per_task(models), self.cache,
                                     default_deadline_ms=self.settings.default_deadline_ms,
                                     cache_ttl_seconds=self.settings.cache_ttl_seconds,
-                                    cache_enabled=self.settings.cache_enabled)
+                                    cache_enabled=self.settings.cache_enabled,
+                                    caps=server_limits(self.settings))
         self.ready = bool(models)
         if self.drain_started is not None:  # SIGTERM arrived while loading: never admit anything
             self.service.begin_drain()
