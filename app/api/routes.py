@@ -15,7 +15,7 @@ from fastapi.sse import EventSourceResponse
 from pydantic import ValidationError
 
 from app import metrics
-from app.api.budgets import batch_row_steps, check_batch_budget
+from app.api.budgets import BudgetExceeded, batch_row_steps, check_batch_budget
 from app.api.errors import ApiError, classify, count_error, from_validation
 from app.api.redact import clip
 from app.api.schemas import (
@@ -117,7 +117,11 @@ async def solve_batch(body: BatchRequest, request: Request) -> Response:
         count_error(err)
         raise err
     shared = body.options.model_dump(exclude_none=True) if body.options is not None else {}
-    check_batch_budget(batch_row_steps(service, body.items, shared), _runtime(request).settings.batch_row_steps_cap)
+    try:  # the batch's items together, as each will resolve its options (413)
+        check_batch_budget(batch_row_steps(service, body.items, shared), _runtime(request).settings.batch_row_steps_cap)
+    except BudgetExceeded as exc:
+        count_error(err := classify(exc))
+        raise err from None
     rid = uuid.uuid4().hex[:16]
 
     async def one(i: int, raw: dict[str, Any]) -> dict[str, Any]:
