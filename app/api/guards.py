@@ -1,7 +1,8 @@
 """Request-level guards, as pure ASGI middleware (they answer before any body is parsed or handler runs):
 
-- JsonOnlyMiddleware: a POST/PUT/PATCH body must be sent as `application/json` (or `application/*+json`):
-  415 otherwise. A form-encoded or text/plain POST is a CORS "simple request" that any web page can send
+- JsonOnlyMiddleware: a POST to a route that takes POST must send its body as `application/json` (or
+  `application/*+json`): 415 otherwise; anything else is left to routing (405 and 404 stay right).
+  A form-encoded or text/plain POST is a CORS "simple request" that any web page can send
   cross-site without a preflight; refusing it means a page cannot start work on a server it can reach.
 - InflightLimitMiddleware: at most `limit` requests handled at once; over it 503 + Retry-After with the JSON
   error body. Health, readiness and metrics are not counted and never refused: probes must see the truth.
@@ -12,13 +13,13 @@ from __future__ import annotations
 import logging
 import time
 
+from starlette.routing import Match
 from starlette.types import ASGIApp, Receive, Scope, Send
 
 from app.api.errors import ApiError, count_error
 
 log = logging.getLogger(__name__)
 
-BODY_METHODS = frozenset({"POST", "PUT", "PATCH"})
 # Probes and scrapes: answered whatever the load, so an overloaded pod is not also reported dead.
 OPEN_PATHS = ("/healthz", "/readyz", "/metrics", "/v2/health/")
 OPEN_SUFFIXES = ("/ready",)  # /v2/models/{name}/ready
@@ -35,12 +36,19 @@ def is_json_media_type(content_type: str) -> bool:
     return media == "application/json" or (media.startswith("application/") and media.endswith("+json"))
 
 
+def _routed(scope: Scope) -> bool:
+    """Whether a route of the app takes this method on this path (scope["app"] is the Starlette app)."""
+    app = scope.get("app")
+    routes = getattr(getattr(app, "router", None), "routes", ())
+    return any(route.matches(scope)[0] is Match.FULL for route in routes)
+
+
 class JsonOnlyMiddleware:
     def __init__(self, app: ASGIApp) -> None:
         self.app = app
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        if scope["type"] == "http" and scope["method"] in BODY_METHODS:
+        if scope["type"] == "http" and scope["method"] == "POST" and _routed(scope):
             raw = next((v for k, v in scope.get("headers", ()) if k == b"content-type"), None)
             content_type = raw.decode("latin-1") if raw is not None else ""
             if not is_json_media_type(content_type):

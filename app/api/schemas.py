@@ -156,7 +156,8 @@ class BatchRequest(BaseModel):
 
     items: list[dict[str, Any]] = Field(
         ..., min_length=1, description="SolveRequest objects; each is validated and answered on its own.",
-        json_schema_extra={"items": {"$ref": "#/components/schemas/SolveRequest"}})
+        # Any object is accepted here: a bad item gets its own 4xx in the results, not a 422 for the batch.
+        json_schema_extra={"items": {"type": "object", "description": "A SolveRequest (see that schema)."}})
     options: SolveOptionsIn | None = Field(None, description="Defaults for every item's options.")
 
 
