@@ -83,7 +83,7 @@ def main() -> int:
             cmd = [str(Path(sys.executable).parent / "schemathesis"), "--no-color", "run", f"{base}/openapi.json",
                    "--checks", "all", "--exclude-checks", "positive_data_acceptance",
                    "--max-examples", str(args.max_examples), "--workers", "2", "--phases", args.phases,
-                   "--request-timeout", "10", "--generation-deterministic",
+                   "--request-timeout", "10", "--generation-deterministic", "--generation-database", "none",
                    "--suppress-health-check", "all"]
             print("+", " ".join(cmd), flush=True)
             try:
