@@ -83,11 +83,11 @@ def main() -> int:
             cmd = [str(Path(sys.executable).parent / "schemathesis"), "--no-color", "run", f"{base}/openapi.json",
                    "--checks", "all", "--exclude-checks", "positive_data_acceptance",
                    "--max-examples", str(args.max_examples), "--workers", "2", "--phases", args.phases,
-                   "--request-timeout", "10", "--generation-deterministic", "--generation-database", "none",
+                   "--request-timeout", "10", "--generation-deterministic",
                    "--suppress-health-check", "all"]
             print("+", " ".join(cmd), flush=True)
             try:
-                run = subprocess.run(cmd, capture_output=True, text=True, timeout=args.time_limit)
+                run = subprocess.run(cmd, capture_output=True, text=True, timeout=args.time_limit, cwd=root)
                 report, rc = run.stdout + run.stderr, run.returncode
             except subprocess.TimeoutExpired as e:
                 report, rc = f"{e.stdout or ''}\nTIMED OUT after {args.time_limit:.0f} s", 124
