@@ -24,7 +24,7 @@ app = typer.Typer(name="recursolve", help="Tiny recursive reasoning models (TRM/
 
 @app.command()
 def serve(
-    host: Annotated[str | None, typer.Option(help="Bind address (default: RECURSOLVE_HOST or 0.0.0.0).")] = None,
+    host: Annotated[str | None, typer.Option(help="Bind address (default: RECURSOLVE_HOST or 127.0.0.1).")] = None,
     port: Annotated[int | None, typer.Option(help="Port (default: RECURSOLVE_PORT or 8000).")] = None,
     api_workers: Annotated[int | None, typer.Option(
         help="API processes in front of the engine core (default: RECURSOLVE_API_WORKERS, else half the cores, "

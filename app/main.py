@@ -7,8 +7,7 @@ from contextlib import asynccontextmanager
 
 from fastapi import FastAPI
 
-from app.api import errors
-from app.api.limits import BodyLimitMiddleware
+from app.api import errors, middleware
 from app.api.request_id import RequestIdMiddleware
 from app.api.routes import router
 from app.runtime import Runtime
@@ -35,12 +34,10 @@ def create_app(settings: Settings | None = None, specs: list[ModelSpec] | None =
         finally:
             await runtime.stop()
 
-    # strict_content_type off: `curl -d '{...}'` without a JSON content type is still a JSON request.
-    app = FastAPI(title="recursolve", version="0.1.0", description=DESCRIPTION, lifespan=lifespan,
-                  strict_content_type=False)
-    app.add_middleware(BodyLimitMiddleware, max_bytes=settings.max_request_bytes)
-    app.add_middleware(RequestIdMiddleware)  # added last = outermost: even a 413 from the limit carries the id
+    app = FastAPI(title="recursolve", version="0.1.0", description=DESCRIPTION, lifespan=lifespan)
     app.state.runtime = runtime
+    middleware.install(app, settings)  # auth, CORS, JSON only, limits, timeouts, Idempotency-Key (app/api/)
+    app.add_middleware(RequestIdMiddleware)  # added last = outermost: every response and log line carries the id
     errors.install(app)
     app.include_router(router)
     return app

@@ -16,6 +16,8 @@ import asyncio
 import logging
 import time
 
+from app.api.budgets import server_limits
+from app.api.redact import redact_paths
 from app.api.service import ServedModel, SolveService, default_per_task
 from app.cache import ResultCache, make_cache
 from app.engine.client import EngineClient, InprocEngine
@@ -88,13 +90,15 @@ class Runtime:
         assert self.engine is not None and self.cache is not None
         ready: Ready = await self.engine.wait_ready()
         if ready.error is not None:
-            self.load_error = ready.error
+            # Shown by /healthz and /readyz: paths relative to the weights dir (the engine log has the full one).
+            self.load_error = redact_paths(ready.error, self.settings.weights_dir)
             return
         models = {m.name: ServedModel.of(m) for m in ready.models}
         self.service = SolveService(models, default_per_task(models), self.cache, self.engine,
                                     default_deadline_ms=self.settings.default_deadline_ms,
                                     cache_ttl_seconds=self.settings.cache_ttl_seconds,
-                                    cache_enabled=self.settings.cache_enabled)
+                                    cache_enabled=self.settings.cache_enabled,
+                                    caps=server_limits(self.settings))
         if self.drain_started is not None:  # SIGTERM arrived while loading: never admit anything
             self.service.begin_drain()
         if not models:

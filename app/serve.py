@@ -71,8 +71,21 @@ class DrainingServer(uvicorn.Server):
             super().handle_exit(sig, frame)
 
 
-def _worker_main(config_kwargs: dict[str, Any], sock: socket.socket) -> None:
-    config = uvicorn.Config("app.main:create_worker_app", factory=True, **config_kwargs)
+def _worker_main(sock: socket.socket) -> None:
+    """One API process: the app from the environment (the supervisor set the engine's address), uvicorn with
+    our connection guards (app.api.server_options) on the shared listening socket."""
+    from app.api.server_options import uvicorn_options
+    from app.logs import uvicorn_log_config
+    from app.settings import get_settings
+
+    settings = get_settings()
+    options = uvicorn_options(settings)
+    for key in ("host", "port", "workers"):  # the socket is already bound; one process is one worker
+        options.pop(key)
+    # The drain has already waited for running requests (DrainingServer) when uvicorn starts its own shutdown.
+    options["timeout_graceful_shutdown"] = 3
+    config = uvicorn.Config("app.main:create_worker_app", factory=True, log_config=uvicorn_log_config(
+        settings.log_level), access_log=settings.access_log, **options)
     DrainingServer(config).run(sockets=[sock])
 
 
@@ -97,15 +110,7 @@ class Supervisor:
         log.info("engine core process %s started on %s", self.engine.pid, self.address)
 
     def _start_worker(self, sock: socket.socket) -> multiprocessing.process.BaseProcess:
-        s = self.settings
-        from app.logs import uvicorn_log_config
-
-        config_kwargs = {
-            "log_level": s.log_level, "log_config": uvicorn_log_config(s.log_level), "access_log": s.access_log,
-            # uvicorn cancels handlers still open after this: the drain has already waited for them.
-            "timeout_graceful_shutdown": 3,
-        }
-        p = _ctx.Process(target=_worker_main, args=(config_kwargs, sock), name="recursolve-api", daemon=False)
+        p = _ctx.Process(target=_worker_main, args=(sock,), name="recursolve-api", daemon=False)
         p.start()
         return p
 

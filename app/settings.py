@@ -15,7 +15,7 @@ from pathlib import Path
 from typing import Any, Literal
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from puzzles import TASKS
@@ -49,6 +49,18 @@ class ModelsFileError(ValueError):
     """An invalid models file or weights folder; the message names the file, the entry and the field."""
 
 
+class ModelLimits(BaseModel):
+    """Per-model cost caps (models file `limits:`); a field left out takes the server-wide default
+    (Settings.*_cap). A request may lower these but never raise them (422 naming the cap)."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    max_steps: int | None = Field(default=None, ge=1)  # ACT steps per trajectory
+    max_trajectories: int | None = Field(default=None, ge=1)  # PTRM K
+    max_row_steps: int | None = Field(default=None, ge=1)  # max_steps x trajectories: the rows x steps held
+    max_deadline_ms: int | None = Field(default=None, ge=1)  # the longest time budget a request may ask for
+
+
 class ModelSpec(BaseModel):
     """One served model. `path` is one of our model folders or an official checkpoint file."""
 
@@ -66,6 +78,7 @@ class ModelSpec(BaseModel):
     # Admission limit, a K-trajectory request counting K rows; None: 512 or 4 x batch_rows, the larger.
     max_queue_rows: int | None = Field(default=None, ge=1)
     default_options: dict[str, Any] = Field(default_factory=dict)  # per-model solve option defaults
+    limits: ModelLimits = Field(default_factory=ModelLimits)  # per-model cost caps over the server defaults
 
     @field_validator("default_options")
     @classmethod
@@ -121,7 +134,9 @@ class Settings(BaseSettings):
 
     model_config = SettingsConfigDict(env_prefix=ENV_PREFIX, case_sensitive=False, extra="forbid")
 
-    host: str = "0.0.0.0"
+    # Loopback by default, so `recursolve serve` on a workstation is not reachable from the network; the
+    # images set RECURSOLVE_HOST=0.0.0.0 (a container must listen on its pod/bridge address).
+    host: str = "127.0.0.1"
     port: int = Field(default=8000, ge=0, le=65535)
     models_file: Path | None = None  # YAML list of models; None: serve every model folder under weights_dir
     weights_dir: Path = Field(default_factory=default_weights_dir)
@@ -132,7 +147,27 @@ class Settings(BaseSettings):
     drain_grace_seconds: float = Field(default=20.0, ge=0)
     max_batch_items: int = Field(default=64, ge=1)  # puzzles per /v1/solve/batch call
     max_request_bytes: int = Field(default=1_000_000, ge=1024)
-    default_deadline_ms: int | None = Field(default=None, gt=0)
+    # Cost budgets (app/api/budgets.py). A request without deadline_ms gets this one: the best answer so far
+    # is returned when it runs out, so no request holds rows for minutes unless it asks (up to deadline_ms_cap).
+    default_deadline_ms: int | None = Field(default=30_000, gt=0)
+    # Server-wide caps; a model's `limits:` in the models file overrides each one for that model.
+    max_steps_cap: int = Field(default=4096, ge=1)  # ACT steps per trajectory
+    trajectories_cap: int = Field(default=64, ge=1)  # PTRM trajectories K
+    row_steps_cap: int = Field(default=16384, ge=1)  # max_steps x trajectories of one request
+    deadline_ms_cap: int = Field(default=300_000, ge=1)  # the longest deadline_ms a request may ask for
+    batch_row_steps_cap: int = Field(default=65536, ge=1)  # summed over the items of one /v1/solve/batch call
+    # Connections (app/api/server_options.py): a half-sent request is closed after these.
+    header_timeout_s: float = Field(default=10.0, gt=0)  # from connect (or keep-alive reuse) to complete headers
+    body_timeout_s: float = Field(default=30.0, gt=0)  # from complete headers to complete body
+    keep_alive_timeout_s: float = Field(default=5.0, gt=0)  # idle keep-alive connection
+    max_connections: int = Field(default=2048, ge=1)  # open sockets; over it: 503 + Retry-After, then closed
+    max_inflight_requests: int = Field(default=512, ge=1)  # requests being handled (health/metrics not counted)
+    retry_after_s: int = Field(default=1, ge=1)  # Retry-After on the 503s above
+    # Access (app/api/auth.py): comma-separated keys; when set, /v1/* and /mcp need `Authorization: Bearer <key>`.
+    api_keys: str | None = Field(default=None, repr=False)
+    auth_metrics: bool = False  # also require a key for /metrics
+    cors_origins: str | None = None  # comma-separated origins (or "*"); unset: no CORS headers at all
+    idempotency_ttl_seconds: int = Field(default=86400, ge=1)  # how long an Idempotency-Key's first answer is kept
     warmup: bool = True
     log_level: str = "info"
     access_log: bool = False  # one JSON line per HTTP request (off: at thousands of requests/s it costs CPU)
@@ -146,7 +181,7 @@ class Settings(BaseSettings):
     max_request_share: float = Field(default=0.5, gt=0, le=1)
 
     @field_validator("models_file", "redis_url", "default_deadline_ms", "engine_address", "api_workers",
-                     mode="before")
+                     "api_keys", "cors_origins", mode="before")
     @classmethod
     def _optional(cls, v: Any) -> Any:
         return _blank_to_none(v)
@@ -175,6 +210,15 @@ class Settings(BaseSettings):
             if v not in LOG_LEVELS:
                 raise ValueError(f"unknown log level {v!r}; expected one of {', '.join(LOG_LEVELS)}")
         return v
+
+
+    @model_validator(mode="after")
+    def _deadline_within_cap(self) -> Settings:
+        # Otherwise every request without its own deadline_ms would be refused as over the cap.
+        if self.default_deadline_ms is not None and self.default_deadline_ms > self.deadline_ms_cap:
+            raise ValueError(f"RECURSOLVE_DEFAULT_DEADLINE_MS={self.default_deadline_ms} is over "
+                             f"RECURSOLVE_DEADLINE_MS_CAP={self.deadline_ms_cap}; lower it or raise the cap")
+        return self
 
 
 def _env_name(loc: tuple[Any, ...]) -> str:
@@ -230,7 +274,7 @@ def read_models_file(path: Path) -> list[ModelSpec]:
     """Parse a models file: a mapping with a `models:` list (or a bare list) of model entries.
 
     Each entry: name, task, path (relative paths resolve against the file's folder), backend, device,
-    dtype, batch_rows, max_queue_rows, default_options. `task` may be left out for one of our model
+    dtype, batch_rows, max_queue_rows, default_options, limits. `task` may be left out for one of our model
     folders: it is then read from its config.json.
     """
     path = Path(path)

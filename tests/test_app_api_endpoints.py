@@ -179,7 +179,7 @@ async def test_malformed_and_oversized_bodies(client):
     assert r.status_code == 413 and r.json()["error"]["code"] == "request_too_large"
     r = await client.post("/v1/solve", content=orjson.dumps(solve_body()),
                           headers={"content-type": "application/x-www-form-urlencoded"})
-    assert r.status_code == 422 and "application/json" in r.json()["error"]["message"]
+    assert r.status_code == 415 and "application/json" in r.json()["error"]["message"]
     r = await client.get("/v1/solve")
     assert r.status_code == 405 and "error" in r.json()
 

@@ -42,11 +42,11 @@ def model_folder(root: Path, name: str, task: str | None = "sudoku") -> Path:
 
 def test_defaults() -> None:
     s = get_settings()
-    assert (s.host, s.port, s.models_file, s.redis_url) == ("0.0.0.0", 8000, None, None)
+    assert (s.host, s.port, s.models_file, s.redis_url) == ("127.0.0.1", 8000, None, None)
     assert s.weights_dir == REPO / "weights"
     assert (s.cache_ttl_seconds, s.cache_max_entries, s.cache_enabled, s.warmup) == (86400, 10000, True, True)
     assert (s.drain_grace_seconds, s.max_batch_items, s.max_request_bytes) == (20, 64, 1_000_000)
-    assert s.default_deadline_ms is None and s.log_level == "info"
+    assert s.default_deadline_ms == 30_000 and s.log_level == "info"
 
 
 def test_env_overrides(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:

@@ -17,6 +17,8 @@ from pydantic import ValidationError
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from app import metrics
+from app.api.budgets import BudgetExceeded
+from app.api.redact import clip
 from app.api.service import InvalidRequest, ModelNotFound
 from app.engine.client import EngineRejected, EngineUnavailable
 from app.engine.protocol import DRAINING, ENGINE_ERROR, QUEUE_FULL, TOO_MANY_ROWS, UNKNOWN_MODEL
@@ -26,7 +28,8 @@ from puzzles import PuzzleError
 log = logging.getLogger(__name__)
 
 # HTTP status -> the `status` label of recursolve_requests_total.
-STATUS_LABEL = {404: "not_found", 413: "too_large", 422: "invalid", 429: "overloaded", 503: "unavailable"}
+STATUS_LABEL = {400: "invalid", 401: "unauthorized", 404: "not_found", 408: "timeout", 409: "conflict",
+                413: "too_large", 415: "invalid", 422: "invalid", 429: "overloaded", 503: "unavailable"}
 
 
 @dataclass
@@ -68,7 +71,8 @@ def _loc(parts: tuple[Any, ...] | list[Any]) -> str:
     for p in parts:
         if p == "body" and not out:
             continue
-        out += f"[{p}]" if isinstance(p, int) else (f".{p}" if out else str(p))
+        p = p if isinstance(p, int) else clip(str(p))  # a client-chosen field name is echoed here
+        out += f"[{p}]" if isinstance(p, int) else (f".{p}" if out else p)
     return out or "body"
 
 
@@ -87,7 +91,7 @@ def from_validation(errors: list[dict[str, Any]], prefix: tuple[Any, ...] = ()) 
         else:
             msg = f"{loc}: {e.get('msg', 'invalid value')}"
             if "input" in e and kind not in ("model_attributes_type",) and not isinstance(e["input"], dict | list):
-                msg += f" (got {e['input']!r})"
+                msg += f" (got {clip(repr(e['input']))})"
         details.append({"location": loc, "message": msg})
     code = "invalid_json" if any(e.get("type") == "json_invalid" for e in errors) else "invalid_request"
     if details and details[0]["location"].startswith("options"):
@@ -102,6 +106,8 @@ def classify(exc: BaseException) -> ApiError:
         return exc
     if isinstance(exc, PuzzleError):
         return ApiError(422, exc.code, exc.message, exc.location, accepted_forms=exc.accepted)
+    if isinstance(exc, BudgetExceeded):
+        return ApiError(exc.status, exc.code, exc.message, exc.location)
     if isinstance(exc, InvalidRequest):
         return ApiError(422, exc.code, exc.message, exc.location)
     if isinstance(exc, ModelNotFound):
@@ -153,9 +159,16 @@ def install(app: FastAPI) -> None:
 
     @app.exception_handler(StarletteHTTPException)
     async def _http(_: Request, exc: StarletteHTTPException) -> JSONResponse:
-        codes = {404: "not_found", 405: "method_not_allowed", 413: "request_too_large", 415: "unsupported_media_type"}
-        return ApiError(exc.status_code, codes.get(exc.status_code, "http_error"), str(exc.detail),
-                        headers=dict(exc.headers or {})).response()
+        codes = {400: "invalid_body", 404: "not_found", 405: "method_not_allowed", 413: "request_too_large",
+                 415: "unsupported_media_type"}
+        message = str(exc.detail)
+        if exc.status_code == 400 and message == "There was an error parsing the body":  # FastAPI's wording
+            message = "the request body could not be read: send JSON text encoded as UTF-8"
+        err = ApiError(exc.status_code, codes.get(exc.status_code, "http_error"), message,
+                       "body" if exc.status_code == 400 else None, headers=dict(exc.headers or {}))
+        if exc.status_code == 400:  # a bad body, counted like the other bad-input answers
+            count_error(err)
+        return err.response()
 
     @app.exception_handler(Exception)
     async def _unexpected(_: Request, exc: Exception) -> JSONResponse:

@@ -1,54 +1,79 @@
-"""Request body size limit with our JSON error shape (HTTP 413), checked before the body is parsed."""
+"""Request body limits with our JSON error shape: a size limit (HTTP 413), checked before the body is parsed,
+and a read deadline (HTTP 408), so a client that sends its headers and then trickles or stalls its body holds
+no handler for longer than RECURSOLVE_BODY_TIMEOUT_S (the header deadline is in app/api/server_options.py)."""
 
 from __future__ import annotations
+
+import asyncio
 
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from app.api.errors import ApiError, count_error
 
 
-class BodyLimitMiddleware:
-    """A declared Content-Length over the limit is refused at once. A body without one (chunked) is read
-    here up to the limit, refused as soon as it passes it, and otherwise replayed to the app."""
+class _TooLarge(Exception):
+    pass
 
-    def __init__(self, app: ASGIApp, max_bytes: int) -> None:
+
+class BodyLimitMiddleware:
+    """The whole body is read here, within `read_timeout_s` of the handler starting (i.e. of the headers being
+    complete) and up to `max_bytes`, then replayed to the app. A declared Content-Length over the limit is
+    refused at once; a chunked body as soon as it passes the limit. Reading it all first costs nothing extra:
+    every route parses the whole JSON body anyway, and bodies are capped at max_bytes."""
+
+    def __init__(self, app: ASGIApp, max_bytes: int, read_timeout_s: float | None = None) -> None:
         self.app = app
         self.max_bytes = max_bytes
+        self.read_timeout_s = read_timeout_s
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http":
             await self.app(scope, receive, send)
             return
         length = next((v for k, v in scope.get("headers", ()) if k == b"content-length"), None)
-        if length is not None:
-            if length.isdigit() and int(length) > self.max_bytes:
-                await self._refuse(scope, receive, send)
-                return
-            await self.app(scope, receive, send)
+        if length is not None and length.isdigit() and int(length) > self.max_bytes:
+            await self._refuse(scope, receive, send)
             return
-        chunks: list[bytes] = []
-        size = 0
-        while True:
-            message = await receive()
-            if message["type"] != "http.request":  # client went away mid-body
-                return
-            size += len(message.get("body", b""))
-            if size > self.max_bytes:
-                await self._refuse(scope, receive, send)
-                return
-            chunks.append(message.get("body", b""))
-            if not message.get("more_body", False):
-                break
+        try:
+            async with asyncio.timeout(self.read_timeout_s):
+                body = await self._read(receive)
+        except _TooLarge:
+            await self._refuse(scope, receive, send)
+            return
+        except TimeoutError:
+            err = ApiError(408, "body_timeout", f"the request body did not arrive within {self.read_timeout_s:g} s "
+                           "of its headers (RECURSOLVE_BODY_TIMEOUT_S); send it in one go",
+                           headers={"Connection": "close"})
+            count_error(err)
+            await err.response()(scope, receive, send)
+            return
+        if body is None:  # client went away mid-body
+            return
         replayed = False
 
         async def replay() -> Message:
             nonlocal replayed
             if not replayed:
                 replayed = True
-                return {"type": "http.request", "body": b"".join(chunks), "more_body": False}
+                return {"type": "http.request", "body": body, "more_body": False}
             return await receive()
 
         await self.app(scope, replay, send)
+
+    async def _read(self, receive: Receive) -> bytes | None:
+        chunks: list[bytes] = []
+        size = 0
+        while True:
+            message = await receive()
+            if message["type"] != "http.request":
+                return None
+            chunk = message.get("body", b"")
+            size += len(chunk)
+            if size > self.max_bytes:
+                raise _TooLarge()
+            chunks.append(chunk)
+            if not message.get("more_body", False):
+                return b"".join(chunks)
 
     async def _refuse(self, scope: Scope, receive: Receive, send: Send) -> None:
         err = ApiError(413, "request_too_large", f"request body is larger than {self.max_bytes} bytes; send fewer "

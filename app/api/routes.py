@@ -14,7 +14,9 @@ from fastapi.sse import EventSourceResponse
 from pydantic import ValidationError
 
 from app import metrics
+from app.api.budgets import BudgetExceeded, batch_row_steps, check_batch_budget
 from app.api.errors import ApiError, classify, count_error, from_validation
+from app.api.redact import clip
 from app.api.schemas import (
     BatchRequest,
     BatchResponse,
@@ -120,6 +122,11 @@ async def solve_batch(body: BatchRequest, request: Request) -> Response:
         count_error(err)
         raise err
     shared = body.options.model_dump(exclude_none=True) if body.options is not None else {}
+    try:  # the batch's items together, as each will resolve its options (413)
+        check_batch_budget(batch_row_steps(service, body.items, shared), _runtime(request).settings.batch_row_steps_cap)
+    except BudgetExceeded as exc:
+        count_error(err := classify(exc))
+        raise err from None
     rid = current_request_id()
 
     async def one(i: int, raw: dict[str, Any]) -> dict[str, Any]:
@@ -211,7 +218,7 @@ async def get_model(name: str, request: Request) -> JSONResponse:
     model = s.models.get(name) if s is not None else None
     if model is None:
         served = ", ".join(sorted(s.models)) if s is not None else "none yet"
-        raise ApiError(404, "model_not_found", f"unknown model {name!r}; served models: {served}", "name")
+        raise ApiError(404, "model_not_found", f"unknown model {clip(name)!r}; served models: {served}", "name")
     stats = await s.engine.stats()
     return JSONResponse(model.describe(default=s.defaults.get(model.task) == model.name, engine=stats.get(name)))
 
@@ -245,7 +252,7 @@ async def readyz(request: Request) -> JSONResponse:
 async def model_ready(name: str, request: Request) -> JSONResponse:
     rt = _runtime(request)
     if rt.service is not None and name not in rt.service.models:
-        raise ApiError(404, "model_not_found", f"unknown model {name!r}; served models: "
+        raise ApiError(404, "model_not_found", f"unknown model {clip(name)!r}; served models: "
                        f"{', '.join(sorted(rt.service.models))}", "name")
     if rt.ready and rt.service is not None and not rt.service.draining:
         return JSONResponse({"status": "ready", "models": {name: rt.service.models[name].version}})

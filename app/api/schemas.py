@@ -4,9 +4,15 @@ from __future__ import annotations
 
 from typing import Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, field_validator
 
 SUDOKU_EXAMPLE = "53..7....6..195....98....6.8...6...34..8.3..17...2...6.6....28....419..5....8..79"
+# Mazes are square (5..30 a side): the example must be too, or the docs' own example gets 422 not_square.
+MAZE_EXAMPLE = "#######\n#S    #\n# ### #\n#   # #\n### # #\n#    G#\n#######"
+ARC_EXAMPLE = {"train": [{"input": [[1, 0], [0, 0]], "output": [[0, 1], [0, 0]]},
+                         {"input": [[0, 0], [2, 0]], "output": [[0, 0], [0, 2]]}],
+               "test": [{"input": [[3, 0], [0, 0]]}]}
+MODEL_NAME_MAX = 64  # settings.MODEL_NAME_RE: a longer name can never be served, so it is refused before lookup
 MAX_STEPS_LIMIT = 4096  # a request may not hold a row longer than this many ACT steps
 MAX_TRAJECTORIES = 1024
 
@@ -16,7 +22,8 @@ Task = Literal["sudoku", "maze", "arc"]
 class SolveOptionsIn(BaseModel):
     """Every field is optional: an absent field takes the model's default (models file), then the engine's."""
 
-    model_config = ConfigDict(extra="forbid", json_schema_extra={"examples": [
+    # strict: `true` is not a step count and "10" is not 10 (JSON types only; an int is still a valid float).
+    model_config = ConfigDict(extra="forbid", strict=True, json_schema_extra={"examples": [
         {"max_steps": 16},
         {"halting": "verifier", "max_steps": 32, "deadline_ms": 2000},
         {"trajectories": 8, "noise": 0.3, "selection": "verifier_first", "seed": 7},
@@ -55,14 +62,18 @@ class SolveRequest(BaseModel):
         {"task": "sudoku", "puzzle": SUDOKU_EXAMPLE},
         {"task": "sudoku", "puzzle": SUDOKU_EXAMPLE, "options": {"trajectories": 8, "seed": 1,
                                                                  "selection": "verifier_first"}},
-        {"task": "maze", "puzzle": "#######\n#S    #\n# ### #\n#   #G#\n# # # #\n#     #\n#######"},
+        {"task": "maze", "puzzle": MAZE_EXAMPLE},
         {"task": "maze", "puzzle": [[1, 1, 1, 1, 1], [1, 2, 0, 0, 1], [1, 1, 1, 0, 1], [1, 3, 0, 0, 1],
                                     [1, 1, 1, 1, 1]]},
+        {"task": "arc", "puzzle": ARC_EXAMPLE, "options": {"max_steps": 8}},
     ]})
 
-    task: Task | None = Field(None, description="Puzzle kind. Optional when `model` is given.")
-    model: str | None = Field(None, description="Served model name (GET /v1/models); default: the task's default.")
-    puzzle: Any = Field(..., description=(
+    task: Task | None = Field(None, description="Puzzle kind. Optional (absent or null) when `model` is given.")
+    model: str | None = Field(None, max_length=MODEL_NAME_MAX, description=(
+        "Served model name (GET /v1/models). Optional (absent or null): the task's default model."))
+    # Required and never null; its JSON type depends on the task, so the schema lists the three it may have.
+    puzzle: Any = Field(..., json_schema_extra={"anyOf": [{"type": "string"}, {"type": "array"}, {"type": "object"}]},
+                        description=(
         "The puzzle in any form the task accepts. Sudoku: an 81-character string ('.', '0', '_', '*', 'x', '?' or a "
         "space for blanks), 9 row strings, a 9x9 integer grid (0 or null blank) or a markdown table. Maze: square "
         "text rows of '#'/'X' wall, ' '/'.' open, 'S'/'@' start, 'G'/'E' goal (a string or a list of rows), or an "
@@ -70,6 +81,14 @@ class SolveRequest(BaseModel):
         "id?}. Text may sit in a ``` code block or after a sentence. A 422 for a bad puzzle lists every accepted "
         "form (error.accepted_forms). The answer comes back in the same form."))
     options: SolveOptionsIn = Field(default_factory=SolveOptionsIn)
+
+    @field_validator("puzzle", mode="before")
+    @classmethod
+    def _puzzle_not_null(cls, v: Any) -> Any:
+        if v is None:
+            raise ValueError("puzzle must not be null: send the puzzle as a string, a list of rows or a grid, or "
+                             "an ARC task object")
+        return v
 
 
 class ModelRef(BaseModel):
@@ -148,7 +167,8 @@ class BatchRequest(BaseModel):
 
     items: list[dict[str, Any]] = Field(
         ..., min_length=1, description="SolveRequest objects; each is validated and answered on its own.",
-        json_schema_extra={"items": {"$ref": "#/components/schemas/SolveRequest"}})
+        # Any object is accepted here: a bad item gets its own 4xx in the results, not a 422 for the batch.
+        json_schema_extra={"items": {"type": "object", "description": "A SolveRequest (see that schema)."}})
     options: SolveOptionsIn | None = Field(None, description="Defaults for every item's options.")
 
 

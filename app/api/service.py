@@ -27,9 +27,12 @@ import msgspec
 import numpy as np
 
 from app import metrics
+from app.api.budgets import budget_for, check_budget, server_limits
+from app.api.redact import clip
 from app.cache import ResultCache, cache_key
 from app.engine.client import EngineClient
 from app.engine.protocol import EngineOutput, EngineRequest, ModelInfo, SolveOptions, StepUpdate, tokens_from_bytes
+from app.settings import ModelLimits
 from puzzles import TASKS, Codec, PuzzleError, get_codec
 
 log = logging.getLogger(__name__)
@@ -161,8 +164,9 @@ class _Flight:
 class SolveService:
     def __init__(self, models: dict[str, ServedModel], defaults: dict[str, str], cache: ResultCache,
                  engine: EngineClient, *, default_deadline_ms: int | None = None, cache_ttl_seconds: int = 86400,
-                 cache_enabled: bool = True) -> None:
+                 cache_enabled: bool = True, caps: ModelLimits | None = None) -> None:
         self.models = models
+        self.caps = caps if caps is not None else server_limits()  # server-wide cost caps (app/api/budgets.py)
         self.defaults = defaults
         self.cache = cache
         self.engine = engine
@@ -179,7 +183,7 @@ class SolveService:
             model = self.models.get(name)
             if model is None:
                 served = ", ".join(sorted(self.models)) or "none"
-                raise ModelNotFound(f"unknown model {name!r}; served models: {served} (GET /v1/models)")
+                raise ModelNotFound(f"unknown model {clip(name)!r}; served models: {served} (GET /v1/models)")
             if task is not None and model.task != task:
                 raise InvalidRequest(f"model {name!r} solves {model.task!r}, not {task!r}; drop 'model' to use "
                                      f"the default {task} model", "model", code="model_task_mismatch")
@@ -206,7 +210,10 @@ class SolveService:
             merged["deadline_ms"] = self.default_deadline_ms
         if not self.cache_enabled:
             merged["cache"] = False
-        return msgspec.convert(merged, SolveOptions)
+        opts = msgspec.convert(merged, SolveOptions)
+        limits = ModelLimits.model_validate(model.info.limits)
+        check_budget(opts, budget_for(model.name, limits, self.caps))  # BudgetExceeded -> 422
+        return opts
 
     def prepare(self, task: str | None, model_name: str | None, payload: Any, options: dict[str, Any],
                 started: float | None = None) -> Prepared:

@@ -100,7 +100,8 @@ class ModelEngine:
                     "halt_max_steps": cfg.halt_max_steps, "num_puzzle_identifiers": cfg.num_puzzle_identifiers},
             backend=runner.describe(), batch_rows=rows, max_queue_rows=queue_rows,
             default_options=dict(spec.default_options), default_noise=DEFAULT_SIGMA.get(spec.task, 0.3),
-            step_verifier=verify_task is not None, card=card if isinstance(card, dict) else {},
+            step_verifier=verify_task is not None, limits=spec.limits.model_dump(),
+            card=card if isinstance(card, dict) else {},
             identifiers=_identifiers(folder))
         scheduler = Scheduler(rows, queue_rows, cfg.seq_len, max_share=max_share)
         metrics.QUEUE_CAPACITY.labels(model=spec.name).set(queue_rows)

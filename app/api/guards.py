@@ -1,0 +1,98 @@
+"""Request-level guards, as pure ASGI middleware (they answer before any body is parsed or handler runs):
+
+- JsonOnlyMiddleware: a POST to a route that takes POST must send its body as `application/json` (or
+  `application/*+json`): 415 otherwise; anything else is left to routing (405 and 404 stay right).
+  A form-encoded or text/plain POST is a CORS "simple request" that any web page can send
+  cross-site without a preflight; refusing it means a page cannot start work on a server it can reach.
+- InflightLimitMiddleware: at most `limit` requests handled at once; over it 503 + Retry-After with the JSON
+  error body. Health, readiness and metrics are not counted and never refused: probes must see the truth.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+
+from starlette.routing import Match
+from starlette.types import ASGIApp, Receive, Scope, Send
+
+from app.api.errors import ApiError, count_error
+
+log = logging.getLogger(__name__)
+
+# Probes and scrapes: answered whatever the load, so an overloaded pod is not also reported dead.
+OPEN_PATHS = ("/healthz", "/readyz", "/metrics", "/v2/health/")
+OPEN_SUFFIXES = ("/ready",)  # /v2/models/{name}/ready
+
+
+def is_probe(path: str) -> bool:
+    return path in OPEN_PATHS or path.startswith(OPEN_PATHS[-1]) or (
+        path.startswith("/v2/models/") and path.endswith(OPEN_SUFFIXES))
+
+
+def is_json_media_type(content_type: str) -> bool:
+    """application/json or application/<anything>+json, parameters (charset) allowed, case-insensitive."""
+    media = content_type.split(";", 1)[0].strip().lower()
+    return media == "application/json" or (media.startswith("application/") and media.endswith("+json"))
+
+
+def _routed(scope: Scope) -> bool:
+    """Whether a route of the app takes this method on this path (scope["app"] is the Starlette app)."""
+    app = scope.get("app")
+    routes = getattr(getattr(app, "router", None), "routes", ())
+    return any(route.matches(scope)[0] is Match.FULL for route in routes)
+
+
+class JsonOnlyMiddleware:
+    def __init__(self, app: ASGIApp) -> None:
+        self.app = app
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] == "http" and scope["method"] == "POST" and _routed(scope):
+            raw = next((v for k, v in scope.get("headers", ()) if k == b"content-type"), None)
+            content_type = raw.decode("latin-1") if raw is not None else ""
+            if not is_json_media_type(content_type):
+                got = repr(content_type[:64]) if content_type else "no Content-Type"
+                err = ApiError(415, "unsupported_media_type", "the request body must be JSON sent with "
+                               f"'Content-Type: application/json' (got {got})", "header Content-Type")
+                count_error(err)
+                await err.response()(scope, receive, send)
+                return
+        await self.app(scope, receive, send)
+
+
+class InflightLimitMiddleware:
+    def __init__(self, app: ASGIApp, limit: int, retry_after_s: int = 1) -> None:
+        self.app = app
+        self.limit = limit
+        self.retry_after_s = retry_after_s
+        self.inflight = 0
+        self._refused = 0
+        self._warned = 0.0
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http" or is_probe(scope["path"]):
+            await self.app(scope, receive, send)
+            return
+        if self.inflight >= self.limit:
+            self._note_refusal()
+            err = ApiError(503, "too_many_requests_in_flight", f"the server is handling {self.inflight} requests, "
+                           f"its limit (RECURSOLVE_MAX_INFLIGHT_REQUESTS); retry after {self.retry_after_s} s",
+                           headers={"Retry-After": str(self.retry_after_s)})
+            count_error(err)
+            await err.response()(scope, receive, send)
+            return
+        self.inflight += 1  # no await between the check and this: atomic on the event loop
+        try:
+            await self.app(scope, receive, send)
+        finally:
+            self.inflight -= 1
+
+    def _note_refusal(self) -> None:
+        """One warning per 10 s with the count, not one line per refused request (a flood must not flood the log)."""
+        self._refused += 1
+        now = time.monotonic()
+        if now - self._warned >= 10.0:
+            log.warning("in-flight limit %d reached: refused %d requests with 503 since the last warning",
+                        self.limit, self._refused)
+            self._refused, self._warned = 0, now

@@ -1,0 +1,148 @@
+"""Everything `recursolve serve` hands to uvicorn, from Settings: `uvicorn_options(settings)`.
+
+uvicorn alone keeps a connection that never finishes its headers open forever (its keep-alive timer only
+runs between requests) and takes sockets until the process runs out of file descriptors, which then fills
+the log with "Too many open files". `guarded_protocol` is uvicorn's h11 protocol with two additions:
+
+- a header deadline: armed when a connection opens and when a kept-alive connection starts a new request,
+  cleared once the request's headers are complete; when it fires the socket gets a 408 (if anything was
+  sent) and is closed. The body has its own deadline at the ASGI level (app/api/limits.py).
+- a cap on open connections: one over it gets a 503 with Retry-After and the JSON error body at once and
+  is closed, so it costs a file descriptor for microseconds, not until the client gives up. The cap is
+  also kept under the process's file-descriptor limit, so accept() itself never fails.
+
+uvicorn's own `limit_concurrency` is left off: its 503 is plain text without Retry-After, and it counts
+connections and requests together. The in-flight request cap is app/api/guards.py.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import math
+import resource
+import time
+from typing import Any
+
+import orjson
+from uvicorn.protocols.http.h11_impl import H11Protocol
+
+from app.settings import Settings
+
+log = logging.getLogger(__name__)
+
+FD_RESERVE = 64  # descriptors kept for model files, Redis, logs and the listening socket
+MAX_HEADER_BYTES = 16 * 1024  # h11's default; a bigger header block is a 400 from uvicorn
+
+
+def fd_limit() -> int:
+    soft, _ = resource.getrlimit(resource.RLIMIT_NOFILE)
+    return soft if soft != resource.RLIM_INFINITY else 1 << 20
+
+
+def connection_cap(configured: int) -> int:
+    """The configured cap, lowered to stay FD_RESERVE below the file-descriptor limit."""
+    return max(1, min(configured, fd_limit() - FD_RESERVE))
+
+
+def _raw_response(status: int, reason: str, code: str, message: str, headers: dict[str, str] | None = None) -> bytes:
+    """A complete HTTP/1.1 response with the JSON error body, for a socket h11 has no request on yet."""
+    body = orjson.dumps({"error": {"code": code, "message": message}})
+    head = [f"HTTP/1.1 {status} {reason}", "content-type: application/json", f"content-length: {len(body)}",
+            "connection: close", *(f"{k}: {v}" for k, v in (headers or {}).items())]
+    return ("\r\n".join(head) + "\r\n\r\n").encode("latin-1") + body
+
+
+class _RateLimitedWarning:
+    """One log line per `every_s` with the count since the last, not one per event (a flood must not flood the log)."""
+
+    def __init__(self, message: str, every_s: float = 10.0) -> None:
+        self.message, self.every_s = message, every_s
+        self.count, self.last = 0, -math.inf
+
+    def __call__(self) -> None:
+        self.count += 1
+        now = time.monotonic()
+        if now - self.last >= self.every_s:
+            log.warning(self.message, self.count)
+            self.count, self.last = 0, now
+
+
+def guarded_protocol(header_timeout_s: float, max_connections: int, retry_after_s: int = 1) -> type[H11Protocol]:
+    """uvicorn's H11Protocol with a header deadline and an open-connection cap (a class per setting values,
+    because uvicorn builds protocols with its own fixed arguments)."""
+    cap = connection_cap(max_connections)
+    refused = _RateLimitedWarning(f"open-connection cap {cap} reached: refused %d connections with 503 "
+                                  "(RECURSOLVE_MAX_CONNECTIONS)")
+    timed_out = _RateLimitedWarning(f"closed %d connections whose request headers did not arrive within "
+                                    f"{header_timeout_s:g} s (RECURSOLVE_HEADER_TIMEOUT_S)")
+    busy = _raw_response(503, "Service Unavailable", "too_many_connections",
+                         f"the server has {cap} open connections, its limit; retry after {retry_after_s} s",
+                         {"retry-after": str(retry_after_s)})
+    late = _raw_response(408, "Request Timeout", "header_timeout",
+                         f"the request headers did not arrive within {header_timeout_s:g} s")
+
+    class GuardedH11Protocol(H11Protocol):
+        header_timer: asyncio.TimerHandle | None = None
+        got_bytes = False
+
+        def connection_made(self, transport: asyncio.Transport) -> None:  # type: ignore[override]
+            super().connection_made(transport)
+            if len(self.connections) > cap:
+                refused()
+                transport.write(busy)
+                transport.close()
+                return
+            self._arm()
+
+        def data_received(self, data: bytes) -> None:
+            self.got_bytes = True
+            if self.header_timer is None and (self.cycle is None or self.cycle.response_complete):
+                self._arm()  # a kept-alive connection starting its next request
+            before = self.cycle
+            super().data_received(data)
+            if self.cycle is not before:  # h11 produced a Request: the headers are complete
+                self._disarm()
+
+        def connection_lost(self, exc: Exception | None) -> None:
+            self._disarm()
+            super().connection_lost(exc)
+
+        def _arm(self) -> None:
+            self._disarm()
+            self.header_timer = self.loop.call_later(header_timeout_s, self._headers_late)
+
+        def _disarm(self) -> None:
+            if self.header_timer is not None:
+                self.header_timer.cancel()
+                self.header_timer = None
+
+        def _headers_late(self) -> None:
+            self.header_timer = None
+            if self.transport.is_closing():
+                return
+            timed_out()
+            if self.got_bytes:  # a half-sent request gets told why; a silent socket is just closed
+                self.transport.write(late)
+            self.transport.close()
+
+    return GuardedH11Protocol
+
+
+def uvicorn_options(settings: Settings, *, host: str | None = None, port: int | None = None) -> dict[str, Any]:
+    """Keyword arguments for uvicorn.Config(app, **uvicorn_options(settings)); host/port override settings."""
+    return {
+        "host": host or settings.host,
+        "port": port if port is not None else settings.port,
+        "workers": 1,  # scale with replicas (or the engine-core's API processes), so Prometheus sees one process
+        "log_level": settings.log_level.lower(),
+        # uvicorn cancels handlers still open after this: leave time for the engine to cut its rows at the end
+        # of the grace period and for the cut answers to be sent.
+        "timeout_graceful_shutdown": math.ceil(settings.drain_grace_seconds) + 3,
+        "timeout_keep_alive": max(1, math.ceil(settings.keep_alive_timeout_s)),
+        "http": guarded_protocol(settings.header_timeout_s, settings.max_connections, settings.retry_after_s),
+        "h11_max_incomplete_event_size": MAX_HEADER_BYTES,
+        "limit_concurrency": None,  # see the module docstring: our caps answer with JSON + Retry-After
+        "backlog": 2048,
+        "server_header": False,  # no server version to fingerprint
+    }

@@ -1,0 +1,182 @@
+"""Access and contract: API keys, CORS, JSON-only bodies, strict option types, one error body for every error
+(400 included), no absolute paths and no long echoes in responses."""
+
+from __future__ import annotations
+
+import httpx
+import pytest
+import pytest_asyncio
+
+from app.api.auth import bearer_token, key_matches, parse_keys
+from app.api.redact import clip, redact_paths
+from app.main import create_app
+from app.settings import ModelSpec, Settings
+from app_engine_support import PUZZLE, make_specs, running_app, solve_body
+
+module_loop = pytest.mark.asyncio(loop_scope="module")
+KEYS = "k-one, k-two"
+
+
+def test_key_helpers():
+    assert parse_keys(KEYS) == ("k-one", "k-two") and parse_keys("") == () and parse_keys(None) == ()
+    assert bearer_token([(b"authorization", b"bearer  k-one ")]) == "k-one"
+    assert bearer_token([(b"authorization", b"Basic abc")]) is None
+    assert bearer_token([(b"authorization", b"Bearer ")]) is None
+    assert key_matches("k-two", ("k-one", "k-two")) and not key_matches("k-tw", ("k-one", "k-two"))
+
+
+def test_redaction_and_clipping(tmp_path):
+    weights = tmp_path / "weights"
+    msg = f"FileNotFoundError: no such checkpoint: {weights}/trm (also tried /opt/secret/dir/model.bin)"
+    assert redact_paths(msg, weights) == "FileNotFoundError: no such checkpoint: trm (also tried model.bin)"
+    assert redact_paths("see http://host/a/b and a/b/c") == "see http://host/a/b and a/b/c"
+    assert clip("x" * 65) == "x" * 64 + "…" and clip("short") == "short"
+
+
+@pytest_asyncio.fixture(loop_scope="module", scope="module")
+async def client(tmp_path_factory):
+    root = tmp_path_factory.mktemp("access")
+    settings = Settings(weights_dir=root, api_keys=KEYS, cors_origins="https://app.example")
+    async with running_app(root, settings=settings, specs=make_specs(root)) as (_, c):
+        yield c
+
+
+AUTH = {"Authorization": "Bearer k-two"}
+
+
+@module_loop
+async def test_v1_needs_a_key(client):
+    r = await client.post("/v1/solve", json=solve_body())
+    assert r.status_code == 401 and r.headers["www-authenticate"].startswith("Bearer")
+    assert r.json()["error"]["code"] == "unauthorized"
+    r = await client.get("/v1/models", headers={"Authorization": "Bearer wrong"})
+    assert r.status_code == 401 and 'error="invalid_token"' in r.headers["www-authenticate"]
+    assert r.json()["error"]["code"] == "invalid_api_key"
+    assert (await client.post("/mcp", json={}, headers={"Authorization": "Basic k-one"})).status_code == 401
+    r = await client.post("/v1/solve", json=solve_body(max_steps=2), headers=AUTH)
+    assert r.status_code == 200, r.text
+
+
+@module_loop
+async def test_probes_docs_and_metrics_stay_open(client):
+    for path in ("/healthz", "/readyz", "/metrics", "/openapi.json", "/v2/health/live"):
+        assert (await client.get(path)).status_code == 200, path
+
+
+@module_loop
+async def test_cors_only_for_the_configured_origin(client):
+    pre = {"Origin": "https://app.example", "Access-Control-Request-Method": "POST",
+           "Access-Control-Request-Headers": "authorization, content-type, idempotency-key"}
+    r = await client.options("/v1/solve", headers=pre)
+    assert r.status_code == 200 and r.headers["access-control-allow-origin"] == "https://app.example"
+    r = await client.options("/v1/solve", headers={**pre, "Origin": "https://evil.example"})
+    assert "access-control-allow-origin" not in r.headers
+    r = await client.get("/v1/models", headers={**AUTH, "Origin": "https://app.example"})
+    assert r.headers["access-control-allow-origin"] == "https://app.example"
+
+
+async def test_auth_and_cors_are_off_by_default(tmp_path):
+    async with running_app(tmp_path, specs=make_specs(tmp_path)) as (_, c):
+        r = await c.post("/v1/solve", json=solve_body(max_steps=1), headers={"Origin": "https://evil.example"})
+        assert r.status_code == 200 and "access-control-allow-origin" not in r.headers
+        r = await c.options("/v1/solve", headers={"Origin": "https://evil.example",
+                                                  "Access-Control-Request-Method": "POST"})
+        assert "access-control-allow-origin" not in r.headers
+
+
+async def test_metrics_can_need_a_key(tmp_path):
+    async with running_app(tmp_path, settings=Settings(weights_dir=tmp_path, api_keys="k", auth_metrics=True),
+                           specs=make_specs(tmp_path)) as (_, c):
+        assert (await c.get("/metrics")).status_code == 401
+        assert (await c.get("/metrics", headers={"Authorization": "Bearer k"})).status_code == 200
+        assert (await c.get("/healthz")).status_code == 200
+
+
+@module_loop
+@pytest.mark.parametrize(("content_type", "body"), [
+    (None, b'{"task": "sudoku", "puzzle": "x"}'),
+    ("text/plain", b'{"task": "sudoku", "puzzle": "x"}'),  # a CORS "simple request" any page can send
+    ("application/x-www-form-urlencoded", b"task=sudoku"),
+    ("multipart/form-data; boundary=x", b"--x--"),
+])
+async def test_post_bodies_must_be_json(client, content_type, body):
+    headers = {**AUTH, **({"Content-Type": content_type} if content_type else {})}
+    r = await client.post("/v1/solve", content=body, headers=headers)
+    assert r.status_code == 415, r.text
+    assert r.json()["error"] == {"code": "unsupported_media_type", "location": "header Content-Type",
+                                 "message": r.json()["error"]["message"]}
+
+
+@module_loop
+async def test_json_media_types_with_parameters_are_accepted(client):
+    for ct in ("application/json; charset=utf-8", "Application/JSON", "application/merge-patch+json"):
+        r = await client.post("/v1/solve", json=solve_body(max_steps=1), headers={**AUTH, "Content-Type": ct})
+        assert r.status_code == 200, (ct, r.text)
+
+
+@module_loop
+@pytest.mark.parametrize(("options", "location"), [
+    ({"max_steps": True}, "options.max_steps"),
+    ({"max_steps": "10"}, "options.max_steps"),
+    ({"max_steps": 10.0}, "options.max_steps"),
+    ({"trajectories": False}, "options.trajectories"),
+    ({"noise": "0.3"}, "options.noise"),
+    ({"cache": 1}, "options.cache"),
+    ({"cache": "false"}, "options.cache"),
+    ({"seed": "7"}, "options.seed"),
+])
+async def test_strict_option_types(client, options, location):
+    r = await client.post("/v1/solve", json=solve_body(**options), headers=AUTH)
+    assert r.status_code == 422, r.text
+    assert r.json()["error"]["location"] == location
+
+
+@module_loop
+async def test_strict_batch_options_too(client):
+    r = await client.post("/v1/solve/batch", headers=AUTH, json={"items": [solve_body(max_steps=True)]})
+    assert r.status_code == 200 and r.json()["results"][0]["status"] == 422
+    r = await client.post("/v1/solve/batch", headers=AUTH, json={"items": [solve_body()], "options": {"seed": "1"}})
+    assert r.status_code == 422 and r.json()["error"]["location"] == "options.seed"
+
+
+@module_loop
+async def test_every_error_is_the_one_body(client):
+    r = await client.post("/v1/solve", content=b'\xff\xfe{"task": 1}', headers={**AUTH,
+                                                                             "Content-Type": "application/json"})
+    assert r.status_code == 400
+    assert r.json() == {"error": {"code": "invalid_body", "location": "body",
+                                  "message": "the request body could not be read: send JSON text encoded as UTF-8"}}
+    r = await client.post("/v1/solve", json={"task": "sudoku", "puzzle": None}, headers=AUTH)
+    assert r.status_code == 422 and r.json()["error"]["location"] == "puzzle"
+    assert "must not be null" in r.json()["error"]["message"]
+    r = await client.post("/v1/solve", json={"task": None, "model": "random", "puzzle": PUZZLE,
+                                             "options": {"max_steps": 1}}, headers=AUTH)
+    assert r.status_code == 200, r.text  # task and model may be null (absent), as the schema says
+    for r in (await client.get("/nope"), await client.delete("/v1/solve", headers=AUTH)):
+        assert set(r.json()) == {"error"} and {"code", "message"} <= set(r.json()["error"])
+
+
+@module_loop
+async def test_echoed_names_are_cut_short(client):
+    long = "m" * 10_000
+    r = await client.get(f"/v1/models/{long}", headers=AUTH)
+    assert r.status_code == 404 and len(r.text) < 400 and "m" * 64 + "…" in r.text
+    r = await client.post("/v1/solve", json=solve_body(model=long), headers=AUTH)
+    assert r.status_code == 422 and len(r.text) < 400 and r.json()["error"]["location"] == "model"
+    r = await client.post("/v1/solve", json={**solve_body(), "x" * 10_000: 1}, headers=AUTH)
+    assert r.status_code == 422 and len(r.text) < 400
+    r = await client.post("/v1/solve", json=solve_body(halting="h" * 10_000), headers=AUTH)
+    assert r.status_code == 422 and len(r.text) < 600
+
+
+async def test_failed_load_shows_no_absolute_path(tmp_path):
+    app = create_app(Settings(weights_dir=tmp_path), [ModelSpec(name="broken", task="sudoku",
+                                                                path=tmp_path / "gone" / "missing")])
+    async with app.router.lifespan_context(app):
+        with pytest.raises(RuntimeError):
+            await app.state.runtime.wait_ready(30)
+        async with httpx.AsyncClient(transport=httpx.ASGITransport(app=app), base_url="http://t") as c:
+            for path in ("/healthz", "/readyz"):
+                r = await c.get(path)
+                assert r.status_code == 503 and str(tmp_path) not in r.text, r.text
+                assert "gone/missing" in r.text

@@ -1,0 +1,155 @@
+"""Connections against a real uvicorn server built from `uvicorn_options` (what `recursolve serve` runs), over
+real sockets on 127.0.0.1: header and body deadlines, the open-connection cap and the in-flight request cap."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import resource
+import time
+
+import httpx
+import orjson
+import pytest
+import pytest_asyncio
+import uvicorn
+
+from app.api.server_options import FD_RESERVE, connection_cap, uvicorn_options
+from app.main import create_app
+from app.settings import Settings
+from app_engine_support import make_specs, solve_body, wait_for
+
+pytestmark = pytest.mark.asyncio(loop_scope="module")
+
+HEADER_TIMEOUT_S = 1.0
+BODY_TIMEOUT_S = 1.0
+MAX_CONNECTIONS = 300
+STALLED = 200
+
+
+@contextlib.asynccontextmanager
+async def serve(root, **settings):
+    s = Settings(weights_dir=root, drain_grace_seconds=1, log_level="warning", **settings)
+    app = create_app(s, make_specs(root, random={"batch_rows": 2}))
+    srv = uvicorn.Server(uvicorn.Config(app, lifespan="on", **uvicorn_options(s, host="127.0.0.1", port=0)))
+    task = asyncio.create_task(srv.serve())
+    while not srv.started:
+        await asyncio.sleep(0.01)
+    await app.state.runtime.wait_ready(60)
+    port = srv.servers[0].sockets[0].getsockname()[1]
+    try:
+        yield port
+    finally:
+        srv.should_exit = True
+        await task
+
+
+@pytest_asyncio.fixture(loop_scope="module", scope="module")
+async def port(tmp_path_factory):
+    async with serve(tmp_path_factory.mktemp("conns"), header_timeout_s=HEADER_TIMEOUT_S,
+                     body_timeout_s=BODY_TIMEOUT_S, max_connections=MAX_CONNECTIONS, max_inflight_requests=2) as p:
+        yield p
+
+
+async def read_all(reader: asyncio.StreamReader, timeout: float) -> bytes:
+    """Everything the server sends until it closes the connection (b'' if it only closes)."""
+    return await asyncio.wait_for(reader.read(), timeout)
+
+
+async def test_options_are_what_serve_passes():
+    s = Settings(header_timeout_s=3, keep_alive_timeout_s=2.5, max_connections=10**9, drain_grace_seconds=20)
+    opts = uvicorn_options(s, port=0)
+    assert (opts["host"], opts["port"], opts["workers"], opts["limit_concurrency"]) == ("127.0.0.1", 0, 1, None)
+    assert (opts["timeout_keep_alive"], opts["timeout_graceful_shutdown"]) == (3, 23)
+    assert issubclass(opts["http"], uvicorn.protocols.http.h11_impl.H11Protocol)
+    # A cap above the descriptor limit is lowered under it, so accept() never runs out of descriptors.
+    assert connection_cap(10**9) == resource.getrlimit(resource.RLIMIT_NOFILE)[0] - FD_RESERVE
+    uvicorn.Config(object(), **opts)  # every key is a uvicorn.Config argument
+
+
+async def test_stalled_half_sent_requests_are_closed_and_health_stays_fast(port):
+    conns = []
+    for i in range(STALLED):  # headers started, never finished (slowloris)
+        reader, writer = await asyncio.open_connection("127.0.0.1", port)
+        writer.write(b"POST /v1/solve HTTP/1.1\r\nHost: x\r\nX-Slow-" + str(i).encode())
+        conns.append((reader, writer))
+    silent_reader, silent_writer = await asyncio.open_connection("127.0.0.1", port)  # sends nothing at all
+    opened = time.monotonic()
+
+    async with httpx.AsyncClient(timeout=5) as c:
+        t0 = time.monotonic()
+        r = await c.get(f"http://127.0.0.1:{port}/healthz")
+        health_s = time.monotonic() - t0
+    assert r.status_code == 200 and health_s < 0.5, health_s
+
+    answers = await asyncio.gather(*(read_all(reader, HEADER_TIMEOUT_S + 5) for reader, _ in conns))
+    closed_after = time.monotonic() - opened
+    assert all(a.startswith(b"HTTP/1.1 408 ") for a in answers), answers[0]
+    assert orjson.loads(answers[0].split(b"\r\n\r\n", 1)[1])["error"]["code"] == "header_timeout"
+    assert closed_after < HEADER_TIMEOUT_S + 3
+    assert await read_all(silent_reader, HEADER_TIMEOUT_S + 5) == b""  # closed without a word
+    for _, writer in [*conns, (silent_reader, silent_writer)]:
+        writer.close()
+
+
+async def test_a_keep_alive_connection_gets_a_fresh_header_deadline_per_request(port):
+    reader, writer = await asyncio.open_connection("127.0.0.1", port)
+    request = b"GET /healthz HTTP/1.1\r\nHost: x\r\n\r\n"
+    for _ in range(2):  # together longer than one deadline: each request has its own
+        await asyncio.sleep(HEADER_TIMEOUT_S * 0.6)
+        writer.write(request)
+        head = await asyncio.wait_for(reader.readuntil(b"\r\n\r\n"), 5)
+        assert head.startswith(b"HTTP/1.1 200 ")
+        length = int(next(line.split(b":")[1] for line in head.split(b"\r\n") if line.lower().startswith(
+            b"content-length")))
+        await reader.readexactly(length)
+    writer.write(b"GET /healthz HTTP/1.1\r\nHo")  # then stalls mid-headers on the kept-alive connection
+    assert (await read_all(reader, HEADER_TIMEOUT_S + 5)).startswith(b"HTTP/1.1 408 ")
+    writer.close()
+
+
+async def test_a_stalled_body_gets_408(port):
+    reader, writer = await asyncio.open_connection("127.0.0.1", port)
+    writer.write(b"POST /v1/solve HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\nContent-Length: 100\r\n"
+                 b"\r\n{\"task\":")
+    t0 = time.monotonic()
+    answer = await read_all(reader, BODY_TIMEOUT_S + 5)
+    assert answer.startswith(b"HTTP/1.1 408 ") and time.monotonic() - t0 < BODY_TIMEOUT_S + 2
+    assert orjson.loads(answer.split(b"\r\n\r\n", 1)[1])["error"]["code"] == "body_timeout"
+    writer.close()
+
+
+async def test_over_the_connection_cap_is_503_with_retry_after(tmp_path):
+    async with serve(tmp_path, max_connections=3) as p:
+        held = [await asyncio.open_connection("127.0.0.1", p) for _ in range(3)]
+        reader, writer = await asyncio.open_connection("127.0.0.1", p)
+        answer = await read_all(reader, 5)
+        head, body = answer.split(b"\r\n\r\n", 1)
+        assert head.startswith(b"HTTP/1.1 503 ") and b"retry-after: 1" in head.lower()
+        assert orjson.loads(body)["error"]["code"] == "too_many_connections"
+        for _, w in [*held, (reader, writer)]:
+            w.close()
+        await asyncio.sleep(0.1)  # the held sockets are gone: a new client gets in again
+        async with httpx.AsyncClient(timeout=5) as c:
+            assert (await c.get(f"http://127.0.0.1:{p}/healthz")).status_code == 200
+
+
+async def test_over_the_inflight_cap_is_503_json_and_probes_still_answer(port):
+    base = f"http://127.0.0.1:{port}"
+    async with httpx.AsyncClient(timeout=30) as c:
+        hog = [asyncio.create_task(c.post(f"{base}/v1/solve", json=solve_body(
+            max_steps=4096, halting="max_steps", deadline_ms=3000, cache=False, seed=i))) for i in range(2)]
+
+        async def both_running():
+            r = await c.get(f"{base}/v1/models/random")  # counted too: it may itself be refused
+            return r.status_code == 503 or r.json()["engine"]["running_rows"] + r.json()["engine"]["queued_rows"] == 2
+
+        await wait_for(both_running)
+        r = await c.post(f"{base}/v1/solve", json=solve_body(max_steps=1))
+        assert r.status_code == 503 and r.headers["retry-after"] == "1"
+        assert r.json()["error"]["code"] == "too_many_requests_in_flight"
+        for probe in ("/healthz", "/readyz", "/metrics", "/v2/health/live", "/v2/models/random/ready"):
+            assert (await c.get(base + probe)).status_code == 200, probe
+        for t in hog:
+            t.cancel()
+        await asyncio.gather(*hog, return_exceptions=True)
