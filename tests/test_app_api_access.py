@@ -103,8 +103,9 @@ async def test_post_bodies_must_be_json(client, content_type, body):
     headers = {**AUTH, **({"Content-Type": content_type} if content_type else {})}
     r = await client.post("/v1/solve", content=body, headers=headers)
     assert r.status_code == 415, r.text
-    assert r.json()["error"] == {"code": "unsupported_media_type", "location": "header Content-Type",
-                                 "message": r.json()["error"]["message"]}
+    err = r.json()["error"]
+    assert err == {"code": "unsupported_media_type", "location": "header Content-Type",
+                   "message": err["message"], "request_id": r.headers["X-Request-ID"]}
 
 
 @module_loop
@@ -144,7 +145,7 @@ async def test_every_error_is_the_one_body(client):
     r = await client.post("/v1/solve", content=b'\xff\xfe{"task": 1}', headers={**AUTH,
                                                                              "Content-Type": "application/json"})
     assert r.status_code == 400
-    assert r.json() == {"error": {"code": "invalid_body", "location": "body",
+    assert r.json() == {"error": {"code": "invalid_body", "location": "body", "request_id": r.headers["X-Request-ID"],
                                   "message": "the request body could not be read: send JSON text encoded as UTF-8"}}
     r = await client.post("/v1/solve", json={"task": "sudoku", "puzzle": None}, headers=AUTH)
     assert r.status_code == 422 and r.json()["error"]["location"] == "puzzle"

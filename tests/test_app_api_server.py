@@ -87,7 +87,7 @@ async def test_cli_solve_against_the_server(server):
                                                               "--halting", "verifier", "--json"])
     assert result.exit_code == 0, result.output
     assert '"halted_by": "verified"' in result.output
-    result = await asyncio.to_thread(runner.invoke, cli_app, ["solve", "12x", "--url", base])
+    result = await asyncio.to_thread(runner.invoke, cli_app, ["solve", "12k", "--url", base])
     assert result.exit_code == 2 and "bad_character" in result.output
 
 
