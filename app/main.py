@@ -7,7 +7,7 @@ from contextlib import asynccontextmanager
 
 from fastapi import FastAPI
 
-from app.api import errors
+from app.api import errors, ui
 from app.api.limits import BodyLimitMiddleware
 from app.api.routes import router
 from app.runtime import Runtime
@@ -35,12 +35,14 @@ def create_app(settings: Settings | None = None, specs: list[ModelSpec] | None =
             await runtime.stop()
 
     # strict_content_type off: `curl -d '{...}'` without a JSON content type is still a JSON request.
+    # docs_url/redoc_url off: FastAPI's pages load from a CDN; app.api.ui serves them from local files.
     app = FastAPI(title="recursolve", version="0.1.0", description=DESCRIPTION, lifespan=lifespan,
-                  strict_content_type=False)
+                  strict_content_type=False, docs_url=None, redoc_url=None)
     app.add_middleware(BodyLimitMiddleware, max_bytes=settings.max_request_bytes)
     app.state.runtime = runtime
     errors.install(app)
     app.include_router(router)
+    ui.install(app)  # the playground at / and offline /docs, /redoc
     return app
 
 
