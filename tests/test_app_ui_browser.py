@@ -216,6 +216,24 @@ def test_maze_drawn_and_solved(page, server, tmp_path):
     assert not outside, outside
 
 
+def test_arc_task_pasted_and_drawn(page, server):
+    pg, outside = page
+    pg.goto(server + "/")
+    pg.wait_for_selector("#server-state[data-state=ready]")
+    pg.click("#task-tabs button[data-task=arc]")
+    pg.fill("#paste", '{"train": [{"input": [[1, 2]], "output": [[2, 1]]}], "test": [{"input": [[3, 4], [5, 6]]}]}')
+    pg.click("#paste-load")
+    assert pg.locator("#board-arc .arc-pair").count() == 1
+    assert pg.locator("#board-arc .arc-row .arc-grid").first.locator("div").count() == 4  # the 2x2 test input
+    assert '"test": [' in pg.text_content("#request-body")
+    # No ARC model is served here: the page says so and will not send the request.
+    assert pg.text_content("#model") == "no arc model served" and pg.is_disabled("#solve")
+    pg.fill("#paste", "{not json")
+    pg.click("#paste-load")
+    assert pg.text_content("#paste-hint").startswith("not valid JSON")
+    assert not outside, outside
+
+
 def test_docs_render_offline(page, server, tmp_path):
     pg, outside = page
     pg.goto(server + "/docs")

@@ -164,6 +164,10 @@ async function solve() {
   state.abort = abort;
   $("solve").disabled = true;
   $("stop").disabled = false;
+  const k = body.options.trajectories ?? 1;
+  $("traj-summary").textContent = k > 1
+    ? `${k} trajectories running: each square is one step, coloured by the trajectory that leads it.`
+    : "One trajectory (K = 1): each square is one step.";
   player.start(Number($("pace").value));
   try {
     const result = await streamSolve("v1/solve/stream", body, {
@@ -226,7 +230,7 @@ function showFrame(i) {
     $("conf-fill").style.width = `${Math.max(0, Math.min(1, confidence)) * 100}%`;
   }
   const upto = final ? frames.length : i + 1;
-  $("chart").innerHTML = confidenceChart(frames.slice(0, upto), final ? frames.length - 1 : i);
+  $("chart").innerHTML = confidenceChart(frames.slice(0, upto), final ? frames.length - 1 : i, $("chart").clientWidth);
   drawStrip(upto, final ? -1 : i);
   if (!state.abort || final) setScrub(i);
 }

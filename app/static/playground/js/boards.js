@@ -378,9 +378,15 @@ function arcGrid(grid, cell = 18) {
   return node;
 }
 
-function figure(caption, grid, cell) {
+/** A captioned grid; with no grid, an empty box the size of `like` (the prediction before a solve). */
+function figure(caption, grid, cell, like = null) {
   const fig = el("div", "arc-fig");
-  fig.append(grid ? arcGrid(grid, cell) : el("div", "empty-note", "–"), el("span", "", caption));
+  let body = grid ? arcGrid(grid, cell) : el("div", "arc-empty");
+  if (!grid && like) {
+    body.style.width = `${like[0].length * (cell + 1) + 1}px`;
+    body.style.height = `${like.length * (cell + 1) + 1}px`;
+  }
+  fig.append(body, el("span", "", caption));
   return fig;
 }
 
@@ -423,7 +429,7 @@ export class ArcBoard {
     const test = this.#testPair();
     const row = el("div", "arc-row");
     const cell = this.#cell(test?.input);
-    row.append(figure("test input", test?.input, cell), figure("prediction", prediction, cell));
+    row.append(figure("test input", test?.input, cell), figure("prediction", prediction, cell, test?.input));
     if (test?.output) row.append(figure("expected", test.output, cell));
     this.root.replaceChildren(train, row);
   }

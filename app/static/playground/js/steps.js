@@ -61,9 +61,9 @@ export class StepPlayer {
 
 /** An inline SVG (parsed as HTML, so no namespace URL is needed): confidence per step, dots coloured by the
  * leading trajectory, the 0.5 halting threshold dashed, the current step ringed. */
-export function confidenceChart(frames, current) {
+export function confidenceChart(frames, current, width = 300) {
   if (!frames.length) return "";
-  const W = 300, H = 90, L = 26, R = 8, T = 8, B = 16;
+  const W = Math.max(200, Math.round(width) || 300), H = 90, L = 26, R = 8, T = 8, B = 16;
   const n = frames.length;
   const x = (i) => L + (n === 1 ? (W - L - R) / 2 : (i * (W - L - R)) / (n - 1));
   const y = (c) => T + (1 - Math.max(0, Math.min(1, c))) * (H - T - B);
