@@ -7,7 +7,7 @@ from contextlib import asynccontextmanager
 
 from fastapi import FastAPI
 
-from app.api import errors, middleware
+from app.api import errors, middleware, ui
 from app.api.request_id import RequestIdMiddleware
 from app.api.routes import router
 from app.runtime import Runtime
@@ -34,12 +34,15 @@ def create_app(settings: Settings | None = None, specs: list[ModelSpec] | None =
         finally:
             await runtime.stop()
 
-    app = FastAPI(title="recursolve", version="0.1.0", description=DESCRIPTION, lifespan=lifespan)
+    # docs_url/redoc_url off: FastAPI's pages load from a CDN; app.api.ui serves them from local files.
+    app = FastAPI(title="recursolve", version="0.1.0", description=DESCRIPTION, lifespan=lifespan,
+                  docs_url=None, redoc_url=None)
     app.state.runtime = runtime
     middleware.install(app, settings)  # auth, CORS, JSON only, limits, timeouts, Idempotency-Key (app/api/)
     app.add_middleware(RequestIdMiddleware)  # added last = outermost: every response and log line carries the id
     errors.install(app)
     app.include_router(router)
+    ui.install(app)  # the playground at / and offline /docs, /redoc
     return app
 
 
