@@ -45,7 +45,11 @@ def _runtime(request: Request) -> Runtime:
 
 
 def _service(request: Request) -> SolveService:
-    rt = _runtime(request)
+    return ready_service(_runtime(request))
+
+
+def ready_service(rt: Runtime) -> SolveService:
+    """The solve service when it may take work, else the 503 ApiError to answer (also used by app/api/mcp.py)."""
     if rt.service is None or not rt.ready:
         raise ApiError(503, "not_ready", rt.not_ready_reason(), headers={"Retry-After": "2"})
     if rt.service.draining:
@@ -70,13 +74,15 @@ def _json(body: dict[str, Any], status: int = 200, headers: dict[str, str] | Non
                     media_type="application/json", headers=headers)
 
 
-async def _run_one(service: SolveService, item: SolveRequest, started: float, rid: str,
-                   is_disconnected: Any) -> tuple[int, dict[str, Any], dict[str, str]]:
+async def run_solve(service: SolveService, item: SolveRequest, request_id: str, started: float | None = None,
+                    is_disconnected: Any = None) -> tuple[int, dict[str, Any], dict[str, str]]:
+    """One validated request -> (status, body, headers); never raises. Shared by the routes and the MCP tools."""
+    started = time.monotonic() if started is None else started
     try:
         prep = service.prepare(item.task, item.model, item.puzzle, item.options.model_dump(exclude_none=True),
                                started)
         outcome = await service.solve(prep, is_disconnected)
-        return 200, service.render(prep, outcome, rid), {}
+        return 200, service.render(prep, outcome, request_id), {}
     except ClientGone:
         return 499, {"error": {"code": "client_closed", "message": "the client disconnected"}}, {}
     except Exception as exc:  # every failure becomes a status + error body, counted once
@@ -97,7 +103,7 @@ async def solve(body: SolveRequest, request: Request) -> Response:
         count_error(err, *_labels(None, body))
         raise
     rid = uuid.uuid4().hex[:16]
-    status, payload, headers = await _run_one(service, body, started, rid, request.is_disconnected)
+    status, payload, headers = await run_solve(service, body, rid, started, request.is_disconnected)
     return _json(payload, status, {"X-Request-ID": rid, **headers})
 
 
@@ -127,7 +133,7 @@ async def solve_batch(body: BatchRequest, request: Request) -> Response:
         if shared:
             item = item.model_copy(update={"options": item.options.model_copy(
                 update={k: v for k, v in shared.items() if getattr(item.options, k) is None})})
-        status, payload, _ = await _run_one(service, item, started, f"{rid}-{i}", request.is_disconnected)
+        status, payload, _ = await run_solve(service, item, f"{rid}-{i}", started, request.is_disconnected)
         return {"status": status, "result": payload} if status == 200 else {"status": status, **payload}
 
     results = await asyncio.gather(*(one(i, raw) for i, raw in enumerate(body.items)))
@@ -184,12 +190,16 @@ async def _sse(service: SolveService, prep: Prepared, events: AsyncIterator[Step
 
 @router.get("/v1/models", operation_id="list_models", summary="Served models", tags=["models"])
 async def list_models(request: Request) -> JSONResponse:
-    rt = _runtime(request)
+    return JSONResponse(models_body(_runtime(request)))
+
+
+def models_body(rt: Runtime) -> dict[str, Any]:
+    """The GET /v1/models body (also the MCP list_models tool's result)."""
     if rt.service is None:
-        return JSONResponse({"models": [], "defaults": {}, "ready": False})
+        return {"models": [], "defaults": {}, "ready": False}
     s = rt.service
-    return JSONResponse({"models": [m.info(default=s.defaults.get(m.task) == m.name) for m in s.models.values()],
-                         "defaults": s.defaults, "ready": rt.ready})
+    return {"models": [m.info(default=s.defaults.get(m.task) == m.name) for m in s.models.values()],
+            "defaults": s.defaults, "ready": rt.ready}
 
 
 @router.get("/v1/models/{name}", operation_id="get_model", summary="One served model",
