@@ -14,7 +14,7 @@ from mcp.client.streamable_http import streamable_http_client
 
 from app.api.tools import BY_NAME, anthropic_tools
 from app.settings import Settings
-from app_engine_support import PUZZLE, SOLUTION, make_all_task_specs, running_app
+from app_engine_support import PUZZLE, SOLUTION, make_all_task_specs, make_specs, running_app
 
 pytestmark = pytest.mark.asyncio(loop_scope="module")
 
@@ -154,3 +154,21 @@ async def test_cross_origin_browser_requests_are_refused(app_client):
     r = await http.post("/mcp", json=ping, headers={"Origin": "http://test", "Accept": "application/json, "
                                                     "text/event-stream"})
     assert r.status_code != 403
+
+
+async def test_get_is_405_not_a_stream_held_open(app_client):
+    _, http = app_client
+    r = await http.get("/mcp", headers={"Accept": "text/event-stream"})
+    assert r.status_code == 405 and "POST" in r.headers["allow"]
+
+
+async def test_a_draining_server_answers_a_tool_error_with_retry_after(tmp_path):
+    async with running_app(tmp_path, specs=make_specs(tmp_path)) as (app, _):
+        app.state.runtime.begin_drain()
+        async with mcp_client(app) as client:
+            result = await client.call_tool("solve_sudoku", {"puzzle": PUZZLE})
+            listed = await client.call_tool("list_models", {})
+    assert result.is_error and result.structured_content["status"] == 503
+    assert result.structured_content["error"]["code"] == "draining"
+    assert result.structured_content["retry_after_s"] == 1 and "retry after 1 s" in result.content[0].text
+    assert not listed.is_error  # listing still works while draining

@@ -4,8 +4,8 @@ Choices (the issue is silent on them):
 - Stateless and JSON responses: every POST is answered on its own with one JSON body, no session id, no SSE.
   Any API process can answer any call (the engine-v2 shape runs several behind one port), nothing is held
   between calls, and plain HTTP clients and proxies need nothing special. The cost: no server-to-client
-  requests or progress notifications inside a call (GET /mcp answers 405); step-by-step progress stays on
-  the REST SSE stream.
+  requests or progress notifications inside a call, and GET /mcp (the server-push stream) answers 405;
+  step-by-step progress stays on the REST SSE stream (POST /v1/solve/stream).
 - A tool call is `SolveRequest.model_validate(to_solve_body(...))` then `routes.run_solve`: the REST API's own
   validation, errors and metrics. Every failure (bad arguments, bad puzzle, unknown model, queue full, not
   ready) is a tool result with isError, its text `<code> at <location>: <message>` and its structured content
@@ -19,6 +19,7 @@ Choices (the issue is silent on them):
 
 from __future__ import annotations
 
+import logging
 import uuid
 from typing import Any
 from urllib.parse import urlsplit
@@ -131,13 +132,23 @@ def build_server(app: FastAPI) -> Server[Any]:
                   on_call_tool=on_call_tool)
 
 
-class _SameOriginOnly:
-    """Refuse browser requests from other origins (DNS rebinding); requests without Origin pass."""
+class _Guard:
+    """Refuse browser requests from other origins (DNS rebinding; requests without Origin pass) and GET.
+
+    GET would open the standalone SSE stream for server-initiated messages; a stateless server never sends
+    any, and the SDK would hold the connection open (and hold up a graceful shutdown) for nothing. The MCP
+    spec lets a server without that stream answer 405; clients then carry on over POST.
+    """
 
     def __init__(self, app: ASGIApp) -> None:
         self.app = app
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] == "http" and scope["method"] == "GET":
+            err = ApiError(405, "method_not_allowed", "this MCP server is stateless with JSON responses: POST "
+                                                      "JSON-RPC messages to /mcp (there is no GET event stream)")
+            await JSONResponse(err.body(), status_code=405, headers={"Allow": "POST, DELETE"})(scope, receive, send)
+            return
         if scope["type"] == "http":
             headers = Headers(scope=scope)
             origin = headers.get("origin")
@@ -155,7 +166,9 @@ def install_mcp(app: FastAPI) -> StreamableHTTPSessionManager:
     max_bytes = app.state.runtime.settings.max_request_bytes
     manager = StreamableHTTPSessionManager(
         app=build_server(app), json_response=True, stateless=True, max_request_body_size=max_bytes,
-        # Host checks off: see the module docstring (Origin is checked by _SameOriginOnly instead).
+        # Host checks off: see the module docstring (Origin is checked by _Guard instead).
         security_settings=TransportSecuritySettings(enable_dns_rebinding_protection=False))
-    app.router.routes.append(Route(PATH, endpoint=_SameOriginOnly(StreamableHTTPASGIApp(manager))))
+    app.router.routes.append(Route(PATH, endpoint=_Guard(StreamableHTTPASGIApp(manager))))
+    # Stateless: the SDK logs "Terminating session: None" at INFO after every single POST.
+    logging.getLogger("mcp.server.streamable_http").setLevel(logging.WARNING)
     return manager
