@@ -71,7 +71,7 @@ def error_result(status: int, body: dict[str, Any], headers: dict[str, str] | No
     retry = (headers or {}).get("Retry-After")
     if retry is not None:
         text += f" (retry after {retry} s)"
-        structured["retry_after_s"] = int(retry)
+        structured["retry_after_s"] = int(retry) if retry.isdigit() else retry  # HTTP allows a date too
     return types.CallToolResult(content=[types.TextContent(type="text", text=text)], structured_content=structured,
                                 is_error=True)
 
