@@ -8,8 +8,10 @@ from contextlib import asynccontextmanager
 from fastapi import FastAPI
 
 from app.api import errors, middleware, ui
+from app.api.mcp import install_mcp
 from app.api.request_id import RequestIdMiddleware
 from app.api.routes import router
+from app.api.tools import router as tools_router
 from app.runtime import Runtime
 from app.settings import ModelSpec, Settings, get_settings
 
@@ -30,7 +32,8 @@ def create_app(settings: Settings | None = None, specs: list[ModelSpec] | None =
     async def lifespan(_: FastAPI) -> AsyncIterator[None]:
         await runtime.start()
         try:
-            yield
+            async with mcp_sessions.run():  # the MCP transport's task group lives as long as the app
+                yield
         finally:
             await runtime.stop()
 
@@ -43,6 +46,8 @@ def create_app(settings: Settings | None = None, specs: list[ModelSpec] | None =
     errors.install(app)
     app.include_router(router)
     ui.install(app)  # the playground at / and offline /docs, /redoc
+    app.include_router(tools_router)
+    mcp_sessions = install_mcp(app)
     return app
 
 

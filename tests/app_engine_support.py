@@ -87,12 +87,37 @@ def make_specs(root: Path, **rows: Any) -> list[ModelSpec]:
 
 
 @contextlib.asynccontextmanager
+async def lifespan_running(app: FastAPI) -> AsyncIterator[None]:
+    """The app's lifespan, entered and exited in one task of its own as a server does: it holds an anyio task
+    group (the MCP transport's) that only the task that entered it may exit, and pytest-asyncio tears a
+    module-scoped fixture down in another task than the one that set it up."""
+    started, stop = asyncio.Event(), asyncio.Event()
+
+    async def hold() -> None:
+        async with app.router.lifespan_context(app):
+            started.set()
+            await stop.wait()
+
+    task = asyncio.create_task(hold(), name="test-app-lifespan")
+    waiter = asyncio.create_task(started.wait())
+    await asyncio.wait({task, waiter}, return_when=asyncio.FIRST_COMPLETED)
+    if not started.is_set():
+        waiter.cancel()
+        task.result()  # the startup error
+    try:
+        yield
+    finally:
+        stop.set()
+        await task
+
+
+@contextlib.asynccontextmanager
 async def running_app(root: Path, settings: Settings | None = None,
                       specs: list[ModelSpec] | None = None) -> AsyncIterator[tuple[FastAPI, httpx.AsyncClient]]:
     """The real app with its lifespan running, and an httpx client wired to it in-process."""
     settings = settings or Settings(weights_dir=root, warmup=True, drain_grace_seconds=2)
     app = create_app(settings, specs if specs is not None else make_specs(root))
-    async with app.router.lifespan_context(app):
+    async with lifespan_running(app):
         await app.state.runtime.wait_ready(60)
         transport = httpx.ASGITransport(app=app)
         async with httpx.AsyncClient(transport=transport, base_url="http://test", timeout=60) as client:
@@ -121,3 +146,15 @@ def solve_body(puzzle: str = PUZZLE, model: str | None = "random", **options: An
     if model is not None:
         body["model"] = model
     return body
+
+
+def make_all_task_specs(root: Path) -> list[ModelSpec]:
+    """make_specs plus one random tiny model each for mazes (a 7x7 canvas) and ARC (the 30x30 canvas)."""
+    maze = root / "maze"
+    torch.manual_seed(1)
+    save_model(build_model(tiny_config(task="maze", seq_len=49, vocab_size=6)), maze)
+    arc = root / "arc"
+    torch.manual_seed(2)
+    save_model(build_model(tiny_config(task="arc", seq_len=900, vocab_size=12, halt_max_steps=4)), arc)
+    return [*make_specs(root), ModelSpec(name="maze", task="maze", path=maze, batch_rows=4, max_queue_rows=16),
+            ModelSpec(name="arc", task="arc", path=arc, batch_rows=2, max_queue_rows=8)]

@@ -47,7 +47,11 @@ def _runtime(request: Request) -> Runtime:
 
 
 def _service(request: Request) -> SolveService:
-    rt = _runtime(request)
+    return ready_service(_runtime(request))
+
+
+def ready_service(rt: Runtime) -> SolveService:
+    """The solve service when it may take work, else the 503 ApiError to answer (also used by app/api/mcp.py)."""
     if rt.service is None or not rt.ready:
         raise ApiError(503, "not_ready", rt.not_ready_reason(), headers={"Retry-After": "2"})
     if rt.service.draining:
@@ -83,7 +87,7 @@ async def run_solve(service: SolveService, item: SolveRequest, request_id: str, 
         prep = service.prepare(item.task, item.model, item.puzzle, item.options.model_dump(exclude_none=True),
                                started)
         outcome = await service.solve(prep, is_disconnected)
-        return 200, service.render(prep, outcome, rid), {}
+        return 200, service.render(prep, outcome, request_id), {}
     except ClientGone:
         return 499, {"error": {"code": "client_closed", "message": "the client disconnected"}}, {}
     except Exception as exc:
