@@ -82,7 +82,6 @@ async def run_solve(service: SolveService, item: SolveRequest, request_id: str, 
     """Solve one request body: (status, JSON body, headers). Every failure becomes a status + error body, counted
     once. The one entry point of the solve path for the REST routes and the MCP tools."""
     started = time.monotonic() if started is None else started
-    rid = request_id
     try:
         prep = service.prepare(item.task, item.model, item.puzzle, item.options.model_dump(exclude_none=True),
                                started)
