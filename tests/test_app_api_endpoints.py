@@ -61,7 +61,7 @@ async def test_batch_items_each_get_their_own_status(client):
         {"task": "maze", "puzzle": "#####\n#S G#\n#####"},  # no maze model here
         solve_body(model="eager", max_step=3),  # misspelt option
     ]
-    r = await client.post("/v1/solve/batch", json={"items": items, "options": {"max_steps": 2}})
+    r = await client.post("/v1/solve/batch", json={"items": items, "options": {"max_steps": 2, "halting": "q_head"}})
     assert r.status_code == 200
     body = r.json()
     assert [x["status"] for x in body["results"]] == [200, 422, 404, 422]

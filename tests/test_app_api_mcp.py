@@ -76,7 +76,8 @@ async def test_solve_sudoku_carries_answer_verified_confidence_steps(app_client,
 async def test_unverified_answer_says_why(app_client):
     app, _ = app_client
     async with mcp_client(app) as client:
-        result = await client.call_tool("solve_sudoku", {"puzzle": PUZZLE, "model": "eager"})
+        result = await client.call_tool("solve_sudoku", {"puzzle": PUZZLE, "model": "eager",
+                                                          "options": {"halting": "q_head"}})
     assert not result.is_error
     body = result.structured_content
     assert body["verified"] is False and body["verification"] and body["steps"] == 1

@@ -27,7 +27,7 @@ async def solve(client, **kw):
 
 
 async def test_q_head(client):
-    body = await solve(client, model="eager", max_steps=16, cache=False)
+    body = await solve(client, model="eager", max_steps=16, halting="q_head", cache=False)
     assert body["halted_by"] == "q_head"
     assert body["steps"] == 1
     assert body["confidence"] > 0.99
@@ -36,9 +36,9 @@ async def test_q_head(client):
 async def test_threshold_changes_the_q_rule(client):
     # The random model's q_halt is about -5 (sigmoid 0.0067): its own rule never halts,
     # a threshold below that halts at the first step.
-    body = await solve(client, model="random", max_steps=6, threshold=0.005, cache=False)
+    body = await solve(client, model="random", max_steps=6, halting="q_head", threshold=0.005, cache=False)
     assert (body["halted_by"], body["steps"]) == ("q_head", 1)
-    body = await solve(client, model="random", max_steps=6, cache=False)
+    body = await solve(client, model="random", max_steps=6, halting="q_head", cache=False)
     assert (body["halted_by"], body["steps"]) == ("max_steps", 6)
 
 

@@ -6,6 +6,8 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
+from app.engine.protocol import HaltReason
+
 SUDOKU_EXAMPLE = "53..7....6..195....98....6.8...6...34..8.3..17...2...6.6....28....419..5....8..79"
 # Mazes are square (5..30 a side): the example must be too, or the docs' own example gets 422 not_square.
 MAZE_EXAMPLE = "#######\n#S    #\n# ### #\n#   # #\n### # #\n#    G#\n#######"
@@ -31,9 +33,15 @@ class SolveOptionsIn(BaseModel):
 
     max_steps: int | None = Field(None, ge=1, le=MAX_STEPS_LIMIT,
                                   description="ACT step limit per trajectory (default: the model's halt_max_steps).")
-    halting: Literal["q_head", "max_steps", "verifier"] | None = Field(
-        None, description="q_head: stop when the model's Q-head says so (default); max_steps: always run to "
+    halting: Literal["auto", "q_head", "max_steps", "verifier"] | None = Field(
+        None, description="auto (default for Sudoku and mazes): one trajectory that stops when its answer passes the "
+                          "exact verifier; if none passes by max_steps, escalate once to K noisy PTRM trajectories "
+                          "(verifier_first; K = trajectories when > 1, else 8) within the request's budget. "
+                          "q_head: stop when the model's Q-head says so (default for ARC); max_steps: always run to "
                           "max_steps; verifier: stop as soon as the decoded answer passes the exact verifier.")
+    fallback: Literal["none", "exact"] | None = Field(None, description=(
+        "exact: when the model's answer does not verify, answer with the exact solver's solution instead (Sudoku, "
+        "mazes), marked solved_by=exact. Off (none) by default: a model answer is never silently replaced."))
     threshold: float | None = Field(None, gt=0, lt=1, description=(
         "Q-head halting threshold on sigmoid(q_halt). Default: the model's own rule (TRM: 0.5; HRM: "
         "q_halt > q_continue)."))
@@ -108,7 +116,8 @@ class SolveResponse(BaseModel):
         "model": {"name": "trm-mlp-sudoku", "version": "9b1c2d3e4f5a6b7c"},
         "answer": "534678912672195348198342567859761423426853791713924856961537284287419635345286179",
         "answer_text": "5 3 4 | 6 7 8 | 9 1 2\n...", "verified": True, "verification": [],
-        "confidence": 0.97, "steps": 9, "halted_by": "q_head", "trajectories": 1, "chosen_trajectory": 0,
+        "confidence": 0.97, "steps": 9, "halted_by": "verified", "solved_by": "model", "solvable": True,
+        "unique": True, "overwritten": [], "escalated": False, "trajectories": 1, "chosen_trajectory": 0,
         "row_steps": 9, "cached": False, "coalesced": False,
         "timings": {"queue_ms": 0.4, "compute_ms": 61.2, "total_ms": 63.0}}]})
 
@@ -122,7 +131,15 @@ class SolveResponse(BaseModel):
     verification: list[str] = Field(description="Why the answer fails the verifier (empty when verified).")
     confidence: float | None = Field(description="sigmoid(q_halt) of the chosen trajectory's last step.")
     steps: int = Field(description="ACT steps run by the chosen trajectory.")
-    halted_by: Literal["q_head", "max_steps", "verified", "deadline", "cancelled", "converged"]
+    halted_by: HaltReason
+    solved_by: Literal["model", "exact"] = Field(description="model, or exact when fallback=exact replaced an "
+                                                             "unverified model answer with the exact solver's.")
+    solvable: bool | None = Field(description="The exact solver's verdict on the puzzle (null: unknown, e.g. ARC).")
+    unique: bool | None = Field(description="Whether the puzzle has exactly one solution (mazes: one shortest path); "
+                                            "null when unknown.")
+    overwritten: list[str] = Field(description="Givens the answer changed (a model answer may overwrite a given "
+                                               "digit or cross a wall: never silently).")
+    escalated: bool = Field(description="halting=auto: the plain run did not verify and K noisy trajectories ran.")
     trajectories: int = Field(description="Trajectories run (K).")
     chosen_trajectory: int | None
     row_steps: int = Field(description="ACT steps summed over all trajectories: the compute this answer cost.")

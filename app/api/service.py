@@ -16,11 +16,13 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import hashlib
 import logging
+import math
 import time
 import uuid
 from collections.abc import AsyncIterator, Awaitable, Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any
 
 import msgspec
@@ -41,6 +43,7 @@ DISCONNECT_POLL_S = 0.05
 KEEPALIVE_S = 15.0  # SSE comment while a stream waits in the queue, so proxies keep it open
 MAX_REASONS = 10
 OPTION_FIELDS = frozenset(SolveOptions.__struct_fields__)
+AUTO_TRAJECTORIES = 8  # halting=auto: PTRM trajectories of the escalation when the request names no K
 
 
 @dataclass
@@ -86,10 +89,33 @@ class ServedModel:
             "name": i.name, "task": i.task, "default_for_task": default, "architecture": i.arch,
             "parameters": i.parameters, "version": i.version, "source": i.source, **i.backend,
             "config": i.config,
-            "accuracy": i.card.get("accuracy", i.card.get("metrics")),
+            "accuracy": held_out_accuracy(i.card),
             "card": i.card or None,
             "engine": engine,
         }
+
+
+def held_out_accuracy(card: dict[str, Any]) -> dict[str, Any] | None:
+    """Each tier's held-out exact accuracy from a model card (training/evaluate.py's `evaluation.tiers`):
+    plain at max_steps, with Q-head halting, and with PTRM at each K the card measured."""
+    tiers = card.get("evaluation", {}).get("tiers") if isinstance(card.get("evaluation"), dict) else None
+    if not isinstance(tiers, dict):
+        return card.get("accuracy") or None
+    out: dict[str, Any] = {}
+    for tier, t in tiers.items():
+        if not isinstance(t, dict):
+            continue
+        row: dict[str, Any] = {"n": t.get("n")}
+        for mode in ("max_steps", "q_halt"):
+            if isinstance(t.get(mode), dict):
+                row[f"exact_{mode}"] = t[mode].get("exact")
+        for key, v in t.items():
+            if key.startswith("ptrm_") and isinstance(v, dict):
+                row[f"exact_{key}"] = v.get("exact")
+        if isinstance(t.get("calibration"), dict):
+            row["calibration"] = t["calibration"]
+        out[tier] = row
+    return out or None
 
 
 def default_per_task(models: dict[str, ServedModel]) -> dict[str, str]:
@@ -203,6 +229,14 @@ class SolveService:
         merged = {k: v for k, v in {**model.info.default_options, **given}.items()
                   if v is not None and k in OPTION_FIELDS}
         merged.setdefault("max_steps", model.info.halt_max_steps)
+        # Tasks with an exact verifier default to adaptive compute: verify every step, escalate when stuck.
+        # (one trajectory: auto; PTRM asked for explicitly: its K rows halt on the verifier).
+        if model.info.step_verifier:
+            merged.setdefault("halting", "auto" if merged.get("trajectories", 1) == 1 else "verifier")
+        merged.setdefault("halting", "q_head")
+        if merged["halting"] == "auto" and not model.info.step_verifier:
+            raise InvalidRequest(f"halting 'auto' needs a per-step verifier, which {model.task} models do not have; "
+                                 "use q_head, max_steps or verifier", "options.halting")
         k = merged.get("trajectories", 1)
         # PTRM without a noise scale: the per-task setting reported for PTRM; none for a single trajectory.
         merged.setdefault("noise", model.info.default_noise if k > 1 else 0.0)
@@ -212,8 +246,16 @@ class SolveService:
             merged["cache"] = False
         opts = msgspec.convert(merged, SolveOptions)
         limits = ModelLimits.model_validate(model.info.limits)
-        check_budget(opts, budget_for(model.name, limits, self.caps))  # BudgetExceeded -> 422
+        budget = budget_for(model.name, limits, self.caps)
+        check_budget(opts, budget)  # BudgetExceeded -> 422
+        if opts.halting == "auto":  # the plain run and the escalation together
+            check_budget(msgspec.structs.replace(opts, trajectories=1 + self._escalation_k(model, opts)), budget)
         return opts
+
+    @staticmethod
+    def _escalation_k(model: ServedModel, opts: SolveOptions) -> int:
+        k = opts.trajectories if opts.trajectories > 1 else AUTO_TRAJECTORIES
+        return max(1, min(k, model.info.batch_rows))
 
     def prepare(self, task: str | None, model_name: str | None, payload: Any, options: dict[str, Any],
                 started: float | None = None) -> Prepared:
@@ -233,10 +275,42 @@ class SolveService:
         hit = await self._cache_get(prep)
         if hit is not None:
             return hit
-        flight, joined = self._flight(prep)
-        result = await self._wait(flight, is_disconnected)
+        if prep.options.halting == "auto":
+            result, joined = await self._solve_auto(prep, is_disconnected)
+        else:
+            flight, joined = self._flight(prep)
+            result = await self._wait(flight, is_disconnected)
         await self._cache_put(prep, result)
         return Outcome(result, coalesced=joined)
+
+    async def _solve_auto(self, prep: Prepared, is_disconnected: Callable[[], Awaitable[bool]] | None
+                          ) -> tuple[EngineOutput, bool]:
+        """Adaptive compute: one plain trajectory halting on the verifier; if it ends unverified (and time is
+        left), K noisy trajectories with verifier-first selection. The escalation's seed comes from the cache
+        key when the request gave none, so the same puzzle always escalates the same way (and can be cached)."""
+        o = prep.options
+        plain = msgspec.structs.replace(o, halting="verifier", trajectories=1, noise=0.0)
+        flight, joined = self._flight(replace(prep, options=plain, key=prep.key + "|plain"))
+        first = await self._wait(flight, is_disconnected)
+        if first.valid or first.halted_by in ("deadline", "cancelled") or first.tokens is None:
+            return first, joined
+        k = self._escalation_k(prep.model, o)
+        left_ms = None if o.deadline_ms is None else o.deadline_ms - (time.monotonic() - prep.started) * 1000.0
+        if left_ms is not None and left_ms <= 0:
+            return first, joined
+        noisy = msgspec.structs.replace(
+            o, halting="verifier", trajectories=k, noise=o.noise if o.noise > 0 else prep.model.info.default_noise,
+            selection="verifier_first", seed=o.seed if o.seed is not None else _seed_of(prep.key))
+        flight, _ = self._flight(replace(prep, options=noisy, key=prep.key + "|escalated"))
+        second = await self._wait(flight, is_disconnected)
+        # The escalation's answer when it verified; else whichever run the Q-head trusts more.
+        use_second = second.tokens is not None and (
+            bool(second.valid) or (second.q_halt or -math.inf) >= (first.q_halt or -math.inf))
+        best = second if use_second else first
+        return msgspec.structs.replace(
+            best, trajectories=1 + second.trajectories, row_steps=first.row_steps + second.row_steps,
+            chosen=(1 + second.chosen) if use_second and second.chosen is not None else best.chosen,
+            queue_ms=first.queue_ms + second.queue_ms, compute_ms=first.compute_ms + second.compute_ms), joined
 
     async def stream(self, prep: Prepared) -> AsyncIterator[StepUpdate | Outcome | None]:
         """Step updates, then the Outcome. Returns once the engine queued the request, so the caller can turn
@@ -283,8 +357,11 @@ class SolveService:
                 self.engine.abort([request_id])
 
     def _engine_request(self, prep: Prepared, stream: bool = False) -> EngineRequest:
+        opts = prep.options
+        if opts.halting == "auto":  # a stream shows the plain run (no escalation)
+            opts = msgspec.structs.replace(opts, halting="verifier", trajectories=1, noise=0.0)
         return EngineRequest(id=uuid.uuid4().hex, model=prep.model.name, inputs=prep.inputs.tobytes(),
-                             puzzle_identifier=prep.puzzle_identifier, options=prep.options, arrival=prep.started,
+                             puzzle_identifier=prep.puzzle_identifier, options=opts, arrival=prep.started,
                              stream=stream)
 
     def _flight(self, prep: Prepared) -> tuple[_Flight, bool]:
@@ -358,32 +435,47 @@ class SolveService:
     # -- rendering ---------------------------------------------------------------------------------
 
     def answer_fields(self, prep: Prepared, tokens: np.ndarray | None) -> dict[str, Any]:
-        """The answer in the caller's form, as text, and the verifier's verdict."""
+        """The answer in the caller's form, as text, the verifier's verdict and the givens it overwrote."""
         if tokens is None:
             return {"answer": None, "answer_text": None, "verified": False,
-                    "verification": ["no ACT step ran, so there is no answer"]}
+                    "verification": ["no ACT step ran, so there is no answer"], "overwritten": []}
         codec = prep.model.codec
         try:
             answer = codec.decode(tokens, prep.puzzle)
-            payload, text = codec.answer_payload(answer, prep.puzzle), codec.render(answer)
         except PuzzleError as err:  # the model's output is no answer at all: say so, never a 500
             return {"answer": None, "answer_text": None, "verified": False,
-                    "verification": [f"the model's output could not be decoded: {err}"]}
+                    "verification": [f"the model's output could not be decoded: {err}"], "overwritten": []}
+        return self._answer(prep, answer)
+
+    @staticmethod
+    def _answer(prep: Prepared, answer: Any) -> dict[str, Any]:
+        codec = prep.model.codec
         verdict = codec.verify(prep.puzzle, answer)
-        return {"answer": payload, "answer_text": text, "verified": verdict.valid,
-                "verification": list(verdict.reasons[:MAX_REASONS])}
+        return {"answer": codec.answer_payload(answer, prep.puzzle), "answer_text": codec.render(answer),
+                "verified": verdict.valid, "verification": list(verdict.reasons[:MAX_REASONS]),
+                "overwritten": codec.overwritten(prep.puzzle, answer)}
 
     def render(self, prep: Prepared, outcome: Outcome, request_id: str | None = None) -> dict[str, Any]:
         r = outcome.result
+        fields = self.answer_fields(prep, outcome.tokens)
+        # Exact facts beside the neural answer: the bitmask solver / BFS (0.1-2 ms for a Sudoku, capped).
+        facts = prep.model.codec.exact(prep.puzzle)
+        solved_by = "model"
+        if not fields["verified"] and prep.options.fallback == "exact" and facts is not None and facts.solution:
+            fields, solved_by = self._answer(prep, facts.solution), "exact"
         total_ms = (time.monotonic() - prep.started) * 1000.0
         body = {
             "request_id": request_id,
             "task": prep.task,
             "model": {"name": prep.model.name, "version": prep.model.version},
-            **self.answer_fields(prep, outcome.tokens),
+            **fields,
             "confidence": r.confidence,
             "steps": r.steps,
             "halted_by": r.halted_by,
+            "solved_by": solved_by,
+            "solvable": facts.solvable if facts is not None else None,
+            "unique": facts.unique if facts is not None else None,
+            "escalated": prep.options.halting == "auto" and r.trajectories > 1,
             "trajectories": r.trajectories,
             "chosen_trajectory": r.chosen,
             "row_steps": r.row_steps,
@@ -433,6 +525,11 @@ class SolveService:
         """Close the cache (after `drain`)."""
         with contextlib.suppress(Exception):
             await self.cache.close()
+
+
+def _seed_of(key: str) -> int:
+    """A 63-bit seed from a cache key: the same request always draws the same noise."""
+    return int.from_bytes(hashlib.sha256(key.encode()).digest()[:8], "big") >> 1
 
 
 async def _watch(is_disconnected: Callable[[], Awaitable[bool]]) -> None:

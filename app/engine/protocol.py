@@ -14,16 +14,17 @@ arrival time stamped in an API process is comparable with the engine core's cloc
 from __future__ import annotations
 
 import math
-from typing import Any, Literal
+from typing import Any, Literal, get_args
 
 import msgspec
 import numpy as np
 
-HaltingRule = Literal["q_head", "max_steps", "verifier"]
+# "auto" never reaches the engine: the API runs it as a verifier-halting request, then maybe a PTRM one.
+HaltingRule = Literal["auto", "q_head", "max_steps", "verifier"]
 # Why a trajectory stopped, in precedence order when several fire in the same step (the one place they are
-# spelled out: the scheduler, the metrics labels and the API schema all read this tuple).
-HALT_REASONS: tuple[str, ...] = ("cancelled", "verified", "q_head", "converged", "max_steps", "deadline")
-HALTING_RULES: tuple[str, ...] = ("q_head", "max_steps", "verifier")
+# spelled out: the scheduler, the metrics labels and the API schema all read this).
+HaltReason = Literal["cancelled", "verified", "q_head", "converged", "max_steps", "deadline"]
+HALT_REASONS: tuple[str, ...] = get_args(HaltReason)
 
 # Rejection codes (the API maps each to an HTTP status).
 QUEUE_FULL, DRAINING, TOO_MANY_ROWS, UNKNOWN_MODEL, ENGINE_ERROR = (
@@ -49,6 +50,7 @@ class SolveOptions(msgspec.Struct, frozen=True, omit_defaults=True):
     seed: int | None = None
     deadline_ms: int | None = None
     cache: bool = True
+    fallback: Literal["none", "exact"] = "none"  # API side only: answer with the exact solver when unverified
 
     @property
     def deterministic(self) -> bool:

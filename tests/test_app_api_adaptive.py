@@ -1,0 +1,83 @@
+"""Issue 12 on the API: adaptive compute (halting=auto), exact facts beside the neural answer, fallback=exact,
+overwritten givens, and the cards' held-out accuracy in /v1/models. Tiny hand-set models (app_engine_support)."""
+
+from __future__ import annotations
+
+import pytest
+import pytest_asyncio
+
+from app_engine_support import PUZZLE, SOLUTION, make_specs, running_app, solve_body
+
+pytestmark = pytest.mark.asyncio(loop_scope="module")
+
+
+@pytest_asyncio.fixture(loop_scope="module", scope="module")
+async def client(tmp_path_factory):
+    root = tmp_path_factory.mktemp("adaptive")
+    async with running_app(root, specs=make_specs(root)) as (_, c):
+        yield c
+
+
+async def post(client, **kw):
+    r = await client.post("/v1/solve", json=solve_body(**kw))
+    assert r.status_code == 200, r.text
+    return r.json()
+
+
+async def test_auto_is_the_default_and_stops_at_the_first_verified_step(client):
+    body = await post(client, puzzle=SOLUTION, model="copy", cache=False)  # the copy model echoes a solved grid
+    assert (body["verified"], body["halted_by"], body["steps"]) == (True, "verified", 1)
+    assert (body["escalated"], body["trajectories"], body["row_steps"]) == (False, 1, 1)
+
+
+async def test_auto_escalates_to_k_noisy_trajectories_when_the_plain_run_fails(client):
+    # copy echoes the unsolved puzzle: the plain run reaches max_steps unverified, then K = min(8, 4 rows) run.
+    body = await post(client, model="copy", max_steps=3, cache=False)
+    assert body["verified"] is False and body["escalated"] is True
+    assert body["trajectories"] == 1 + 4 and body["row_steps"] == 3 + 4 * 3
+    explicit = await post(client, model="copy", max_steps=3, halting="auto", trajectories=2, cache=False)
+    assert (explicit["escalated"], explicit["trajectories"], explicit["row_steps"]) == (True, 3, 3 + 2 * 3)
+
+
+async def test_auto_budget_counts_the_escalation(client):
+    r = await client.post("/v1/solve", json=solve_body(model="copy", max_steps=4096, halting="auto", trajectories=4))
+    assert r.status_code == 422 and r.json()["error"]["code"] == "over_budget"
+    assert "4096 x 5 = 20480 row-steps" in r.json()["error"]["message"]  # the plain run and K = 4 together
+
+
+async def test_exact_facts_and_no_silent_fallback(client):
+    body = await post(client, model="copy", max_steps=2, halting="max_steps")
+    assert (body["solvable"], body["unique"], body["solved_by"]) == (True, True, "model")
+    assert body["verified"] is False and body["answer"] == PUZZLE  # the model's own (unsolved) answer
+    several = await post(client, puzzle="." * 81, model="copy", max_steps=1, halting="max_steps")
+    assert (several["solvable"], several["unique"]) == (True, False)
+
+
+async def test_fallback_exact_answers_with_the_solver_and_says_so(client):
+    body = await post(client, model="copy", max_steps=2, halting="max_steps", fallback="exact")
+    assert (body["verified"], body["solved_by"], body["answer"]) == (True, "exact", SOLUTION)
+    assert body["overwritten"] == [] and body["verification"] == []
+
+
+async def test_overwritten_givens_are_listed(client):
+    body = await post(client, model="random", max_steps=2, halting="max_steps", cache=False)
+    answer = body["answer"] or ""
+    changed = [k for k, ch in enumerate(PUZZLE) if ch != "." and len(answer) == 81 and answer[k] != ch]
+    assert len(body["overwritten"]) == len(changed)
+    if changed:
+        r, c = divmod(changed[0], 9)
+        assert body["overwritten"][0].startswith(f"r{r + 1}c{c + 1}: given {PUZZLE[changed[0]]}")
+
+
+async def test_auto_needs_a_verifier(tmp_path):
+    """ARC has no per-step verifier: an explicit halting=auto is a 422, and the default there is q_head."""
+    pytest.importorskip("app_engine_support").make_all_task_specs  # noqa: B018 - the ARC model helper exists
+    from app_engine_support import make_all_task_specs
+
+    async with running_app(tmp_path, specs=make_all_task_specs(tmp_path)) as (app, c):
+        arc = next(m for m in app.state.runtime.service.models.values() if m.task == "arc")
+        task = {"train": [{"input": [[1]], "output": [[2]]}], "test": [{"input": [[1]]}]}
+        r = await c.post("/v1/solve", json={"model": arc.name, "puzzle": task, "options": {"halting": "auto"}})
+        assert r.status_code == 422 and r.json()["error"]["location"] == "options.halting"
+        r = await c.post("/v1/solve", json={"model": arc.name, "puzzle": task, "options": {"max_steps": 1}})
+        assert r.status_code == 200 and r.json()["solvable"] is None and r.json()["escalated"] is False
