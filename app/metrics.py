@@ -1,4 +1,4 @@
-"""Prometheus metrics of the server (names fixed by the Grafana dashboard; see INTERFACES.md).
+"""Prometheus metrics of the server (names fixed by the Grafana dashboard in deploy/grafana and the alert rules).
 
 Durations are in seconds, counters end in `_total`. Histogram buckets are explicit because the defaults stop
 at 10 s and are too coarse for millisecond ACT steps.
