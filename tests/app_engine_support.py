@@ -158,3 +158,50 @@ def make_all_task_specs(root: Path) -> list[ModelSpec]:
     save_model(build_model(tiny_config(task="arc", seq_len=900, vocab_size=12, halt_max_steps=4)), arc)
     return [*make_specs(root), ModelSpec(name="maze", task="maze", path=maze, batch_rows=4, max_queue_rows=16),
             ModelSpec(name="arc", task="arc", path=arc, batch_rows=2, max_queue_rows=8)]
+
+
+def free_port() -> int:
+    import socket
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+@contextlib.contextmanager
+def served(models_file: Path, env: dict[str, str] | None = None, ready_timeout: float = 120.0,
+           log_path: Path | None = None) -> Any:
+    """`recursolve serve` (supervisor, engine-core process, API processes) as a subprocess on a free loopback
+    port with this models file; yields (base URL, process) once /readyz is 200, and stops it afterwards."""
+    import os
+    import subprocess
+    import sys
+
+    root = Path(__file__).resolve().parent.parent
+    port = free_port()
+    env = os.environ | {"RECURSOLVE_MODELS_FILE": str(models_file), "RECURSOLVE_LOG_LEVEL": "warning",
+                        "OMP_NUM_THREADS": "1", "PYTHONPATH": f"{root}{os.pathsep}{os.environ.get('PYTHONPATH', '')}",
+                        **(env or {})}
+    log_path = log_path or models_file.with_suffix(".log")
+    with log_path.open("w") as log:
+        proc = subprocess.Popen([sys.executable, "-m", "app.cli", "serve", "--host", "127.0.0.1", "--port",
+                                 str(port)], env=env, cwd=root, stdout=log, stderr=subprocess.STDOUT)
+        base = f"http://127.0.0.1:{port}"
+        try:
+            deadline = time.monotonic() + ready_timeout
+            while True:
+                try:
+                    if httpx.get(f"{base}/readyz").status_code == 200:
+                        break
+                except httpx.TransportError:
+                    pass
+                assert proc.poll() is None and time.monotonic() < deadline, log_path.read_text()
+                time.sleep(0.1)
+            yield base, proc
+        finally:
+            if proc.poll() is None:
+                proc.terminate()
+                try:
+                    proc.wait(30)
+                except subprocess.TimeoutExpired:
+                    proc.kill()

@@ -5,18 +5,14 @@ dir and in bench/results/ (playground.png, playground-maze.png, docs.png)."""
 
 from __future__ import annotations
 
-import os
 import shutil
-import socket
-import subprocess
-import sys
-import time
 from collections.abc import Iterator
 from pathlib import Path
 from urllib.parse import urlsplit
 
-import httpx
 import pytest
+
+from app_engine_support import served
 
 sync_api = pytest.importorskip("playwright.sync_api", reason="the `playwright` Python package is not installed "
                                                              "(pip install -e '.[dev]')")
@@ -33,12 +29,6 @@ PUZZLE = "4.....8.5.3..........7......2.....6.....8.4......1.......6.3.7.5..2...
 TIMEOUT_MS = 90_000  # two shared CPU cores: loading, warm-up and a K=4 solve can be slow
 
 
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
 @pytest.fixture(scope="module")
 def server(tmp_path_factory) -> Iterator[str]:
     """`recursolve serve` in a subprocess with the two small shipped models."""
@@ -47,31 +37,8 @@ def server(tmp_path_factory) -> Iterator[str]:
     models.write_text("models:\n"
                       f"  - name: trm-mlp-sudoku\n    path: {ROOT / 'weights' / 'trm-mlp-sudoku'}\n    batch_rows: 8\n"
                       f"  - name: trm-att-maze\n    path: {ROOT / 'weights' / 'trm-att-maze'}\n    batch_rows: 4\n")
-    port = free_port()
-    env = os.environ | {"RECURSOLVE_MODELS_FILE": str(models), "RECURSOLVE_LOG_LEVEL": "warning",
-                        "OMP_NUM_THREADS": "1", "PYTHONPATH": f"{ROOT}{os.pathsep}{os.environ.get('PYTHONPATH', '')}"}
-    log = (tmp / "server.log").open("w")
-    proc = subprocess.Popen([sys.executable, "-m", "app.cli", "serve", "--host", "127.0.0.1", "--port", str(port)],
-                            env=env, cwd=ROOT, stdout=log, stderr=subprocess.STDOUT)
-    base = f"http://127.0.0.1:{port}"
-    try:
-        deadline = time.monotonic() + 120
-        while True:
-            try:
-                if httpx.get(f"{base}/readyz").status_code == 200:
-                    break
-            except httpx.TransportError:
-                pass
-            assert proc.poll() is None and time.monotonic() < deadline, (tmp / "server.log").read_text()
-            time.sleep(0.2)
+    with served(models, log_path=tmp / "server.log") as (base, _):
         yield base
-    finally:
-        proc.terminate()
-        try:
-            proc.wait(20)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-        log.close()
 
 
 @pytest.fixture(scope="module")
