@@ -639,6 +639,13 @@ async def run_static(load: Load, model: Path, batch_rows: int, steps: int,
 # -- driver ----------------------------------------------------------------------------------------------
 
 
+def default_api_workers() -> int:
+    """What `recursolve serve` starts without --api-workers."""
+    from app.serve import default_api_workers as serve_default
+
+    return serve_default()
+
+
 def run_mode(mode: str, args: argparse.Namespace, model: Path, puzzles: list[SudokuPuzzle],
              tmp: Path, max_steps: int) -> dict[str, Any]:
     load = Load(args.concurrency, args.duration, args.warmup, puzzles)
@@ -667,7 +674,7 @@ def run_mode(mode: str, args: argparse.Namespace, model: Path, puzzles: list[Sud
             load.per_call = args.batch_items
         # Room in the queue for every client's whole call, so the load is never turned away (429).
         queue = max(512, 4 * args.concurrency * load.per_call)
-        workers = args.api_workers if http.server == "serve" else 1
+        workers = (args.api_workers or default_api_workers()) if http.server == "serve" else 1
         server = Server(http.server, model, {"batch_rows": rows, "max_queue_rows": queue, "device": args.device},
                         tmp, mode, api_workers=args.api_workers if http.server == "serve" else None,
                         max_batch_items=max(64, args.batch_items))
@@ -740,7 +747,6 @@ def main() -> None:
     if args.device == "cuda" and not torch.cuda.is_available():
         raise SystemExit("--device cuda: torch sees no CUDA device here")
     from app.engine.core import default_batch_rows, resolve_device
-    from app.serve import default_api_workers
 
     args.device = resolve_device(args.device)
     args.batch_rows = args.batch_rows or default_batch_rows(args.device)
