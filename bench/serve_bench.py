@@ -1,34 +1,47 @@
-"""Load benchmark of the Sudoku serving path: continuous batching vs one-at-a-time vs the official static loop.
+"""Load benchmark of the Sudoku serving path, from the engine's step-rate limit up to HTTP, in one run.
 
-N closed-loop clients (httpx, asyncio) each send one real generated Sudoku (puzzles.sudoku.generate), wait for
-the answer, and send the next, for a fixed time. Four modes, same model, same weights, same dtype
-(models.default_dtype, as the server picks it):
+N closed-loop clients each send one real generated Sudoku (puzzles.sudoku.generate), wait for the answer and
+send the next, for a fixed time. Modes, same model, same weights, same device and dtype (the server's defaults):
 
-  continuous  `recursolve serve` on 127.0.0.1 with the model at batch_rows=B (this server: rows halt and are
-              refilled at ACT-step granularity)
-  single      `recursolve serve` with the same model at batch_rows=1 (one request at a time)
+  graph       the step-rate limit: the engine's ModelRunner alone stepping a full batch of --batch-rows rows
+              over and over (a CUDA graph replay per step on CUDA, eager on CPU); no requests, no scheduler.
+              Reports row-steps/s and the implied answers/s = row-steps/s / mean ACT steps per answer (the mean
+              of the continuous mode of the same run, else of inproc)
+  inproc      the engine core in a thread of this process (InprocEngine + EngineClient), no HTTP: asyncio
+              clients submit EngineRequests and await the outputs (the engine shares this process's GIL)
+  continuous  `recursolve serve` (engine-core process + --api-workers API processes), HTTP /v1/solve
+  batch       as continuous, HTTP /v1/solve/batch: each call carries --batch-items puzzles (answers = items;
+              latency is the call's)
+  oneproc     one uvicorn process running the app with its engine core in a thread (the pre-split shape),
+              HTTP /v1/solve: `continuous / oneproc` is what the process split costs or gains
+  single      `recursolve serve` with the model at batch_rows=1 (one request at a time)
   static      in-process, no HTTP: the official evaluation loop: take every waiting request (up to B) as one
-              static batch, run exactly halt_max_steps ACT steps (16 in the official configs; --static-steps)
-              with no halting, answer them all, repeat
+              static batch, run exactly halt_max_steps ACT steps (--static-steps) with no halting, answer all
   verifier    as continuous, with {"halting": "verifier"}: a row stops when its answer passes the exact
               Sudoku check (else at max_steps), instead of when the Q-head says so
 
-Reported per mode: throughput (answers/s), latency p50/p95/p99 (client side; HTTP included for the server modes),
-mean ACT steps per answer, verified fraction, over the answers completed in the measured window (after the
-warm-up; requests still in flight at the end are cut, so a slow mode cannot stretch the run).
+Reported per mode: answers/s, latency p50/p95/p99 (client side; HTTP included for the server modes), mean ACT
+steps per answer, verified fraction, mean rows per step (HTTP modes: the server's /metrics
+recursolve_step_active_rows_sum/_count deltas over the measured window; inproc: the same histogram in this
+process), over the answers completed in the measured window (after the warm-up; requests still in flight at
+the end are cut, so a slow mode cannot stretch the run). The summary adds the ratios continuous/static,
+inproc/graph, batch/inproc and continuous/oneproc.
 The result cache is disabled in the servers; puzzles cycle through a seeded pool (--puzzles, default 600), so
 a repeat is hundreds of requests away and never coalesces with an identical request in flight.
+
+--client-procs N runs the HTTP clients in N processes (concurrency/N clients each; one Python client process
+tops out near 3k requests/s), started and imported before the clock starts, their samples merged.
 
 Weights: weights/<model> when present (default trm-mlp-sudoku, else the first Sudoku model folder), otherwise
 a random-weight TRM-MLP (the architecture of training/configs/trm-mlp-sudoku.json) saved to a temp dir; random
 weights never halt on their own (Q-head bias -5), so every request then runs all halt_max_steps steps in every
 mode and the answers are wrong: the run then only measures the scheduling, and says so in its output.
 
-    .venv/bin/python bench/serve_bench.py                      # ~3.5 min: 4 x (start + 5 s warm-up + 35 s)
-    .venv/bin/python bench/serve_bench.py --duration 10 --modes continuous,static
+    .venv/bin/python bench/serve_bench.py --duration 20 --modes graph,inproc,continuous,oneproc,batch,static
+    .venv/bin/python bench/serve_bench.py --device cuda --client-procs 4 --concurrency 256   # a GPU machine
 
-Writes bench/results/serve-<host>.json. This machine's 2 CPU cores are shared with training runs: numbers
-move by 25% or more between runs; compare modes within one run.
+Writes bench/results/serve-<host>.json. On a shared CPU, numbers move by 25% or more between runs; compare
+modes within one run.
 """
 
 from __future__ import annotations
@@ -36,7 +49,9 @@ from __future__ import annotations
 import argparse
 import asyncio
 import collections
+import itertools
 import json
+import multiprocessing
 import os
 import platform
 import random
@@ -47,6 +62,7 @@ import sys
 import tempfile
 import threading
 import time
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -62,14 +78,29 @@ from puzzles.sudoku import SudokuPuzzle, generate
 
 REPO = Path(__file__).resolve().parent.parent
 
-MODES = ("continuous", "single", "static", "verifier")
-# HTTP modes: (batch_rows, request options); batch_rows None = --batch-rows.
-HTTP_MODES: dict[str, tuple[int | None, dict[str, Any]]] = {
-    "continuous": (None, {}),
-    "single": (1, {}),
-    "verifier": (None, {"halting": "verifier"}),
+MODES = ("graph", "inproc", "continuous", "batch", "oneproc", "single", "static", "verifier")
+MODEL_NAME = "bench"
+
+
+@dataclass(frozen=True)
+class HttpMode:
+    rows: int | None  # batch_rows of the served model; None = --batch-rows
+    options: dict[str, Any]  # request options
+    endpoint: str  # "solve" (/v1/solve, one puzzle a call) or "batch" (/v1/solve/batch, --batch-items a call)
+    server: str  # "serve" (`recursolve serve`: engine process + API processes) or "oneproc" (one uvicorn process)
+
+
+HTTP_MODES: dict[str, HttpMode] = {
+    "continuous": HttpMode(None, {}, "solve", "serve"),
+    "batch": HttpMode(None, {}, "batch", "serve"),
+    "oneproc": HttpMode(None, {}, "solve", "oneproc"),
+    "single": HttpMode(1, {}, "solve", "serve"),
+    "verifier": HttpMode(None, {"halting": "verifier"}, "solve", "serve"),
 }
 PLANNED_CONFIG = REPO / "training" / "configs" / "trm-mlp-sudoku.json"
+# The HTTP path's default deadline (Settings.default_deadline_ms): inproc requests get the same budget.
+DEFAULT_DEADLINE_MS = 30_000
+ROWS_SUM, ROWS_COUNT = "recursolve_step_active_rows_sum", "recursolve_step_active_rows_count"
 
 
 # -- model -----------------------------------------------------------------------------------------------
@@ -106,6 +137,20 @@ def sudoku_text(p: SudokuPuzzle) -> str:
     return "".join(str(d) if d else "." for d in p.givens)
 
 
+def bench_spec(model: Path, device: str, batch_rows: int, max_queue_rows: int | None = None) -> Any:
+    """The ModelSpec every in-process mode serves (the HTTP modes get the same entry in a models file)."""
+    from app.settings import ModelSpec
+
+    return ModelSpec(name=MODEL_NAME, task="sudoku", path=model, device=device, batch_rows=batch_rows,
+                     max_queue_rows=max_queue_rows)
+
+
+def cuda_sync(device: str) -> None:
+    """Host time is only the device's time after the queued kernels finished."""
+    if device.startswith("cuda"):
+        torch.cuda.synchronize()
+
+
 # -- measurements ------------------------------------------------------------------------------------------
 
 
@@ -125,13 +170,14 @@ class Load:
     duration: float
     warmup: float
     puzzles: list[SudokuPuzzle]
+    per_call: int = 1  # puzzles a client sends in one call (/v1/solve/batch: --batch-items)
     _next: int = 0
     samples: list[Sample] = field(default_factory=list)
 
-    def next_puzzle(self) -> SudokuPuzzle:
-        p = self.puzzles[self._next % len(self.puzzles)]
-        self._next += 1
-        return p
+    def next_puzzles(self) -> list[SudokuPuzzle]:
+        out = [self.puzzles[(self._next + i) % len(self.puzzles)] for i in range(self.per_call)]
+        self._next += self.per_call
+        return out
 
 
 def summarise(samples: list[Sample], t_measure: float, t_end: float) -> dict[str, Any]:
@@ -156,22 +202,28 @@ def summarise(samples: list[Sample], t_measure: float, t_end: float) -> dict[str
     }
 
 
-async def closed_loop(load: Load, one_request) -> tuple[float, float]:  # type: ignore[no-untyped-def]
-    """Run `concurrency` clients for warmup + duration, then cancel what is still in flight.
-    Returns the measured window (t_measure, t_end)."""
-    t0 = time.perf_counter()
+OneCall = Callable[[list[SudokuPuzzle]], Awaitable[list[Sample]]]
+
+
+async def closed_loop(load: Load, one_call: OneCall, t0: float | None = None) -> tuple[float, float]:
+    """Run `concurrency` clients from t0 (time.monotonic(), one clock for every process; default now) for
+    warmup + duration, then cancel what is still in flight. Returns the measured window (t_measure, t_end)."""
+    t0 = time.monotonic() if t0 is None else t0
     t_measure, t_end = t0 + load.warmup, t0 + load.warmup + load.duration
+    await asyncio.sleep(max(0.0, t0 - time.monotonic()))
 
     async def client() -> None:
         while True:
-            puzzle = load.next_puzzle()
-            start = time.perf_counter()
-            sample = await one_request(puzzle)
-            sample.start, sample.end = start, time.perf_counter()
-            load.samples.append(sample)
+            puzzles = load.next_puzzles()
+            start = time.monotonic()
+            samples = await one_call(puzzles)
+            end = time.monotonic()
+            for s in samples:
+                s.start, s.end = start, end
+            load.samples.extend(samples)
 
     tasks = [asyncio.create_task(client()) for _ in range(load.concurrency)]
-    done, _ = await asyncio.wait(tasks, timeout=t_end - time.perf_counter())
+    done, _ = await asyncio.wait(tasks, timeout=t_end - time.monotonic())
     for t in tasks:
         t.cancel()  # HTTP: the client disconnects and the server frees the rows
     await asyncio.gather(*tasks, return_exceptions=True)
@@ -181,7 +233,24 @@ async def closed_loop(load: Load, one_request) -> tuple[float, float]:  # type: 
     return t_measure, t_end
 
 
-# -- modes (a) and (b): the real server ---------------------------------------------------------------------
+Probe = Callable[[], Awaitable[tuple[float, float]]]
+
+
+async def probe_window(t_measure: float, t_end: float, probe: Probe) -> tuple[tuple[float, float], tuple[float, float]]:
+    """The step-rows histogram (sum, count) at the start and the end of the measured window."""
+    await asyncio.sleep(max(0.0, t_measure - time.monotonic()))
+    before = await probe()
+    await asyncio.sleep(max(0.0, t_end - time.monotonic()))
+    return before, await probe()
+
+
+def rows_per_step(before: tuple[float, float], after: tuple[float, float], window: float) -> dict[str, Any]:
+    rows, steps = after[0] - before[0], after[1] - before[1]
+    return {"mean_rows_per_step": round(rows / steps, 2) if steps else None,
+            "engine_steps_per_s": round(steps / window, 1)}
+
+
+# -- the servers ---------------------------------------------------------------------------------------------
 
 
 def free_port() -> int:
@@ -191,34 +260,46 @@ def free_port() -> int:
 
 
 class Server:
-    """`recursolve serve` as a child process on 127.0.0.1 with one model at a given batch_rows."""
+    """A server child process on 127.0.0.1 serving one model at a given batch_rows:
+    kind "serve": `recursolve serve` (the supervisor, one engine-core process, `api_workers` API processes);
+    kind "oneproc": one uvicorn process whose app runs the engine core in a thread (the pre-split shape)."""
 
-    def __init__(self, model: Path, batch_rows: int, max_queue_rows: int, tmp: Path, tag: str) -> None:
+    def __init__(self, kind: str, model: Path, spec: dict[str, Any], tmp: Path, tag: str,
+                 api_workers: int | None = None, max_batch_items: int = 64) -> None:
         self.port = free_port()
         self.url = f"http://127.0.0.1:{self.port}"
         models_file = tmp / f"models-{tag}.yaml"
         models_file.write_text(json.dumps({"models": [{  # JSON is YAML
-            "name": "bench", "task": "sudoku", "path": str(model), "batch_rows": batch_rows,
-            "max_queue_rows": max_queue_rows}]}))
+            "name": MODEL_NAME, "task": "sudoku", "path": str(model), **spec}]}))
         env = os.environ | {
             "RECURSOLVE_MODELS_FILE": str(models_file), "RECURSOLVE_CACHE_ENABLED": "false",
             "RECURSOLVE_HOST": "127.0.0.1", "RECURSOLVE_PORT": str(self.port), "RECURSOLVE_LOG_LEVEL": "warning",
             "RECURSOLVE_DRAIN_GRACE_SECONDS": "2", "RECURSOLVE_WARMUP": "true",
+            "RECURSOLVE_MAX_BATCH_ITEMS": str(max_batch_items),
         }
-        env.pop("RECURSOLVE_REDIS_URL", None)
+        # Whatever the calling shell had set would change the server's shape: the bench decides it.
+        for name in ("RECURSOLVE_REDIS_URL", "RECURSOLVE_ENGINE_ADDRESS", "RECURSOLVE_API_WORKERS",
+                     "PROMETHEUS_MULTIPROC_DIR", "RECURSOLVE_API_KEYS"):
+            env.pop(name, None)
+        if kind == "serve":
+            argv = [sys.executable, "-m", "app.cli", "serve"]
+            if api_workers is not None:
+                argv += ["--api-workers", str(api_workers)]
+        else:
+            argv = [sys.executable, "-m", "uvicorn", "--factory", "app.main:create_app", "--host", "127.0.0.1",
+                    "--port", str(self.port), "--log-level", "warning", "--no-access-log"]
         self.log_path = tmp / f"server-{tag}.log"
         self.log = self.log_path.open("wb")
-        self.proc = subprocess.Popen([sys.executable, "-m", "app.cli", "serve"], cwd=REPO, env=env,
-                                     stdout=self.log, stderr=subprocess.STDOUT)
+        self.proc = subprocess.Popen(argv, cwd=REPO, env=env, stdout=self.log, stderr=subprocess.STDOUT)
 
-    def wait_ready(self, timeout: float = 180.0) -> float:
-        t0 = time.perf_counter()
-        while time.perf_counter() - t0 < timeout:
+    def wait_ready(self, timeout: float = 300.0) -> float:
+        t0 = time.monotonic()
+        while time.monotonic() - t0 < timeout:
             if self.proc.poll() is not None:
                 raise RuntimeError(f"server exited ({self.proc.returncode}):\n{self.log_path.read_text()[-3000:]}")
             try:
                 if httpx.get(self.url + "/readyz", timeout=1.0).status_code == 200:
-                    return time.perf_counter() - t0
+                    return time.monotonic() - t0
             except httpx.HTTPError:
                 pass
             time.sleep(0.2)
@@ -235,30 +316,236 @@ class Server:
         self.log.close()
 
 
-async def run_http(load: Load, url: str, options: dict[str, Any]) -> tuple[float, float]:
+def parse_rows_metric(text: str) -> tuple[float, float]:
+    """(sum, count) of recursolve_step_active_rows for the bench model from a /metrics body."""
+    values = {ROWS_SUM: 0.0, ROWS_COUNT: 0.0}
+    for line in text.splitlines():
+        name = line.split("{", 1)[0].split(" ", 1)[0]
+        if name in values and f'model="{MODEL_NAME}"' in line:
+            values[name] = float(line.rsplit(" ", 1)[1])
+    return values[ROWS_SUM], values[ROWS_COUNT]
+
+
+def metrics_probe(url: str) -> Probe:
+    async def probe() -> tuple[float, float]:
+        async with httpx.AsyncClient(timeout=30.0) as client:
+            r = await client.get(url + "/metrics")
+            r.raise_for_status()
+            return parse_rows_metric(r.text)
+    return probe
+
+
+def http_call(client: httpx.AsyncClient, mode: HttpMode) -> OneCall:
+    """One client call: /v1/solve with one puzzle, or /v1/solve/batch with all of them (one Sample per item)."""
+    if mode.endpoint == "solve":
+        async def one(puzzles: list[SudokuPuzzle]) -> list[Sample]:
+            r = await client.post("/v1/solve", json={"task": "sudoku", "puzzle": sudoku_text(puzzles[0]),
+                                                     "options": mode.options})
+            if r.status_code != 200:
+                return [Sample(0, 0, ok=False, status=r.status_code)]
+            body = r.json()
+            return [Sample(0, 0, ok=True, steps=int(body["steps"]), verified=bool(body["verified"]))]
+        return one
+
+    async def batch(puzzles: list[SudokuPuzzle]) -> list[Sample]:
+        body: dict[str, Any] = {"items": [{"task": "sudoku", "puzzle": sudoku_text(p)} for p in puzzles]}
+        if mode.options:
+            body["options"] = mode.options
+        r = await client.post("/v1/solve/batch", json=body)
+        if r.status_code != 200:
+            return [Sample(0, 0, ok=False, status=r.status_code) for _ in puzzles]
+        return [Sample(0, 0, ok=True, steps=int(item["result"]["steps"]), verified=bool(item["result"]["verified"]))
+                if item["status"] == 200 else Sample(0, 0, ok=False, status=int(item["status"]))
+                for item in r.json()["results"]]
+    return batch
+
+
+async def run_http(load: Load, url: str, mode: HttpMode, t0: float | None = None) -> tuple[float, float]:
     limits = httpx.Limits(max_connections=load.concurrency, max_keepalive_connections=load.concurrency)
     async with httpx.AsyncClient(base_url=url, timeout=300.0, limits=limits) as client:
-
-        async def one(puzzle: SudokuPuzzle) -> Sample:
-            r = await client.post("/v1/solve", json={"task": "sudoku", "puzzle": sudoku_text(puzzle),
-                                                     "options": options})
-            if r.status_code != 200:
-                return Sample(0, 0, ok=False, status=r.status_code)
-            body = r.json()
-            return Sample(0, 0, ok=True, steps=int(body["steps"]), verified=bool(body["verified"]))
-
-        return await closed_loop(load, one)
+        return await closed_loop(load, http_call(client, mode), t0)
 
 
-# -- mode (c): the official static loop ------------------------------------------------------------------------
+async def run_http_here(load: Load, url: str, mode: HttpMode) -> tuple[tuple[float, float], dict[str, Any]]:
+    """The clients in this process, /metrics read at both ends of the window."""
+    t0 = time.monotonic()
+    probing = asyncio.create_task(probe_window(t0 + load.warmup, t0 + load.warmup + load.duration,
+                                               metrics_probe(url)))
+    window = await run_http(load, url, mode, t0)
+    before, after = await probing
+    return window, rows_per_step(before, after, window[1] - window[0])
+
+
+def _client_process(i: int, url: str, mode: HttpMode, load: Load, ready: Any, go: Any, t0: Any,
+                    results: Any) -> None:
+    """One client process of --client-procs: says it is ready (imports done), waits for the common start time,
+    runs its share of the clients and sends back its samples as plain tuples."""
+    try:
+        ready.put(i)
+        go.wait()
+        asyncio.run(run_http(load, url, mode, t0.value))
+        results.put((i, [(s.start, s.end, s.ok, s.steps, s.verified, s.status) for s in load.samples], None))
+    except BaseException as e:  # the parent must hear about it, not wait forever
+        results.put((i, [], f"{type(e).__name__}: {e}"))
+
+
+def run_http_procs(load: Load, url: str, mode: HttpMode,
+                   procs: int) -> tuple[tuple[float, float], dict[str, Any]]:
+    """The clients split over `procs` processes (spawned: safe beside CUDA), one common start time."""
+    ctx = multiprocessing.get_context("spawn")
+    ready, results, go, t0 = ctx.Queue(), ctx.Queue(), ctx.Event(), ctx.Value("d", 0.0)
+    shares = [load.concurrency // procs + (1 if i < load.concurrency % procs else 0) for i in range(procs)]
+    children = []
+    for i, n in enumerate(shares):
+        part = Load(n, load.duration, load.warmup, load.puzzles, load.per_call,
+                    _next=load._next + i * len(load.puzzles) // procs)
+        children.append(ctx.Process(target=_client_process, args=(i, url, mode, part, ready, go, t0, results),
+                                    name=f"bench-client-{i}", daemon=True))
+    for c in children:
+        c.start()
+    try:
+        for _ in children:
+            ready.get(timeout=120)
+        t0.value = time.monotonic() + 0.2
+        go.set()
+        t_measure, t_end = t0.value + load.warmup, t0.value + load.warmup + load.duration
+        before, after = asyncio.run(probe_window(t_measure, t_end, metrics_probe(url)))
+        for _ in children:
+            i, rows, error = results.get(timeout=load.warmup + load.duration + 120)
+            if error is not None:
+                raise RuntimeError(f"client process {i} failed: {error}")
+            load.samples.extend(Sample(*r) for r in rows)
+    finally:
+        for c in children:
+            c.join(10)
+            if c.is_alive():
+                c.kill()
+    return (t_measure, t_end), rows_per_step(before, after, t_end - t_measure) | {"client_procs": procs}
+
+
+# -- graph: the step-rate limit of the model runner ------------------------------------------------------------
+
+
+def timed_steps(runner: Any, idx: np.ndarray, seconds: float, device: str) -> tuple[int, float]:
+    """(steps, elapsed s) of repeated `runner.execute(idx)` for about `seconds` (each step ends with its
+    device-to-host copy, so it has finished on the device when execute returns; synced again around the loop)."""
+    cuda_sync(device)
+    t0, n = time.perf_counter(), 0
+    while time.perf_counter() - t0 < seconds:
+        runner.execute(idx)
+        n += 1
+    cuda_sync(device)
+    return n, time.perf_counter() - t0
+
+
+def run_graph(args: argparse.Namespace, model: Path, puzzles: list[SudokuPuzzle]) -> dict[str, Any]:
+    """ModelRunner alone, built as the engine core builds it, stepping all --batch-rows rows of real puzzles."""
+    from app.engine.core import ModelEngine
+
+    engine = ModelEngine.load(bench_spec(model, args.device, args.batch_rows))
+    runner, rows = engine.runner, args.batch_rows
+    codec = get_codec("sudoku")
+    inputs = np.stack([np.asarray(codec.encode(puzzles[i % len(puzzles)], 81), dtype=np.int32) for i in range(rows)])
+    def measure() -> dict[str, tuple[int, float]]:
+        with torch.inference_mode():
+            runner.load_rows(inputs, np.zeros(rows, dtype=np.int32), [[i] for i in range(rows)])
+            timed_steps(runner, np.arange(rows), min(args.warmup, 2.0), args.device)
+            return {"full": timed_steps(runner, np.arange(rows), args.duration, args.device),
+                    "one": timed_steps(runner, np.arange(1), min(3.0, args.duration / 5), args.device)}
+
+    runner.warmup()
+    # In a thread of its own, as InprocEngine runs the engine loop (inproc, oneproc); then briefly in the main
+    # thread, as the engine-core process of `recursolve serve` runs it: on a loaded CPU the two differed 4-6x.
+    timed: dict[str, tuple[int, float]] = {}
+    worker = threading.Thread(target=lambda: timed.update(measure()), name="graph-steps")
+    worker.start()
+    worker.join()
+    (steps, elapsed), (steps_1, elapsed_1) = timed["full"], timed["one"]
+    with torch.inference_mode():
+        main_steps, main_elapsed = timed_steps(runner, np.arange(rows), min(5.0, args.duration / 4), args.device)
+    backend = runner.describe()
+    return {
+        "batch_rows": rows, "transport": "none (ModelRunner.execute in this process)", "backend": backend,
+        "steps": steps, "window_s": round(elapsed, 2),
+        "step_ms": round(elapsed / steps * 1000, 3), "step_ms_1_row": round(elapsed_1 / steps_1 * 1000, 3),
+        "row_steps_per_s": round(steps * rows / elapsed, 1), "mean_rows_per_step": float(rows),
+        "engine_steps_per_s": round(steps / elapsed, 1),
+        "thread": "a worker thread (as the in-process engine); step_ms_main_thread: the same in the main thread, "
+                  "as the engine-core process runs its loop",
+        "step_ms_main_thread": round(main_elapsed / main_steps * 1000, 3),
+    }
+
+
+# -- inproc: the engine core in this process, no HTTP ---------------------------------------------------------
+
+
+def registry_rows() -> tuple[float, float]:
+    """The in-process engine's step-rows histogram (this process's default registry)."""
+    from prometheus_client import REGISTRY
+
+    labels = {"model": MODEL_NAME}
+    return (REGISTRY.get_sample_value(ROWS_SUM, labels) or 0.0, REGISTRY.get_sample_value(ROWS_COUNT, labels) or 0.0)
+
+
+async def run_inproc(load: Load, spec: Any, max_steps: int) -> tuple[tuple[float, float], dict[str, Any]]:
+    """InprocEngine + EngineClient, as an app without RECURSOLVE_ENGINE_ADDRESS runs them, without the app."""
+    from app.engine.client import EngineClient, EngineRejected, EngineUnavailable, InprocEngine
+    from app.engine.protocol import EngineRequest, SolveOptions, tokens_from_bytes
+    from app.settings import Settings
+
+    share = Settings.model_fields["max_request_share"].default
+    engine = InprocEngine([spec], warmup=True, max_share=share)
+    engine.start()
+    client = EngineClient(engine.address, engine.ctx)
+    codec = get_codec("sudoku")
+    options = SolveOptions(max_steps=max_steps, deadline_ms=DEFAULT_DEADLINE_MS)  # what /v1/solve resolves to
+    ids = itertools.count()
+
+    async def one(puzzles: list[SudokuPuzzle]) -> list[Sample]:
+        puzzle = puzzles[0]
+        tokens = np.asarray(codec.encode(puzzle, 81), dtype=np.int32)
+        request = EngineRequest(f"bench-{next(ids)}", MODEL_NAME, inputs=tokens.tobytes(), puzzle_identifier=0,
+                                options=options, arrival=time.monotonic())
+        try:
+            out = await client.submit(request)
+        except EngineRejected as e:
+            return [Sample(0, 0, ok=False, status=429 if e.code == "queue_full" else 503)]
+        except EngineUnavailable:
+            return [Sample(0, 0, ok=False, status=503)]
+        if out.tokens is None:
+            return [Sample(0, 0, ok=False, status=504)]
+        verified = codec.verify(puzzle, codec.decode(tokens_from_bytes(out.tokens), puzzle)).valid
+        return [Sample(0, 0, ok=True, steps=out.steps, verified=verified)]
+
+    try:
+        await client.start()
+        ready = await client.wait_ready(timeout=600)
+        if ready.error is not None:
+            raise RuntimeError(f"the in-process engine could not load the model: {ready.error}")
+        t0 = time.monotonic()
+
+        async def probe() -> tuple[float, float]:
+            return registry_rows()
+
+        probing = asyncio.create_task(probe_window(t0 + load.warmup, t0 + load.warmup + load.duration, probe))
+        window = await closed_loop(load, one, t0)
+        before, after = await probing
+    finally:
+        await client.close()
+        await engine.stop()
+    return window, rows_per_step(before, after, window[1] - window[0]) | {"max_request_share": share}
+
+
+# -- static: the official evaluation loop ------------------------------------------------------------------------
 
 
 class StaticLoop:
     """Official-style evaluation: a static batch of whatever is waiting (<= batch_rows), exactly `steps` ACT
     steps, no halting; requests that arrive meanwhile wait for the next batch. One worker thread."""
 
-    def __init__(self, model: Path, batch_rows: int, steps: int) -> None:
-        self.backend = make_backend(model, task="sudoku")  # same loader, device and dtype default as the server
+    def __init__(self, model: Path, batch_rows: int, steps: int, device: str) -> None:
+        # same loader and dtype default as the server, on the same device
+        self.backend = make_backend(model, task="sudoku", device=device)
         self.batch_rows, self.steps = batch_rows, steps
         self.waiting: collections.deque[tuple[np.ndarray, asyncio.Future[np.ndarray]]] = collections.deque()
         self.cond = threading.Condition()
@@ -325,51 +612,107 @@ def _resolve(fut: asyncio.Future[np.ndarray], row: np.ndarray) -> None:
         fut.set_result(row)
 
 
-async def run_static(load: Load, model: Path, batch_rows: int,
-                     steps: int) -> tuple[tuple[float, float], dict[str, Any]]:
+async def run_static(load: Load, model: Path, batch_rows: int, steps: int,
+                     device: str) -> tuple[tuple[float, float], dict[str, Any]]:
     codec = get_codec("sudoku")
-    engine = StaticLoop(model, batch_rows, steps)
+    engine = StaticLoop(model, batch_rows, steps, device)
     await asyncio.to_thread(engine.warmup)
     engine.start()
 
-    async def one(puzzle: SudokuPuzzle) -> Sample:
+    async def one(puzzles: list[SudokuPuzzle]) -> list[Sample]:
+        puzzle = puzzles[0]
         inputs = np.asarray(codec.encode(puzzle, 81), dtype=np.int32)
         tokens = await engine.submit(inputs)
         verified = codec.verify(puzzle, codec.decode(tokens, puzzle)).valid
-        return Sample(0, 0, ok=True, steps=steps, verified=verified)
+        return [Sample(0, 0, ok=True, steps=steps, verified=verified)]
 
     try:
         window = await closed_loop(load, one)
     finally:
         await asyncio.to_thread(engine.stop)
     sizes = engine.batches
-    return window, {"batches": len(sizes), "mean_batch_rows": round(float(np.mean(sizes)), 2) if sizes else None}
+    mean = round(float(np.mean(sizes)), 2) if sizes else None
+    # every step of a static batch runs all its rows
+    return window, {"batches": len(sizes), "mean_batch_rows": mean, "mean_rows_per_step": mean}
 
 
 # -- driver ----------------------------------------------------------------------------------------------
 
 
+def default_api_workers() -> int:
+    """What `recursolve serve` starts without --api-workers."""
+    from app.serve import default_api_workers as serve_default
+
+    return serve_default()
+
+
 def run_mode(mode: str, args: argparse.Namespace, model: Path, puzzles: list[SudokuPuzzle],
-             tmp: Path) -> dict[str, Any]:
+             tmp: Path, max_steps: int) -> dict[str, Any]:
     load = Load(args.concurrency, args.duration, args.warmup, puzzles)
     load._next = random.Random(mode).randrange(len(puzzles))  # different puzzles per mode, same distribution
     info: dict[str, Any] = {"loadavg_before": [round(x, 2) for x in os.getloadavg()]}
+    if mode == "graph":
+        info |= run_graph(args, model, puzzles)
+        if args.device.startswith("cuda"):
+            torch.cuda.empty_cache()  # the runner's buffers and graphs are gone: leave the GPU to the next mode
+        info["loadavg_after"] = [round(x, 2) for x in os.getloadavg()]
+        return info  # no requests: answers/s is implied from another mode's steps (main)
     if mode == "static":
         info |= {"batch_rows": args.batch_rows, "transport": "in-process (no HTTP)", "steps": args.static_steps}
-        (t_measure, t_end), extra = asyncio.run(run_static(load, model, args.batch_rows, args.static_steps))
+        (t_measure, t_end), extra = asyncio.run(run_static(load, model, args.batch_rows, args.static_steps,
+                                                           args.device))
+        info |= extra
+    elif mode == "inproc":
+        info |= {"batch_rows": args.batch_rows, "transport": "in-process EngineClient -> InprocEngine (no HTTP)"}
+        spec = bench_spec(model, args.device, args.batch_rows, max(512, 4 * args.concurrency))
+        (t_measure, t_end), extra = asyncio.run(run_inproc(load, spec, max_steps))
         info |= extra
     else:
-        rows, options = HTTP_MODES[mode]
-        rows = rows or args.batch_rows
-        server = Server(model, rows, max(512, 4 * args.concurrency), tmp, mode)
+        http = HTTP_MODES[mode]
+        rows = http.rows or args.batch_rows
+        if http.endpoint == "batch":
+            load.per_call = args.batch_items
+        # Room in the queue for every client's whole call, so the load is never turned away (429).
+        queue = max(512, 4 * args.concurrency * load.per_call)
+        workers = (args.api_workers or default_api_workers()) if http.server == "serve" else 1
+        server = Server(http.server, model, {"batch_rows": rows, "max_queue_rows": queue, "device": args.device},
+                        tmp, mode, api_workers=args.api_workers if http.server == "serve" else None,
+                        max_batch_items=max(64, args.batch_items))
         try:
-            info |= {"batch_rows": rows, "request_options": options, "transport": "HTTP (httpx -> uvicorn, 127.0.0.1)",
+            info |= {"batch_rows": rows, "request_options": http.options, "server": http.server,
+                     "api_workers": workers,
+                     "transport": f"HTTP /v1/{'solve/batch' if http.endpoint == 'batch' else 'solve'} "
+                                  "(httpx -> uvicorn, 127.0.0.1)",
                      "ready_after_s": round(server.wait_ready(), 1)}
-            t_measure, t_end = asyncio.run(run_http(load, server.url, options))
+            if http.endpoint == "batch":
+                info["items_per_call"] = load.per_call
+            if args.client_procs > 1:
+                (t_measure, t_end), extra = run_http_procs(load, server.url, http, args.client_procs)
+            else:
+                (t_measure, t_end), extra = asyncio.run(run_http_here(load, server.url, http))
+            info |= extra
         finally:
             server.stop()
     info["loadavg_after"] = [round(x, 2) for x in os.getloadavg()]
     return summarise(load.samples, t_measure, t_end) | info
+
+
+RATIOS = (("continuous", "static"), ("inproc", "graph"), ("batch", "inproc"), ("continuous", "oneproc"))
+
+
+def graph_answers(results: dict[str, Any]) -> str | None:
+    """Fill the graph mode's implied answers/s from the mean steps of continuous (else inproc) of this run."""
+    graph = results.get("graph")
+    if graph is None:
+        return None
+    source = next((m for m in ("continuous", "inproc") if results.get(m, {}).get("mean_act_steps")), None)
+    if source is None:
+        graph["throughput_rps"] = None
+        return "graph: no continuous or inproc mode in this run, so no mean ACT steps: answers/s not implied"
+    steps = results[source]["mean_act_steps"]
+    graph |= {"mean_act_steps": steps, "mean_act_steps_from": source,
+              "throughput_rps": round(graph["row_steps_per_s"] / steps, 1)}
+    return None if source == "continuous" else "graph: mean ACT steps taken from inproc (continuous did not run)"
 
 
 def main() -> None:
@@ -377,7 +720,15 @@ def main() -> None:
     ap.add_argument("--concurrency", type=int, default=16, help="closed-loop clients (default 16)")
     ap.add_argument("--duration", type=float, default=35.0, help="measured seconds per mode (default 35)")
     ap.add_argument("--warmup", type=float, default=5.0, help="unmeasured seconds at the start of each mode")
-    ap.add_argument("--batch-rows", type=int, default=32, help="rows per step for continuous and static")
+    ap.add_argument("--device", default="auto", choices=("auto", "cpu", "cuda"),
+                    help="device of every mode (default auto: CUDA when torch sees one)")
+    ap.add_argument("--batch-rows", type=int, default=None,
+                    help="rows per step for every mode but single (default: the server's, 256 on CUDA, 32 on CPU)")
+    ap.add_argument("--batch-items", type=int, default=64, help="puzzles per /v1/solve/batch call (batch mode)")
+    ap.add_argument("--api-workers", type=int, default=None,
+                    help="API processes of `recursolve serve` (default: the server's, half the cores, 1 to 8)")
+    ap.add_argument("--client-procs", type=int, default=1,
+                    help="processes running the HTTP clients, concurrency/N clients each (default 1: this one)")
     ap.add_argument("--static-steps", type=int, default=None,
                     help="ACT steps of every static batch (default: the model's halt_max_steps)")
     ap.add_argument("--tier", default="medium", choices=("easy", "medium", "hard", "extreme"))
@@ -385,36 +736,72 @@ def main() -> None:
     ap.add_argument("--weights-dir", type=Path, default=REPO / "weights")
     ap.add_argument("--model", default=None, help="folder name under --weights-dir (default trm-mlp-sudoku)")
     ap.add_argument("--modes", default=",".join(MODES), help=f"comma-separated subset of {','.join(MODES)}")
+    ap.add_argument("--note", default=None, help="appended to the report's note (e.g. what else ran)")
     ap.add_argument("--out", type=Path, default=None, help="default bench/results/serve-<host>.json")
     args = ap.parse_args()
     modes = [m.strip() for m in args.modes.split(",") if m.strip()]
     if unknown := set(modes) - set(MODES):
         raise SystemExit(f"unknown mode(s) {sorted(unknown)}; choose from {MODES}")
+    if args.client_procs < 1 or args.client_procs > args.concurrency:
+        raise SystemExit(f"--client-procs {args.client_procs}: expected 1 to --concurrency ({args.concurrency})")
+    if args.device == "cuda" and not torch.cuda.is_available():
+        raise SystemExit("--device cuda: torch sees no CUDA device here")
+    from app.engine.core import default_batch_rows, resolve_device
+
+    args.device = resolve_device(args.device)
+    args.batch_rows = args.batch_rows or default_batch_rows(args.device)
+    api_workers_used = args.api_workers or default_api_workers()
 
     host = socket.gethostname()
     out = args.out or REPO / "bench" / "results" / f"serve-{host}.json"
-    t_start = time.perf_counter()
+    t_start = time.monotonic()
     with tempfile.TemporaryDirectory(prefix="serve-bench-") as tmp_name:
         tmp = Path(tmp_name)
         model, random_weights = pick_model(args.weights_dir, args.model, tmp)
         cfg = json.loads((model / "config.json").read_text())
+        halt_max_steps = int(cfg.get("halt_max_steps", 16))
         if args.static_steps is None:
-            args.static_steps = int(cfg.get("halt_max_steps", 16))
-        print(f"model: {model}{' (RANDOM weights: nothing trained, never halts early)' if random_weights else ''}")
+            args.static_steps = halt_max_steps
+        print(f"model: {model}{' (RANDOM weights: nothing trained, never halts early)' if random_weights else ''}"
+              f" on {args.device}, batch_rows {args.batch_rows}")
         rng = random.Random(1234)
-        t = time.perf_counter()
+        t = time.monotonic()
         puzzles = [generate(rng, args.tier) for _ in range(args.puzzles)]
-        print(f"generated {len(puzzles)} {args.tier} Sudokus in {time.perf_counter() - t:.1f} s")
+        print(f"generated {len(puzzles)} {args.tier} Sudokus in {time.monotonic() - t:.1f} s")
         results: dict[str, Any] = {}
         for mode in modes:
             print(f"-- {mode}: {args.concurrency} clients, {args.warmup:.0f} s warm-up + {args.duration:.0f} s",
                   flush=True)
-            results[mode] = run_mode(mode, args, model, puzzles, tmp)
-            r = results[mode]
+            results[mode] = r = run_mode(mode, args, model, puzzles, tmp, halt_max_steps)
+            if mode == "graph":
+                print(f"   {r['row_steps_per_s']:.0f} row-steps/s ({r['step_ms']} ms/step at {r['batch_rows']} "
+                      f"rows, {r['step_ms_1_row']} ms at 1 row)", flush=True)
+                continue
             print(f"   {r['throughput_rps']:.2f} answers/s, p50 {r['latency_ms']['p50']:.0f} ms, "
-                  f"p99 {r['latency_ms']['p99']:.0f} ms, {r['mean_act_steps']} steps, errors {r['errors']}",
-                  flush=True)
+                  f"p99 {r['latency_ms']['p99']:.0f} ms, {r['mean_act_steps']} steps, "
+                  f"{r.get('mean_rows_per_step')} rows/step, errors {r['errors']}", flush=True)
+    graph_note = graph_answers(results)
+    rate = {m: r.get("throughput_rps") for m, r in results.items()}
+    ratios = {f"{a}/{b}": round(rate[a] / rate[b], 3) for a, b in RATIOS if rate.get(a) and rate.get(b)}
 
+    on_cuda = args.device.startswith("cuda")
+    note = ("CPU shared: this machine's cores also run a background model training job and other workers' tests, "
+            "so absolute figures are noisy (25% or more); compare the modes within one run. "
+            if not on_cuda else "Compare the modes within one run. ")
+    note += ("static and inproc run in this process without HTTP; graph is the model runner alone (no requests): "
+             "its answers/s is row-steps/s over the mean ACT steps per answer.")
+    if graph_note:
+        note += " " + graph_note + "."
+    if (g := results.get("graph")) and g["step_ms_main_thread"] > 2 * g["step_ms"]:
+        note += (f" graph: a {g['batch_rows']}-row step took {g['step_ms_main_thread'] / g['step_ms']:.1f}x longer in "
+                 "the main thread than in a worker thread of the same process (the engine-core process of "
+                 "`recursolve serve` steps in its main thread; the in-process engine of inproc and oneproc in a "
+                 "thread).")
+    if empty := [m for m, r in results.items() if m != "graph" and not r.get("answers")]:
+        note += (f" {', '.join(empty)}: no call completed inside the measured window (each takes longer than "
+                 "warm-up + duration under this load): lengthen --duration or lower --batch-items/--concurrency.")
+    if args.note:
+        note += " " + args.note
     report = {
         "benchmark": "serve_bench",
         "command": " ".join([Path(sys.executable).name, *sys.argv]),
@@ -422,21 +809,22 @@ def main() -> None:
         "when": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
         "machine": {"cpus": os.cpu_count(), "platform": platform.platform(), "torch": torch.__version__,
                     "torch_threads": torch.get_num_threads(), "OMP_NUM_THREADS": os.environ.get("OMP_NUM_THREADS"),
-                    "python": platform.python_version()},
-        "note": ("CPU shared: this machine's 2 cores also run background model training and other workers' "
-                 "tests, so absolute figures are noisy (25% or more); compare the modes within one run. "
-                 "static runs in-process without HTTP (an advantage of a few ms per request)."),
+                    "python": platform.python_version(),
+                    "gpu": torch.cuda.get_device_name() if on_cuda else None},
+        "note": note,
         "model": {"path": str(model.relative_to(REPO)) if model.is_relative_to(REPO) else "temp dir",
                   "random_weights": random_weights,
                   "arch": cfg.get("arch"), "hidden_size": cfg.get("hidden_size"), "mlp_t": cfg.get("mlp_t"),
                   "H_cycles": cfg.get("H_cycles"), "L_cycles": cfg.get("L_cycles"), "L_layers": cfg.get("L_layers"),
-                  "halt_max_steps": cfg.get("halt_max_steps"),
-                  "dtype": f"{default_dtype('cpu')} (the server's CPU default, used by every mode)"},
+                  "halt_max_steps": halt_max_steps, "device": args.device,
+                  "dtype": f"{default_dtype(args.device)} (the server's default for the device, used by every mode)"},
         "load": {"clients": args.concurrency, "closed_loop": True, "duration_s": args.duration,
                  "warmup_s": args.warmup, "tier": args.tier, "distinct_puzzles": args.puzzles,
-                 "cache": "disabled"},
+                 "cache": "disabled", "batch_rows": args.batch_rows, "batch_items": args.batch_items,
+                 "api_workers": api_workers_used, "client_procs": args.client_procs},
         "modes": results,
-        "total_wall_s": round(time.perf_counter() - t_start, 1),
+        "ratios": ratios,
+        "total_wall_s": round(time.monotonic() - t_start, 1),
     }
     if random_weights:
         report["note"] += (" RANDOM weights (no trained model was in weights/): every request runs all "
@@ -444,15 +832,31 @@ def main() -> None:
                            "scheduling only.")
     out.parent.mkdir(parents=True, exist_ok=True)
     out.write_text(json.dumps(report, indent=2) + "\n")
-
-    print(f"\n{'mode':<11} {'rows':>4} {'answers/s':>9} {'p50 ms':>8} {'p95 ms':>8} {'p99 ms':>8} "
-          f"{'steps':>6} {'verified':>8} {'errors':>6}")
-    for mode, r in results.items():
-        lat = r["latency_ms"]
-        print(f"{mode:<11} {r['batch_rows']:>4} {r['throughput_rps']:>9.2f} {lat['p50']:>8.0f} {lat['p95']:>8.0f} "
-              f"{lat['p99']:>8.0f} {r['mean_act_steps']!s:>6} {r['verified_fraction']!s:>8} {r['errors']:>6}")
+    print_table(results, ratios)
     print(f"\n{report['note']}\nwrote {out.relative_to(REPO) if out.is_relative_to(REPO) else out} "
           f"({report['total_wall_s']} s)")
+
+
+def _fmt(v: Any, spec: str) -> str:
+    return "-" if v is None else format(v, spec)
+
+
+def print_table(results: dict[str, Any], ratios: dict[str, float]) -> None:
+    print(f"\n{'mode':<11} {'rows':>4} {'answers/s':>10} {'p50 ms':>8} {'p99 ms':>8} {'steps':>6} {'verified':>8} "
+          f"{'rows/step':>9} {'errors':>6}")
+    for mode, r in results.items():
+        lat = r.get("latency_ms", {})  # graph has none: it serves no requests
+        print(f"{mode:<11} {r['batch_rows']:>4} {_fmt(r.get('throughput_rps'), '10.1f')} "
+              f"{_fmt(lat.get('p50'), '8.1f')} {_fmt(lat.get('p99'), '8.1f')} {_fmt(r.get('mean_act_steps'), '6')} "
+              f"{_fmt(r.get('verified_fraction'), '8')} {_fmt(r.get('mean_rows_per_step'), '9')} "
+              f"{_fmt(r.get('errors'), '6')}")
+    if "graph" in results:
+        g = results["graph"]
+        print(f"graph: {g['row_steps_per_s']:.0f} row-steps/s, {g['step_ms']} ms/step at {g['batch_rows']} rows, "
+              f"{g['step_ms_1_row']} ms at 1 row ({'CUDA graphs' if g['backend'].get('cuda_graphs') else 'eager'}); "
+              f"{g['step_ms_main_thread']} ms/step at {g['batch_rows']} rows in the main thread")
+    for name, value in ratios.items():
+        print(f"{name:<22} {value:.2f}x")
 
 
 if __name__ == "__main__":
