@@ -176,12 +176,14 @@ class Settings(BaseSettings):
     # an app runs its engine core in a thread (tests, `recursolve solve`).
     api_workers: int | None = Field(default=None, ge=1, le=64)
     engine_address: str | None = None
+    # torch intra-op threads of the engine process (None: the cores the API processes leave, at least 1).
+    engine_threads: int | None = Field(default=None, ge=1)
     # A request holding more than this share of a model's batch rows waits while other work runs (and is
     # passed by lighter requests), so one heavy request cannot hold the model while light ones wait.
     max_request_share: float = Field(default=0.5, gt=0, le=1)
 
     @field_validator("models_file", "redis_url", "default_deadline_ms", "engine_address", "api_workers",
-                     "api_keys", "cors_origins", mode="before")
+                     "engine_threads", "api_keys", "cors_origins", mode="before")
     @classmethod
     def _optional(cls, v: Any) -> Any:
         return _blank_to_none(v)
