@@ -36,6 +36,8 @@ class TrainConfig(BaseModel):
     max_minutes: float | None = None  # stop cleanly (checkpoint + EMA model) at this wall-clock budget
     log_every: int = 10
     checkpoint_every_minutes: float = 5.0
+    # every file of the checkpoint folder stays under this, so it can be carried between machines (16 MiB)
+    checkpoint_shard_mib: float = Field(default=16.0, gt=0.07)
     eval_every_minutes: float = 10.0  # quick held-out check of the EMA model (0 = off)
     eval_dir: str | None = None  # official layout root with test/ for the quick check
     eval_size: int = 128

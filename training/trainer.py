@@ -29,8 +29,10 @@ from models import ModelConfig, RecursiveModel, build_model, save_model
 from training.config import TrainConfig
 from training.data import TrainStream, load_examples
 from training.losses import answer_correct, token_loss_per_row
+from training.shards import load_sharded, save_sharded
 
-CHECKPOINT = "checkpoint.pt"
+CHECKPOINT = "checkpoint"  # a folder of files <= checkpoint_shard_mib each (training/shards.py)
+LEGACY_CHECKPOINT = "checkpoint.pt"  # one torch.save file, written before checkpoints were sharded
 
 
 class Trainer:
@@ -200,13 +202,16 @@ class Trainer:
     def save_checkpoint(self, path: Path | None = None) -> Path:
         path = path or self.cfg.run_dir / CHECKPOINT
         path.parent.mkdir(parents=True, exist_ok=True)
-        tmp = path.with_suffix(".tmp")
-        torch.save(self.state_dict(), tmp)
-        tmp.replace(path)  # atomic: a run killed mid-save keeps its previous checkpoint
-        return path
+        # atomic folder swap: a run killed mid-save keeps its previous checkpoint
+        return save_sharded(self.state_dict(), path, max_bytes=int(self.cfg.checkpoint_shard_mib * 2**20))
 
     def load_checkpoint(self, path: Path) -> None:
-        state = torch.load(path, map_location=self.device, weights_only=True)
+        """Resume from a sharded checkpoint folder (or a legacy single checkpoint.pt file)."""
+        path = Path(path)
+        if path.is_dir():
+            state = load_sharded(path, map_location=self.device)
+        else:
+            state = torch.load(path, map_location=self.device, weights_only=True)
         self.step, self.elapsed, self.best_eval = int(state["step"]), float(state["elapsed"]), state["best_eval"]
         self.model.load_state_dict(state["model"])
         if self.model_config.puzzle_emb_ndim > 0:

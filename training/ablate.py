@@ -1,0 +1,90 @@
+"""Short one-thread ablation runs of the training recipe on a tiny maze task (training/ATTENTION.md).
+
+    python -m training.ablate --steps 600 --set lr=1e-3 --set model.pos_encodings=rope
+
+Each run: make (once, cached) a 7x7 maze set, train a tiny TRM with the project's Trainer for `--steps`
+optimiser steps from a fixed seed, then report held-out exact accuracy (always halt_max_steps ACT steps)
+of the EMA weights. One JSON line per run, so experiments can be compared one difference at a time.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import tempfile
+import time
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+
+from training.config import TrainConfig
+from training.data import load_examples
+from training.evaluate import run_plain
+from training.make_data import make_maze
+from training.trainer import Trainer
+
+# A tiny attention TRM: 2 layers, hidden 64, 4 heads, 2x2 cycles (6 network calls per ACT step).
+TINY_ATT: dict[str, Any] = {"arch": "trm", "task": "maze", "hidden_size": 64, "num_heads": 4, "expansion": 2,
+                            "H_cycles": 2, "L_cycles": 2, "L_layers": 2, "pos_encodings": "rope",
+                            "puzzle_emb_ndim": 64, "puzzle_emb_len": 1, "halt_max_steps": 4,
+                            "forward_dtype": "bfloat16"}
+TINY_RECIPE: dict[str, Any] = {"batch_size": 32, "lr": 1e-3, "lr_warmup_steps": 50, "weight_decay": 0.1,
+                               "ema_rate": 0.99, "loss": "stablemax", "eval_every_minutes": 0, "log_every": 50,
+                               "checkpoint_every_minutes": 1e9, "threads": 1}
+
+
+def tiny_maze_data(root: Path, size: int = 7, train_count: int = 2000, heldout_count: int = 200) -> Path:
+    """Cached tiny maze set: `train/` plus one held-out tier `heldout/all/` of unseen mazes."""
+    out = root / f"maze{size}-{train_count}-{heldout_count}"
+    if not (out / "manifest.json").exists():
+        make_maze(out, size, train_count, heldout_count, {"all": (1, None)}, seed=11, heldout_seed=9_100_000)
+    return out
+
+
+def _set(cfg: dict[str, Any], key: str, raw: str) -> None:
+    try:
+        value: Any = json.loads(raw)
+    except json.JSONDecodeError:  # a bare word such as rope / learned / float32
+        value = raw
+    target = cfg
+    *path, last = key.split(".")
+    for p in path:
+        target = target[p]
+    target[last] = value
+
+
+def run(steps: int, overrides: list[str], data: Path, runs: Path, seed: int = 0) -> dict[str, Any]:
+    cfg: dict[str, Any] = {"name": "ablate", "model": dict(TINY_ATT), "data_dir": str(data), "runs_dir": str(runs),
+                           "max_steps": steps, "seed": seed} | TINY_RECIPE
+    for item in overrides:
+        key, raw = item.split("=", 1)
+        _set(cfg, key, raw)
+    trainer = Trainer(TrainConfig.model_validate(cfg))
+    t0 = time.monotonic()
+    last = trainer.fit(progress=False)
+    train_s = time.monotonic() - t0
+    held = load_examples(data / "heldout" / "all", "test")
+    res = run_plain(trainer.ema_model(), held.inputs, held.puzzle_identifiers)
+    exact = float(np.mean(np.all((res.final_tokens == held.labels) | (held.labels < 0), axis=1)))
+    return {"overrides": overrides, "steps": steps, "seed": seed, "heldout_exact": round(exact, 4),
+            "train_exact_last": round(last.get("exact_acc", float("nan")), 4),
+            "train_token_acc_last": round(last.get("token_acc", float("nan")), 4), "train_seconds": round(train_s, 1)}
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--steps", type=int, default=600)
+    ap.add_argument("--set", action="append", default=[], help="cfg key=value (model.* for the model config)")
+    ap.add_argument("--seed", type=int, default=0)
+    ap.add_argument("--data-root", type=Path, default=Path("data/ablate"))
+    args = ap.parse_args()
+    torch.set_num_threads(1)
+    data = tiny_maze_data(args.data_root)
+    with tempfile.TemporaryDirectory() as runs:
+        print(json.dumps(run(args.steps, args.set, data, Path(runs), args.seed)), flush=True)
+
+
+if __name__ == "__main__":
+    main()
