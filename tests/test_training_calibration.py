@@ -53,6 +53,9 @@ def test_calibrate_writes_the_field_evaluate_reads(tmp_path: Path) -> None:
     report = calibrate(folder, data / "heldout", n=3, tiers=["easy"])
     assert report["field"] == "confidence_temperature" and report["pairs"] == 6
     assert set(report["tiers"]["easy"]) == {"max_steps", "q_halt"}
+    write_temperature(folder, report | {"temperature": 3.0}, apply=False)  # card only: nothing served changes
+    assert "confidence_temperature" not in json.loads((folder / "config.json").read_text())
+    assert json.loads((folder / "card.json").read_text())["calibration"]["applied"] is False
     write_temperature(folder, report | {"temperature": 2.5})
     assert json.loads((folder / "config.json").read_text())["confidence_temperature"] == 2.5
     card = json.loads((folder / "card.json").read_text())

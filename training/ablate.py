@@ -55,22 +55,50 @@ def _set(cfg: dict[str, Any], key: str, raw: str) -> None:
     target[last] = value
 
 
-def run(steps: int, overrides: list[str], data: Path, runs: Path, seed: int = 0) -> dict[str, Any]:
+def run(steps: int, overrides: list[str], data: Path, runs: Path, seed: int = 0,
+        fresh_carry: bool = False) -> dict[str, Any]:
     cfg: dict[str, Any] = {"name": "ablate", "model": dict(TINY_ATT), "data_dir": str(data), "runs_dir": str(runs),
                            "max_steps": steps, "seed": seed} | TINY_RECIPE
     for item in overrides:
         key, raw = item.split("=", 1)
         _set(cfg, key, raw)
     trainer = Trainer(TrainConfig.model_validate(cfg))
+    if fresh_carry:  # diagnostic: every training step starts from H_init / L_init (no carried state)
+        step = trainer.train_step
+
+        def fresh_step() -> dict[str, float]:
+            trainer.z_H, trainer.z_L = trainer.model.initial_carry(cfg["batch_size"])
+            return step()
+
+        trainer.train_step = fresh_step  # type: ignore[method-assign]
     t0 = time.monotonic()
     last = trainer.fit(progress=False)
     train_s = time.monotonic() - t0
     held = load_examples(data / "heldout" / "all", "test")
-    res = run_plain(trainer.ema_model(), held.inputs, held.puzzle_identifiers)
+    model = trainer.ema_model()
+    res = run_plain(model, held.inputs, held.puzzle_identifiers)
     exact = float(np.mean(np.all((res.final_tokens == held.labels) | (held.labels < 0), axis=1)))
-    return {"overrides": overrides, "steps": steps, "seed": seed, "heldout_exact": round(exact, 4),
+    return {"overrides": overrides + (["fresh_carry"] if fresh_carry else []), "steps": steps, "seed": seed,
+            "heldout_exact": round(exact, 4),
             "train_exact_last": round(last.get("exact_acc", float("nan")), 4),
-            "train_token_acc_last": round(last.get("token_acc", float("nan")), 4), "train_seconds": round(train_s, 1)}
+            "train_token_acc_last": round(last.get("token_acc", float("nan")), 4), "train_seconds": round(train_s, 1),
+            "z_H_position_share": position_share(model, held.inputs[:32], held.puzzle_identifiers[:32])}
+
+
+@torch.inference_mode()
+def position_share(model, inputs: np.ndarray, ids: np.ndarray) -> list[float]:
+    """Per ACT step, the share of z_H's energy that differs between positions (1 - the common vector's share).
+
+    Near 0 means every position holds almost the same state: the answer head cannot tell cells apart."""
+    x = model.embed(torch.as_tensor(inputs), torch.as_tensor(ids))
+    z_H, z_L = model.initial_carry(len(inputs))
+    out = []
+    for _ in range(model.config.halt_max_steps):
+        step = model.act_step(x, z_H, z_L)
+        z_H, z_L = step.z_H, step.z_L
+        t = z_H[:, model.config.P:].float()
+        out.append(round(float((t - t.mean(1, keepdim=True)).pow(2).mean() / t.pow(2).mean()), 3))
+    return out
 
 
 def main() -> None:
@@ -79,11 +107,13 @@ def main() -> None:
     ap.add_argument("--set", action="append", default=[], help="cfg key=value (model.* for the model config)")
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--data-root", type=Path, default=Path("data/ablate"))
+    ap.add_argument("--size", type=int, default=7, help="maze side")
+    ap.add_argument("--fresh-carry", action="store_true", help="diagnostic: no carried z between steps")
     args = ap.parse_args()
     torch.set_num_threads(1)
-    data = tiny_maze_data(args.data_root)
+    data = tiny_maze_data(args.data_root, size=args.size)
     with tempfile.TemporaryDirectory() as runs:
-        print(json.dumps(run(args.steps, args.set, data, Path(runs), args.seed)), flush=True)
+        print(json.dumps(run(args.steps, args.set, data, Path(runs), args.seed, args.fresh_carry)), flush=True)
 
 
 if __name__ == "__main__":

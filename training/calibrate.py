@@ -52,16 +52,18 @@ def calibrate(model_path: str | Path, val_heldout: str | Path, *, n: int = 200, 
     return report
 
 
-def write_temperature(model_path: str | Path, report: dict[str, Any]) -> None:
-    """Store T in config.json (what a server reads) and the fit in card.json (what people read)."""
+def write_temperature(model_path: str | Path, report: dict[str, Any], apply: bool = True) -> None:
+    """Store the fit in card.json (what people read) and, with `apply`, T in config.json (what a server reads;
+    this changes the model version, which hashes config.json). Without `apply` the served T stays 1."""
     folder = Path(model_path)
-    cfg_path = folder / "config.json"
-    cfg = json.loads(cfg_path.read_text())
-    cfg[FIELD] = report["temperature"]
-    cfg_path.write_text(json.dumps(cfg, indent=2, sort_keys=True) + "\n")
+    if apply:
+        cfg_path = folder / "config.json"
+        cfg = json.loads(cfg_path.read_text())
+        cfg[FIELD] = report["temperature"]
+        cfg_path.write_text(json.dumps(cfg, indent=2, sort_keys=True) + "\n")
     card_path = folder / "card.json"
     if card_path.exists():
         card = json.loads(card_path.read_text())
-        card["calibration"] = report
-        card["version"] = content_version(folder)  # the version hashes config.json, which just changed
+        card["calibration"] = report | {"applied": apply}
+        card["version"] = content_version(folder)
         card_path.write_text(json.dumps(card, indent=2) + "\n")

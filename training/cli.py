@@ -25,6 +25,8 @@ def make_data(
     maze_tiers: Annotated[str, typer.Option(help="maze: tier=min-max path length,... (max empty = no bound)")]
     = "short=1-8,medium=9-16,long=17-",
     loops: Annotated[float, typer.Option(help="maze: fraction of extra walls removed (0 = unique paths)")] = 0.0,
+    train_min_path: Annotated[int, typer.Option(help="maze: shortest path of every training maze (Maze-Hard: 110)")]
+    = 1,
     seed: int = 1_000,
     heldout_seed: int = 9_000_000,
 ) -> None:
@@ -42,7 +44,7 @@ def make_data(
             name, rng = item.split("=")
             lo, hi = rng.split("-")
             tiers[name] = (int(lo), int(hi) if hi else None)
-        manifest = make_maze(out, size, train_count, heldout_count, tiers, loops, seed, heldout_seed)
+        manifest = make_maze(out, size, train_count, heldout_count, tiers, loops, seed, heldout_seed, train_min_path)
     else:
         raise typer.BadParameter(f"unknown task {task!r} (sudoku | maze)")
     typer.echo(json.dumps(manifest, indent=2))
@@ -120,7 +122,9 @@ def calibrate(
     val: Annotated[Path, typer.Option(help="validation root (<tier>/test/), disjoint from the card's held-out")],
     out: Annotated[Path | None, typer.Option(help="write the fit JSON here")] = None,
     n: Annotated[int, typer.Option(help="puzzles per tier")] = 200,
-    write: Annotated[bool, typer.Option(help="store T in MODEL/config.json and the fit in card.json")] = False,
+    write: Annotated[bool, typer.Option(help="store the fit in MODEL/card.json")] = False,
+    apply: Annotated[bool, typer.Option(help="with --write: also serve it (config.json confidence_temperature)")]
+    = False,
     threads: int = 1,
     device: str = "cpu",
 ) -> None:
@@ -130,7 +134,7 @@ def calibrate(
 
     report = fit(model, val, n=n, threads=threads, device=device)
     if write:
-        write_temperature(model, report)
+        write_temperature(model, report, apply=apply)
     text = json.dumps(report, indent=2)
     if out:
         out.parent.mkdir(parents=True, exist_ok=True)

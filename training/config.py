@@ -31,6 +31,8 @@ class TrainConfig(BaseModel):
     augment: bool = True  # fresh official augmentation of every example drawn
     # learned position embeddings start as row / column (/ box) indicators (trainer.init_grid_positions)
     pos_init: Literal["default", "grid", "sudoku_grid"] = "default"
+    # "zero": attention output projections start at zero (trainer.zero_attention_outputs); training init only
+    attn_out_init: Literal["lecun", "zero"] = "lecun"
 
     max_steps: int = 100_000
     max_minutes: float | None = None  # stop cleanly (checkpoint + EMA model) at this wall-clock budget

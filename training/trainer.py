@@ -26,6 +26,7 @@ import torch.nn.functional as F
 from tqdm import tqdm
 
 from models import ModelConfig, RecursiveModel, build_model, save_model
+from models.layers import Attention
 from training.config import TrainConfig
 from training.data import TrainStream, load_examples
 from training.losses import answer_correct, token_loss_per_row
@@ -51,6 +52,8 @@ class Trainer:
         self.model: RecursiveModel = build_model(self.model_config).to(self.device)
         if cfg.pos_init != "default":
             init_grid_positions(self.model, boxes=cfg.pos_init == "sudoku_grid")
+        if cfg.attn_out_init == "zero":
+            zero_attention_outputs(self.model)
         # The puzzle table is a buffer (officially trained by sparse SignSGD); with our few identifiers it is
         # simply trained by AdamW with the rest, so it is one more trainable tensor.
         self.trainable: dict[str, torch.Tensor] = dict(self.model.named_parameters())
@@ -299,6 +302,24 @@ class Trainer:
         log.write(json.dumps(res) + "\n")
         log.flush()
         tqdm.write(json.dumps(res))
+
+
+def zero_attention_outputs(model: RecursiveModel) -> int:
+    """Start every attention block's output projection at zero; returns how many were zeroed.
+
+    Why: at initialisation attention is near uniform, so each attention branch adds about the same vector
+    (the sequence mean) to every position, and the post-norm then shrinks what distinguishes positions.
+    Stacked over every L/H call and ACT step this washes out the token-specific signal (training/ATTENTION.md).
+    A zero output projection makes each block start as its MLP alone; o_proj gets gradient at once and the
+    attention pattern from the second step on. Training init only: loaded checkpoints are unaffected.
+    """
+    n = 0
+    with torch.no_grad():
+        for module in model.modules():
+            if isinstance(module, Attention):
+                module.o_proj.weight.zero_()
+                n += 1
+    return n
 
 
 def init_grid_positions(model: RecursiveModel, boxes: bool) -> None:
