@@ -56,7 +56,7 @@ def _set(cfg: dict[str, Any], key: str, raw: str) -> None:
 
 
 def run(steps: int, overrides: list[str], data: Path, runs: Path, seed: int = 0,
-        fresh_carry: bool = False) -> dict[str, Any]:
+        fresh_carry: bool = False, stagger: bool = False) -> dict[str, Any]:
     cfg: dict[str, Any] = {"name": "ablate", "model": dict(TINY_ATT), "data_dir": str(data), "runs_dir": str(runs),
                            "max_steps": steps, "seed": seed} | TINY_RECIPE
     for item in overrides:
@@ -71,6 +71,10 @@ def run(steps: int, overrides: list[str], data: Path, runs: Path, seed: int = 0,
             return step()
 
         trainer.train_step = fresh_step  # type: ignore[method-assign]
+    if stagger:  # diagnostic: rows start at staggered ACT depths, so each step refills ~B/K rows, not all B at once
+        trainer._refill()
+        trainer.steps = torch.arange(cfg["batch_size"]) % trainer.model.config.halt_max_steps
+        trainer.halted[:] = False
     t0 = time.monotonic()
     last = trainer.fit(progress=False)
     train_s = time.monotonic() - t0
@@ -78,7 +82,8 @@ def run(steps: int, overrides: list[str], data: Path, runs: Path, seed: int = 0,
     model = trainer.ema_model()
     res = run_plain(model, held.inputs, held.puzzle_identifiers)
     exact = float(np.mean(np.all((res.final_tokens == held.labels) | (held.labels < 0), axis=1)))
-    return {"overrides": overrides + (["fresh_carry"] if fresh_carry else []), "steps": steps, "seed": seed,
+    flags = (["fresh_carry"] if fresh_carry else []) + (["stagger"] if stagger else [])
+    return {"overrides": overrides + flags, "steps": steps, "seed": seed,
             "heldout_exact": round(exact, 4),
             "train_exact_last": round(last.get("exact_acc", float("nan")), 4),
             "train_token_acc_last": round(last.get("token_acc", float("nan")), 4), "train_seconds": round(train_s, 1),
@@ -109,11 +114,13 @@ def main() -> None:
     ap.add_argument("--data-root", type=Path, default=Path("data/ablate"))
     ap.add_argument("--size", type=int, default=7, help="maze side")
     ap.add_argument("--fresh-carry", action="store_true", help="diagnostic: no carried z between steps")
+    ap.add_argument("--stagger", action="store_true", help="diagnostic: rows start at staggered ACT depths")
     args = ap.parse_args()
     torch.set_num_threads(1)
     data = tiny_maze_data(args.data_root, size=args.size)
     with tempfile.TemporaryDirectory() as runs:
-        print(json.dumps(run(args.steps, args.set, data, Path(runs), args.seed, args.fresh_carry)), flush=True)
+        result = run(args.steps, args.set, data, Path(runs), args.seed, args.fresh_carry, args.stagger)
+        print(json.dumps(result), flush=True)
 
 
 if __name__ == "__main__":
