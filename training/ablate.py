@@ -56,7 +56,7 @@ def _set(cfg: dict[str, Any], key: str, raw: str) -> None:
 
 
 def run(steps: int, overrides: list[str], data: Path, runs: Path, seed: int = 0,
-        fresh_carry: bool = False, stagger: bool = False) -> dict[str, Any]:
+        fresh_carry: bool = False, stagger: bool = False, no_halting: bool = False) -> dict[str, Any]:
     cfg: dict[str, Any] = {"name": "ablate", "model": dict(TINY_ATT), "data_dir": str(data), "runs_dir": str(runs),
                            "max_steps": steps, "seed": seed} | TINY_RECIPE
     for item in overrides:
@@ -71,6 +71,9 @@ def run(steps: int, overrides: list[str], data: Path, runs: Path, seed: int = 0,
             return step()
 
         trainer.train_step = fresh_step  # type: ignore[method-assign]
+    if no_halting:  # diagnostic: training rows halt only at halt_max_steps (no Q-head halts, no exploration)
+        trainer.cfg = trainer.cfg.model_copy(update={"halt_exploration_prob": 0.0})
+        trainer.model.halted = lambda q_halt, q_continue: torch.zeros_like(q_halt, dtype=torch.bool)
     if stagger:  # diagnostic: rows start at staggered ACT depths, so each step refills ~B/K rows, not all B at once
         trainer._refill()
         trainer.steps = torch.arange(cfg["batch_size"]) % trainer.model.config.halt_max_steps
@@ -82,7 +85,7 @@ def run(steps: int, overrides: list[str], data: Path, runs: Path, seed: int = 0,
     model = trainer.ema_model()
     res = run_plain(model, held.inputs, held.puzzle_identifiers)
     exact = float(np.mean(np.all((res.final_tokens == held.labels) | (held.labels < 0), axis=1)))
-    flags = (["fresh_carry"] if fresh_carry else []) + (["stagger"] if stagger else [])
+    flags = [n for n, on in (("fresh_carry", fresh_carry), ("stagger", stagger), ("no_halting", no_halting)) if on]
     return {"overrides": overrides + flags, "steps": steps, "seed": seed,
             "heldout_exact": round(exact, 4),
             "train_exact_last": round(last.get("exact_acc", float("nan")), 4),
@@ -115,11 +118,13 @@ def main() -> None:
     ap.add_argument("--size", type=int, default=7, help="maze side")
     ap.add_argument("--fresh-carry", action="store_true", help="diagnostic: no carried z between steps")
     ap.add_argument("--stagger", action="store_true", help="diagnostic: rows start at staggered ACT depths")
+    ap.add_argument("--no-halting", action="store_true", help="diagnostic: rows halt only at halt_max_steps")
     args = ap.parse_args()
     torch.set_num_threads(1)
     data = tiny_maze_data(args.data_root, size=args.size)
     with tempfile.TemporaryDirectory() as runs:
-        result = run(args.steps, args.set, data, Path(runs), args.seed, args.fresh_carry, args.stagger)
+        result = run(args.steps, args.set, data, Path(runs), args.seed, args.fresh_carry, args.stagger,
+                     args.no_halting)
         print(json.dumps(result), flush=True)
 
 
