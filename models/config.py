@@ -31,7 +31,7 @@ class ModelConfig(BaseModel):
 
     puzzle_emb_ndim: int = 0
     puzzle_emb_len: int = 16  # TRM: prefix length P (0 means ceil(ndim/hidden)); HRM always derives it
-    pos_encodings: str = "rope"  # "rope" | "learned" | anything else = none
+    pos_encodings: str = "rope"  # "rope" | "learned" | "rope2d" (ours, square grids) | anything else = none
     mlp_t: bool = False  # TRM-MLP: token mixing by an MLP over the sequence instead of attention
     rms_norm_eps: float = 1e-5
     rope_theta: float = 10000.0

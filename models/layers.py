@@ -85,6 +85,32 @@ class RotaryEmbedding(nn.Module):
         return self.cos, self.sin
 
 
+class GridRotaryEmbedding(RotaryEmbedding):
+    """2D (axial) RoPE for a side x side grid (not in the official code; an opt-in `pos_encodings: rope2d`).
+
+    Rotation pair (i, i + D/2) turns by row * f_i for the first half of the pairs and by column * f_i for
+    the second, so a head can single out the cell one row up as easily as the cell one column left. With
+    1D RoPE the vertical neighbour is `side` tokens away, where only the few fastest frequencies still
+    vary; our attention models never learnt grid neighbourhoods that way (training/ATTENTION.md).
+    Prefix positions (puzzle embedding) sit at (0, 0); cell k at (1 + k // side, 1 + k % side).
+    The table has the same layout as RotaryEmbedding's, so `apply_rotary` is shared.
+    """
+
+    def __init__(self, head_dim: int, prefix: int, side: int, base: float):
+        nn.Module.__init__(self)
+        if head_dim % 4:
+            raise ValueError(f"rope2d needs a head dim divisible by 4, got {head_dim}")
+        quarter = head_dim // 4
+        inv_freq = 1.0 / (base ** (torch.arange(0, quarter, dtype=torch.float32) / quarter))
+        cells = torch.arange(side * side)
+        rows = torch.cat((torch.zeros(prefix), 1 + cells // side)).to(torch.float32)
+        cols = torch.cat((torch.zeros(prefix), 1 + cells % side)).to(torch.float32)
+        angles = torch.cat((torch.outer(rows, inv_freq), torch.outer(cols, inv_freq)), dim=-1)  # [len, D/2]
+        emb = torch.cat((angles, angles), dim=-1)
+        self.register_buffer("cos", emb.cos(), persistent=False)
+        self.register_buffer("sin", emb.sin(), persistent=False)
+
+
 def _rotate_half(x: torch.Tensor) -> torch.Tensor:
     half = x.shape[-1] // 2
     return torch.cat((-x[..., half:], x[..., :half]), dim=-1)

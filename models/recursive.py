@@ -15,7 +15,7 @@ import torch
 from torch import nn
 
 from models.config import ModelConfig
-from models.layers import CastedEmbedding, CastedLinear, RotaryEmbedding, trunc_normal_init_
+from models.layers import CastedEmbedding, CastedLinear, GridRotaryEmbedding, RotaryEmbedding, trunc_normal_init_
 
 
 class StepOutput(NamedTuple):
@@ -49,6 +49,11 @@ class RecursiveModel(nn.Module):
             self.register_buffer("puzzle_emb", torch.zeros(c.num_puzzle_identifiers, c.puzzle_emb_ndim))
         if c.pos_encodings == "rope":
             self.rotary_emb = RotaryEmbedding(c.hidden_size // c.num_heads, c.total_len, c.rope_theta)
+        elif c.pos_encodings == "rope2d":
+            side = math.isqrt(c.seq_len)
+            if side * side != c.seq_len:
+                raise ValueError(f"pos_encodings rope2d needs a square seq_len, got {c.seq_len}")
+            self.rotary_emb = GridRotaryEmbedding(c.hidden_size // c.num_heads, c.P, side, c.rope_theta)
         elif c.pos_encodings == "learned":
             self.embed_pos = CastedEmbedding(c.total_len, c.hidden_size, init_std=std, cast_to=self.forward_dtype)
 
@@ -85,7 +90,7 @@ class RecursiveModel(nn.Module):
 
     def act_step(self, x: torch.Tensor, z_H: torch.Tensor, z_L: torch.Tensor) -> StepOutput:
         """One ACT (deep-supervision) step: the full recursion, then the output and Q heads."""
-        cos_sin = self.rotary_emb() if self.config.pos_encodings == "rope" else None
+        cos_sin = self.rotary_emb() if self.config.pos_encodings in ("rope", "rope2d") else None
         z_H, z_L = self.recurse(x, z_H, z_L, cos_sin)
         logits = self.lm_head(z_H)[:, self.config.P:].to(torch.float32)
         q = self.q_head(z_H[:, 0]).to(torch.float32)  # read from prefix position 0

@@ -87,7 +87,7 @@ def test_fit_deadline_checkpoint_and_export(data_dir: Path, tmp_path: Path) -> N
     tr = Trainer(cfg)
     tr.fit(progress=False)
     run_dir = cfg.run_dir
-    assert (run_dir / "checkpoint.pt").exists() and (run_dir / "model_ema" / "model.safetensors").exists()
+    assert (run_dir / "checkpoint" / "index.json").exists() and (run_dir / "model_ema" / "model.safetensors").exists()
     assert len((run_dir / "log.jsonl").read_text().splitlines()) >= 3
 
     result = evaluate(run_dir / "model_ema", data_dir / "heldout", n=2, ptrm_k=[2], ptrm_n=1, tiers=["easy"])

@@ -25,6 +25,8 @@ def make_data(
     maze_tiers: Annotated[str, typer.Option(help="maze: tier=min-max path length,... (max empty = no bound)")]
     = "short=1-8,medium=9-16,long=17-",
     loops: Annotated[float, typer.Option(help="maze: fraction of extra walls removed (0 = unique paths)")] = 0.0,
+    train_min_path: Annotated[int, typer.Option(help="maze: shortest path of every training maze (Maze-Hard: 110)")]
+    = 1,
     seed: int = 1_000,
     heldout_seed: int = 9_000_000,
 ) -> None:
@@ -42,7 +44,7 @@ def make_data(
             name, rng = item.split("=")
             lo, hi = rng.split("-")
             tiers[name] = (int(lo), int(hi) if hi else None)
-        manifest = make_maze(out, size, train_count, heldout_count, tiers, loops, seed, heldout_seed)
+        manifest = make_maze(out, size, train_count, heldout_count, tiers, loops, seed, heldout_seed, train_min_path)
     else:
         raise typer.BadParameter(f"unknown task {task!r} (sudoku | maze)")
     typer.echo(json.dumps(manifest, indent=2))
@@ -51,7 +53,7 @@ def make_data(
 @app.command()
 def train(
     config: Annotated[Path, typer.Option(help="run config JSON (training.config.TrainConfig fields)")],
-    resume: Annotated[bool, typer.Option(help="continue from runs/<name>/checkpoint.pt")] = False,
+    resume: Annotated[bool, typer.Option(help="continue from runs/<name>/checkpoint/")] = False,
     max_minutes: Annotated[float | None, typer.Option(help="stop cleanly after this many minutes")] = None,
     max_steps: Annotated[int | None, typer.Option()] = None,
     lr: Annotated[float | None, typer.Option(help="override the config's peak learning rate")] = None,
@@ -60,14 +62,16 @@ def train(
     runs_dir: Annotated[str | None, typer.Option()] = None,
     progress: Annotated[bool, typer.Option(help="tqdm progress bar")] = True,
 ) -> None:
-    """Train (or resume) a run; writes runs/<name>/{log.jsonl,checkpoint.pt,model_ema/,model_best/}."""
+    """Train (or resume) a run; writes runs/<name>/{log.jsonl,checkpoint/,model_ema/,model_best/}."""
     from training.config import TrainConfig
-    from training.trainer import CHECKPOINT, Trainer
+    from training.trainer import CHECKPOINT, LEGACY_CHECKPOINT, Trainer
 
     cfg = TrainConfig.from_file(config, max_steps=max_steps, device=device, threads=threads, runs_dir=runs_dir,
                                 max_minutes=max_minutes, lr=lr)
     trainer = Trainer(cfg)
     ckpt = cfg.run_dir / CHECKPOINT
+    if resume and not ckpt.exists() and (cfg.run_dir / LEGACY_CHECKPOINT).exists():
+        ckpt = cfg.run_dir / LEGACY_CHECKPOINT
     if resume:
         if not ckpt.exists():
             raise typer.BadParameter(f"--resume: no checkpoint at {ckpt}")
@@ -106,6 +110,32 @@ def evaluate(
     result = run(model, heldout, n=n, ptrm_k=ks, ptrm_n=ptrm_n, sigma=sigma, noise_on=noise_on,
                  tiers=tiers.split(",") if tiers else None, threads=threads, device=device)
     text = json.dumps(result, indent=2)
+    if out:
+        out.parent.mkdir(parents=True, exist_ok=True)
+        out.write_text(text + "\n")
+    typer.echo(text)
+
+
+@app.command()
+def calibrate(
+    model: Annotated[Path, typer.Argument(help="model folder (model.safetensors + config.json)")],
+    val: Annotated[Path, typer.Option(help="validation root (<tier>/test/), disjoint from the card's held-out")],
+    out: Annotated[Path | None, typer.Option(help="write the fit JSON here")] = None,
+    n: Annotated[int, typer.Option(help="puzzles per tier")] = 200,
+    write: Annotated[bool, typer.Option(help="store the fit in MODEL/card.json")] = False,
+    apply: Annotated[bool, typer.Option(help="with --write: also serve it (config.json confidence_temperature)")]
+    = False,
+    threads: int = 1,
+    device: str = "cpu",
+) -> None:
+    """Fit the confidence temperature T (served confidence = sigmoid(q_halt / T)) on a validation split."""
+    from training.calibrate import calibrate as fit
+    from training.calibrate import write_temperature
+
+    report = fit(model, val, n=n, threads=threads, device=device)
+    if write:
+        write_temperature(model, report, apply=apply)
+    text = json.dumps(report, indent=2)
     if out:
         out.parent.mkdir(parents=True, exist_ok=True)
         out.write_text(text + "\n")

@@ -31,11 +31,15 @@ class TrainConfig(BaseModel):
     augment: bool = True  # fresh official augmentation of every example drawn
     # learned position embeddings start as row / column (/ box) indicators (trainer.init_grid_positions)
     pos_init: Literal["default", "grid", "sudoku_grid"] = "default"
+    # "zero": attention output projections start at zero (trainer.zero_attention_outputs); training init only
+    attn_out_init: Literal["lecun", "zero"] = "lecun"
 
     max_steps: int = 100_000
     max_minutes: float | None = None  # stop cleanly (checkpoint + EMA model) at this wall-clock budget
     log_every: int = 10
     checkpoint_every_minutes: float = 5.0
+    # every file of the checkpoint folder stays under this, so it can be carried between machines (16 MiB)
+    checkpoint_shard_mib: float = Field(default=16.0, gt=0.07)
     eval_every_minutes: float = 10.0  # quick held-out check of the EMA model (0 = off)
     eval_dir: str | None = None  # official layout root with test/ for the quick check
     eval_size: int = 128

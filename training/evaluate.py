@@ -21,6 +21,7 @@ import torch
 from models import RecursiveModel, load_model
 from models.ptrm import ptrm_solve
 from puzzles import get_codec
+from training.calibration import calibration_report
 from training.data import IGNORE_LABEL, load_examples
 
 
@@ -30,6 +31,7 @@ class PlainResult:
     halt_tokens: np.ndarray  # [N, L] argmax at the step the Q-head halted (or the last)
     halt_steps: np.ndarray  # [N] ACT steps the Q-head policy used
     final_q_halt: np.ndarray  # [N]
+    halt_q_halt: np.ndarray  # [N] q_halt at the step the Q-head halted (or the last): what a server reports
 
 
 @torch.inference_mode()
@@ -38,7 +40,7 @@ def run_plain(model: RecursiveModel, inputs: np.ndarray, ids: np.ndarray, batch_
     model.eval()
     steps = steps or model.config.halt_max_steps
     device = next(model.parameters()).device
-    finals, halts, halt_steps, qs = [], [], [], []
+    finals, halts, halt_steps, qs, h_qs = [], [], [], [], []
     for s in range(0, len(inputs), batch_size):
         inp = torch.as_tensor(inputs[s:s + batch_size], device=device)
         pid = torch.as_tensor(ids[s:s + batch_size], device=device)
@@ -47,6 +49,7 @@ def run_plain(model: RecursiveModel, inputs: np.ndarray, ids: np.ndarray, batch_
         done = torch.zeros(inp.shape[0], dtype=torch.bool, device=device)
         h_tok = torch.zeros(inp.shape, dtype=torch.long, device=device)
         h_steps = torch.full((inp.shape[0],), steps, dtype=torch.long, device=device)
+        h_q = torch.zeros(inp.shape[0], dtype=torch.float32, device=device)
         for k in range(steps):
             out = model.act_step(x, z_H, z_L)
             z_H, z_L = out.z_H, out.z_L
@@ -55,12 +58,15 @@ def run_plain(model: RecursiveModel, inputs: np.ndarray, ids: np.ndarray, batch_
             new = stop & ~done
             h_tok[new] = tok[new]
             h_steps[new] = k + 1
+            h_q[new] = out.q_halt.float()[new]
             done |= stop
         finals.append(tok.cpu().numpy())
         halts.append(h_tok.cpu().numpy())
         halt_steps.append(h_steps.cpu().numpy())
         qs.append(out.q_halt.float().cpu().numpy())
-    return PlainResult(np.concatenate(finals), np.concatenate(halts), np.concatenate(halt_steps), np.concatenate(qs))
+        h_qs.append(h_q.cpu().numpy())
+    return PlainResult(np.concatenate(finals), np.concatenate(halts), np.concatenate(halt_steps), np.concatenate(qs),
+                       np.concatenate(h_qs))
 
 
 def puzzle_from_tokens(task: str, tokens: np.ndarray) -> Any:
@@ -94,7 +100,8 @@ def _verified(task: str, puzzles: list[Any], tokens: np.ndarray) -> np.ndarray:
 
 
 def evaluate_tier(model: RecursiveModel, task: str, data_root: Path, n: int, ptrm_k: list[int], ptrm_n: int,
-                  sigma: float, noise_on: str, batch_size: int = 64, seed: int = 0) -> dict[str, Any]:
+                  sigma: float, noise_on: str, batch_size: int = 64, seed: int = 0,
+                  temperature: float = 1.0) -> dict[str, Any]:
     ex = load_examples(data_root, "test")
     n = min(n, len(ex))
     inputs, labels, ids = ex.inputs[:n], ex.labels[:n], ex.puzzle_identifiers[:n]
@@ -102,15 +109,19 @@ def evaluate_tier(model: RecursiveModel, task: str, data_root: Path, n: int, ptr
     t0 = time.monotonic()
     res = run_plain(model, inputs, ids, batch_size=batch_size)
     plain_s = time.monotonic() - t0
+    final_ok, halt_ok = _exact(res.final_tokens, labels), _exact(res.halt_tokens, labels)
     out: dict[str, Any] = {
         "n": n,
-        "max_steps": {"exact": float(_exact(res.final_tokens, labels).mean()),
+        "max_steps": {"exact": float(final_ok.mean()),
                       "verified": float(_verified(task, puzzles, res.final_tokens).mean()),
                       "mean_act_steps": float(model.config.halt_max_steps)},
-        "q_halt": {"exact": float(_exact(res.halt_tokens, labels).mean()),
+        "q_halt": {"exact": float(halt_ok.mean()),
                    "verified": float(_verified(task, puzzles, res.halt_tokens).mean()),
                    "mean_act_steps": float(res.halt_steps.mean())},
-        "q_halt_head_accuracy": float(((res.final_q_halt >= 0) == _exact(res.final_tokens, labels)).mean()),
+        "q_halt_head_accuracy": float(((res.final_q_halt >= 0) == final_ok).mean()),
+        # confidence = sigmoid(q_halt / T) of the answer reported, against "that answer is exactly right"
+        "calibration": {"max_steps": calibration_report(res.final_q_halt, final_ok, temperature),
+                        "q_halt": calibration_report(res.halt_q_halt, halt_ok, temperature)},
         "seconds_plain": round(plain_s, 1),
     }
     m = min(ptrm_n, n)
@@ -143,20 +154,34 @@ def tiers_of(heldout: Path) -> list[str]:
 
 def evaluate(model_path: str | Path, heldout: str | Path, *, n: int = 200, ptrm_k: list[int] | None = None,
              ptrm_n: int = 50, sigma: float = 0.3, noise_on: str = "z_L", tiers: list[str] | None = None,
-             threads: int | None = 1, device: str = "cpu", seed: int = 0) -> dict[str, Any]:
+             threads: int | None = 1, device: str = "cpu", seed: int = 0,
+             temperature: float | None = None) -> dict[str, Any]:
+    """Per-tier figures; calibration uses `temperature`, else the model folder's `confidence_temperature`
+    (written by `calibrate`), else 1 (raw sigmoid(q_halt))."""
     if threads:
         torch.set_num_threads(threads)
     loaded = load_model(model_path, device=device)
     model, cfg = loaded.model, loaded.config
     task = cfg.task or "sudoku"
     heldout = Path(heldout)
+    if temperature is None:
+        temperature = confidence_temperature(model_path)
     result: dict[str, Any] = {"model": str(model_path), "version": loaded.version, "task": task,
+                              "confidence_temperature": temperature,
                               "heldout": str(heldout), "halt_max_steps": cfg.halt_max_steps,
                               "forward_dtype": cfg.forward_dtype, "device": device, "threads": threads,
                               "tiers": {}}
     t0 = time.monotonic()
     for tier in tiers or tiers_of(heldout):
         result["tiers"][tier] = evaluate_tier(model, task, heldout / tier, n, ptrm_k or [], ptrm_n, sigma,
-                                              noise_on, seed=seed)
+                                              noise_on, seed=seed, temperature=temperature)
     result["seconds"] = round(time.monotonic() - t0, 1)
     return result
+
+
+def confidence_temperature(model_path: str | Path) -> float:
+    """`confidence_temperature` from a model folder's config.json (1.0 when absent or not a folder)."""
+    cfg = Path(model_path) / "config.json"
+    if not cfg.is_file():
+        return 1.0
+    return float(json.loads(cfg.read_text()).get("confidence_temperature", 1.0))

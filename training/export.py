@@ -73,8 +73,8 @@ def export_card(model_dir: Path, out: Path, eval_json: Path, run_dir: Path, note
             "steps": training_extra.get("step", run["steps"]),
             "wall_seconds": training_extra.get("elapsed_seconds", run["wall_seconds"]),
             "sample_steps": training_extra.get("step", run["steps"]) * train_cfg.get("batch_size", 0),
-            "hardware": f"CPU: {_hardware()}, 1 torch thread, run concurrently with two other trainings on a 2-core "
-                        "machine; no GPU was available in this session",
+            "hardware": notes.get("hardware") or f"CPU: {_hardware()}, 1 torch thread, run concurrently with two "
+                        "other trainings on a 2-core machine; no GPU was available in this session",
             "torch": torch.__version__,
             "final_train_metrics": run["final_train_metrics"],
             "quick_evals": run["quick_evals"],
@@ -122,8 +122,27 @@ def _readme(card: dict[str, Any]) -> str:
         lines += ["", f"PTRM: noise sigma {any_ptrm['sigma']} on {any_ptrm['noise_on']} at every ACT step, "
                       f"best final q_halt, on the first {any_ptrm['n']} puzzles of each tier "
                       "(the last column is the plain model on those same puzzles)."]
+    lines += calibration_section(ev)
     lines += ["", "## Why this size", "", notes.get("why", ""), ""]
     if notes.get("limits"):
         lines += ["## Limits and what it would take", "", notes["limits"], ""]
     lines += ["## Reproduce", "", "```", *notes.get("reproduce", []), "```", ""]
     return "\n".join(lines)
+
+
+def calibration_section(ev: dict[str, Any]) -> list[str]:
+    """README lines: expected calibration error of the served confidence per tier (from `evaluate`)."""
+    tiers = {t: v["calibration"] for t, v in ev.get("tiers", {}).items() if "calibration" in v}
+    if not tiers:
+        return []
+    temp = ev.get("confidence_temperature", 1.0)
+    lines = ["", "## Calibration of `confidence`", "",
+             f"confidence = sigmoid(q_halt / T) with T = {temp:g}; ECE = expected calibration error over 10 "
+             "equal-width bins against \"the answer is exactly right\" (0 = perfect), on the same held-out puzzles.",
+             "", "| tier | ECE (max steps) | mean confidence | exact | ECE (Q-head halt) | mean confidence | exact |",
+             "|---|---|---|---|---|---|---|"]
+    for tier, c in tiers.items():
+        m, q = c["max_steps"], c["q_halt"]
+        lines.append(f"| {tier} | {m['ece']:.3f} | {m['mean_confidence']:.3f} | {m['accuracy']:.3f} | "
+                     f"{q['ece']:.3f} | {q['mean_confidence']:.3f} | {q['accuracy']:.3f} |")
+    return lines

@@ -87,14 +87,15 @@ def _maze_batch(seed: int, size: int, n: int, lo: int, hi: int | None, loops: fl
 
 
 def make_maze(out: Path, size: int, train_count: int, heldout_count: int, tiers: dict[str, tuple[int, int | None]],
-              loops: float = 0.0, seed: int = TRAIN_SEED, heldout_seed: int = HELDOUT_SEED) -> dict[str, Any]:
+              loops: float = 0.0, seed: int = TRAIN_SEED, heldout_seed: int = HELDOUT_SEED,
+              train_min_path: int = 1) -> dict[str, Any]:
     codec = get_codec("maze")
     seq_len = size * size
     heldout = {tier: _maze_batch(heldout_seed + i, size, heldout_count, lo, hi, loops)
                for i, (tier, (lo, hi)) in enumerate(tiers.items())}
     # Small mazes repeat: drop training mazes that a held-out tier contains (the check below stays the guard).
     held_keys = {codec.canonical(p) for ps in heldout.values() for p in ps}
-    generated = _maze_batch(seed, size, train_count, 1, None, loops)
+    generated = _maze_batch(seed, size, train_count, train_min_path, None, loops)
     train = [p for p in generated if codec.canonical(p) not in held_keys]
     train_count = len(train)
     sizes = check_no_overlap((codec.canonical(p) for p in train),
@@ -107,7 +108,8 @@ def make_maze(out: Path, size: int, train_count: int, heldout_count: int, tiers:
         tiers_info[tier] = {"count": heldout_count, "seed": heldout_seed + i, "size": size,
                             "min_path_len": lo, "max_path_len": hi, "loops": loops}
     train_info = {"all": {"count": train_count, "generated": len(generated), "seed": seed, "size": size,
-                          "loops": loops, "dropped_as_heldout": len(generated) - train_count}}
+                          "loops": loops, "min_path_len": train_min_path,
+                          "dropped_as_heldout": len(generated) - train_count}}
     return _finish(out, "maze", train_info, tiers_info, sizes, train_count)
 
 

@@ -26,11 +26,14 @@ import torch.nn.functional as F
 from tqdm import tqdm
 
 from models import ModelConfig, RecursiveModel, build_model, save_model
+from models.layers import Attention
 from training.config import TrainConfig
 from training.data import TrainStream, load_examples
 from training.losses import answer_correct, token_loss_per_row
+from training.shards import load_sharded, save_sharded
 
-CHECKPOINT = "checkpoint.pt"
+CHECKPOINT = "checkpoint"  # a folder of files <= checkpoint_shard_mib each (training/shards.py)
+LEGACY_CHECKPOINT = "checkpoint.pt"  # one torch.save file, written before checkpoints were sharded
 
 
 class Trainer:
@@ -49,6 +52,8 @@ class Trainer:
         self.model: RecursiveModel = build_model(self.model_config).to(self.device)
         if cfg.pos_init != "default":
             init_grid_positions(self.model, boxes=cfg.pos_init == "sudoku_grid")
+        if cfg.attn_out_init == "zero":
+            zero_attention_outputs(self.model)
         # The puzzle table is a buffer (officially trained by sparse SignSGD); with our few identifiers it is
         # simply trained by AdamW with the rest, so it is one more trainable tensor.
         self.trainable: dict[str, torch.Tensor] = dict(self.model.named_parameters())
@@ -200,13 +205,16 @@ class Trainer:
     def save_checkpoint(self, path: Path | None = None) -> Path:
         path = path or self.cfg.run_dir / CHECKPOINT
         path.parent.mkdir(parents=True, exist_ok=True)
-        tmp = path.with_suffix(".tmp")
-        torch.save(self.state_dict(), tmp)
-        tmp.replace(path)  # atomic: a run killed mid-save keeps its previous checkpoint
-        return path
+        # atomic folder swap: a run killed mid-save keeps its previous checkpoint
+        return save_sharded(self.state_dict(), path, max_bytes=int(self.cfg.checkpoint_shard_mib * 2**20))
 
     def load_checkpoint(self, path: Path) -> None:
-        state = torch.load(path, map_location=self.device, weights_only=True)
+        """Resume from a sharded checkpoint folder (or a legacy single checkpoint.pt file)."""
+        path = Path(path)
+        if path.is_dir():
+            state = load_sharded(path, map_location=self.device)
+        else:
+            state = torch.load(path, map_location=self.device, weights_only=True)
         self.step, self.elapsed, self.best_eval = int(state["step"]), float(state["elapsed"]), state["best_eval"]
         self.model.load_state_dict(state["model"])
         if self.model_config.puzzle_emb_ndim > 0:
@@ -294,6 +302,24 @@ class Trainer:
         log.write(json.dumps(res) + "\n")
         log.flush()
         tqdm.write(json.dumps(res))
+
+
+def zero_attention_outputs(model: RecursiveModel) -> int:
+    """Start every attention block's output projection at zero; returns how many were zeroed.
+
+    Why: at initialisation attention is near uniform, so each attention branch adds about the same vector
+    (the sequence mean) to every position, and the post-norm then shrinks what distinguishes positions.
+    Stacked over every L/H call and ACT step this washes out the token-specific signal (training/ATTENTION.md).
+    A zero output projection makes each block start as its MLP alone; o_proj gets gradient at once and the
+    attention pattern from the second step on. Training init only: loaded checkpoints are unaffected.
+    """
+    n = 0
+    with torch.no_grad():
+        for module in model.modules():
+            if isinstance(module, Attention):
+                module.o_proj.weight.zero_()
+                n += 1
+    return n
 
 
 def init_grid_positions(model: RecursiveModel, boxes: bool) -> None:
