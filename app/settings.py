@@ -78,6 +78,8 @@ class ModelSpec(BaseModel):
     # Admission limit, a K-trajectory request counting K rows; None: 512 or 4 x batch_rows, the larger.
     max_queue_rows: int | None = Field(default=None, ge=1)
     default_options: dict[str, Any] = Field(default_factory=dict)  # per-model solve option defaults
+    # This model answers requests that name only the task (else: the best held-out accuracy on its card).
+    default_for_task: bool = False
     limits: ModelLimits = Field(default_factory=ModelLimits)  # per-model cost caps over the server defaults
 
     @field_validator("default_options")

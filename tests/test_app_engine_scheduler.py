@@ -341,3 +341,17 @@ def test_fail_all_rejects_every_live_request_and_frees_the_rows():
     assert not s.has_work() and s.queued_rows == 0 and not any(s.is_live(r) for r in ("running", "queued", "gone"))
     add(s, req("after", trajectories=2))  # the engine goes on with the rows it freed
     assert admitted_ids(s) == ["after"]
+
+
+def test_confidence_temperature_scales_the_confidence_not_the_halting():
+    plain, tempered = (Scheduler(num_rows=1, max_queue_rows=4, seq_len=L, confidence_temperature=t) for t in (1.0, 0.5))
+    for s in (plain, tempered):
+        add(s, req("r", stream=True, max_steps=2, halting="q_head", threshold=0.6))
+        s.schedule(T0)
+    q = 0.3  # sigmoid(0.3) = 0.574 < 0.6: the threshold on q_halt itself keeps both running
+    first = [step(s, q=q) for s in (plain, tempered)]
+    assert [r.steps[0].confidence for r in first] == pytest.approx([sigmoid(q), sigmoid(q / 0.5)])
+    assert not first[0].finished and not first[1].finished
+    done = [step(s, q=q).finished[0] for s in (plain, tempered)]
+    assert [d.halted_by for d in done] == ["max_steps", "max_steps"]
+    assert [d.confidence for d in done] == pytest.approx([sigmoid(q), sigmoid(q / 0.5)])

@@ -119,11 +119,20 @@ def held_out_accuracy(card: dict[str, Any]) -> dict[str, Any] | None:
 
 
 def default_per_task(models: dict[str, ServedModel]) -> dict[str, str]:
-    """Default model per task: the first TRM serving it (in spec order), else the first model."""
+    """Default model per task: the one the models file marks `default_for_task`, else the one whose card shows
+    the best mean held-out exact accuracy (plain, at max_steps), then a TRM before an HRM, then spec order.
+    A model without measured accuracy ranks after every model with some."""
+    def rank(item: tuple[int, ServedModel]) -> tuple[bool, float, int, int]:
+        i, m = item
+        tiers = held_out_accuracy(m.info.card) or {}
+        scores = [t.get("exact_max_steps") for t in tiers.values() if isinstance(t, dict)]
+        scores = [v for v in scores if isinstance(v, int | float)]
+        accuracy = -(sum(scores) / len(scores)) if scores else 1.0
+        return (not m.info.default_for_task, accuracy, 0 if m.info.arch == "trm" else 1, i)
+
     defaults: dict[str, str] = {}
-    for m in models.values():
-        if m.task not in defaults or (m.info.arch == "trm" and models[defaults[m.task]].info.arch != "trm"):
-            defaults[m.task] = m.name
+    for _, m in sorted(enumerate(models.values()), key=rank):
+        defaults.setdefault(m.task, m.name)
     return defaults
 
 

@@ -40,6 +40,7 @@ from models.verify import has_token_verifier
 log = logging.getLogger(__name__)
 
 CARD_FILE = "card.json"
+CONFIG_FILE = "config.json"
 IDENTIFIERS_FILE = "identifiers.json"
 
 
@@ -58,6 +59,13 @@ def _identifiers(folder: Path) -> dict[str, int]:
     if isinstance(data, dict):
         return {str(k): int(v) for k, v in data.items()}
     return {}
+
+
+def confidence_temperature(path: str | Path) -> float:
+    """The model folder's fitted confidence temperature (config.json `confidence_temperature`; 1.0 when absent)."""
+    config = _read_json(Path(path) / CONFIG_FILE) if Path(path).is_dir() else None
+    value = config.get("confidence_temperature", 1.0) if isinstance(config, dict) else 1.0
+    return float(value) if isinstance(value, int | float) and value > 0 else 1.0
 
 
 def resolve_device(device: str) -> str:
@@ -92,18 +100,21 @@ class ModelEngine:
         runner = ModelRunner(backend, rows, verify_task, cuda_graphs=cuda_graphs)
         folder = Path(spec.path) if Path(spec.path).is_dir() else Path(spec.path).parent
         card = _read_json(folder / CARD_FILE)
+        temperature = confidence_temperature(spec.path)
         info = ModelInfo(
             name=spec.name, task=spec.task, arch=cfg.arch, version=loaded.version, source=loaded.source,
             parameters=loaded.model.num_parameters(), seq_len=cfg.seq_len, halt_max_steps=cfg.halt_max_steps,
             config={"hidden_size": cfg.hidden_size, "H_cycles": cfg.H_cycles, "L_cycles": cfg.L_cycles,
                     "L_layers": cfg.L_layers, "H_layers": cfg.H_layers, "mlp_t": cfg.mlp_t, "seq_len": cfg.seq_len,
-                    "halt_max_steps": cfg.halt_max_steps, "num_puzzle_identifiers": cfg.num_puzzle_identifiers},
+                    "halt_max_steps": cfg.halt_max_steps, "num_puzzle_identifiers": cfg.num_puzzle_identifiers,
+                    "confidence_temperature": temperature},
             backend=runner.describe(), batch_rows=rows, max_queue_rows=queue_rows,
             default_options=dict(spec.default_options), default_noise=DEFAULT_SIGMA.get(spec.task, 0.3),
             step_verifier=verify_task is not None, limits=spec.limits.model_dump(),
+            default_for_task=spec.default_for_task,
             card=card if isinstance(card, dict) else {},
             identifiers=_identifiers(folder))
-        scheduler = Scheduler(rows, queue_rows, cfg.seq_len, max_share=max_share)
+        scheduler = Scheduler(rows, queue_rows, cfg.seq_len, max_share=max_share, confidence_temperature=temperature)
         metrics.QUEUE_CAPACITY.labels(model=spec.name).set(queue_rows)
         return cls(info, runner, scheduler)
 

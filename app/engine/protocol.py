@@ -166,6 +166,7 @@ class ModelInfo(msgspec.Struct, frozen=True):
     default_options: dict[str, Any]
     default_noise: float  # PTRM sigma used when a request asks for K > 1 without a noise scale
     step_verifier: bool  # per-step verifier halting runs on the device for this task
+    default_for_task: bool = False  # the models file names it its task's default
     limits: dict[str, Any] = {}  # the models file's cost caps for this model (app.settings.ModelLimits)
     card: dict[str, Any] = {}
     identifiers: dict[str, int] = {}

@@ -107,10 +107,14 @@ def _sigmoid(x: float) -> float:
 
 
 class Scheduler:
-    def __init__(self, num_rows: int, max_queue_rows: int, seq_len: int, max_share: float = 1.0) -> None:
+    def __init__(self, num_rows: int, max_queue_rows: int, seq_len: int, max_share: float = 1.0,
+                 confidence_temperature: float = 1.0) -> None:
         self.num_rows = num_rows
         self.max_queue_rows = max_queue_rows
         self.max_share_rows = max(1, math.floor(max_share * num_rows))
+        # confidence = sigmoid(q_halt / T), T fitted on a validation split (training/calibrate.py); halting and
+        # PTRM selection use q_halt itself.
+        self.temperature = confidence_temperature
         self._waiting: deque[RequestState] = deque()
         self._waiting_rows = 0
         self._states: dict[str, RequestState] = {}  # every request not yet resolved, waiting or running
@@ -358,7 +362,7 @@ class Scheduler:
         return EngineOutput(
             id=s.id,
             tokens=tokens_to_bytes(traj.tokens) if has_answer else None,
-            confidence=_sigmoid(traj.q_halt) if has_answer else None,
+            confidence=_sigmoid(traj.q_halt / self.temperature) if has_answer else None,
             q_halt=traj.q_halt if has_answer else None,
             steps=traj.steps if traj is not None else max((t.steps for t in s.trajectories), default=0),
             halted_by=halted_by,
@@ -384,8 +388,8 @@ class Scheduler:
             if s.id not in best or q_halt[j] > q_halt[best[s.id]]:
                 best[s.id] = j
         return [StepUpdate(id=rid, step=int(steps[j]), tokens=tokens_to_bytes(tokens[j]),
-                           confidence=_sigmoid(float(q_halt[j])), trajectory=int(self.row_traj[idx[j]]),
-                           active_rows=len(self.row_state[idx[j]].rows))
+                           confidence=_sigmoid(float(q_halt[j]) / self.temperature),
+                           trajectory=int(self.row_traj[idx[j]]), active_rows=len(self.row_state[idx[j]].rows))
                 for rid, j in best.items()]
 
     # -- ending requests from outside --------------------------------------------------------------
