@@ -433,6 +433,8 @@ def main() -> int:
     ap.add_argument("--inflight-bytes", type=int, default=24_000_000,
                     help="RECURSOLVE_MAX_INFLIGHT_BYTES for the server (per API process)")
     ap.add_argument("--out", type=Path, default=REPO / "bench" / "results" / "hostile.json")
+    ap.add_argument("--report-only", action="append", default=[], choices=["hog", "slow", "big", "sigterm"],
+                    help="measure and print this part but do not fail on it (repeatable)")
     args = ap.parse_args()
     t_start = time.monotonic()
     nofile = raise_nofile(2 * STALLED + 1024)
@@ -460,11 +462,14 @@ def main() -> int:
             results["sigterm"] = asyncio.run(part_sigterm(server, 16, 2.0 if args.quick else 5.0))
             results["server_log_bytes"] = server.log_bytes()
     results["wall_s"] = round(time.monotonic() - t_start, 1)
-    results["ok"] = all(results[k]["ok"] for k in ("hog", "slow", "big", "sigterm"))
+    results["report_only"] = args.report_only
+    results["ok"] = all(results[k]["ok"] for k in ("hog", "slow", "big", "sigterm") if k not in args.report_only)
     args.out.parent.mkdir(parents=True, exist_ok=True)
     args.out.write_text(json.dumps(results, indent=2) + "\n")
     print(table(results))
-    print(f"wall {results['wall_s']} s; figures in {args.out}; {'all targets met' if results['ok'] else 'MISSED'}")
+    missed = [k for k in ("hog", "slow", "big", "sigterm") if not results[k]["ok"]]
+    print(f"wall {results['wall_s']} s; figures in {args.out}; missed: {', '.join(missed) or 'none'}"
+          + (f" (report only: {', '.join(args.report_only)})" if args.report_only else ""))
     return 0 if results["ok"] else 1
 
 
