@@ -68,18 +68,25 @@ def cache_key(model_version: str, task: str, canonical_puzzle: str, options: Map
 
 
 class MemoryCache:
-    """In-process LRU with a per-entry TTL, bounded to `max_entries` (the least recently used go first).
+    """In-process LRU with a per-entry TTL, bounded to `max_entries` and to `max_bytes` of keys and values
+    (the least recently used go first), so large answers (ARC grids) cannot grow the process past its budget.
 
     Methods never await while touching the map, so they are atomic on the event loop; a lock makes
     them safe from worker threads too.
     """
 
     backend = "memory"
+    ENTRY_OVERHEAD = 200  # bytes an entry costs beyond its key and value (dict slot, tuple, float, bytes headers)
 
-    def __init__(self, max_entries: int = 10_000, *, clock: Callable[[], float] = time.monotonic) -> None:
+    def __init__(self, max_entries: int = 10_000, *, max_bytes: int | None = None,
+                 clock: Callable[[], float] = time.monotonic) -> None:
         if max_entries < 1:
             raise ValueError(f"max_entries must be >= 1, got {max_entries}")
+        if max_bytes is not None and max_bytes < 1:
+            raise ValueError(f"max_bytes must be >= 1, got {max_bytes}")
         self.max_entries = max_entries
+        self.max_bytes = max_bytes
+        self.nbytes = 0  # what the entries held count against max_bytes
         self._clock = clock
         self._data: OrderedDict[str, tuple[float, bytes]] = OrderedDict()
         self._lock = threading.Lock()
@@ -89,11 +96,18 @@ class MemoryCache:
     def __len__(self) -> int:
         return len(self._data)
 
+    def _cost(self, key: str, value: bytes) -> int:
+        return len(key) + len(value) + self.ENTRY_OVERHEAD
+
+    def _drop(self, key: str) -> None:
+        _, value = self._data.pop(key)
+        self.nbytes -= self._cost(key, value)
+
     async def get(self, key: str) -> bytes | None:
         with self._lock:
             item = self._data.get(key)
             if item is not None and item[0] <= self._clock():
-                del self._data[key]
+                self._drop(key)
                 item = None
             if item is None:
                 self._misses.inc()
@@ -105,15 +119,21 @@ class MemoryCache:
     async def set(self, key: str, value: bytes, ttl_seconds: int) -> None:
         if ttl_seconds <= 0:
             return
+        cost = self._cost(key, value)
+        if self.max_bytes is not None and cost > self.max_bytes:
+            return  # one entry bigger than the whole budget would evict everything and still not fit
         with self._lock:
+            if key in self._data:
+                self._drop(key)
             self._data[key] = (self._clock() + ttl_seconds, value)
-            self._data.move_to_end(key)
-            while len(self._data) > self.max_entries:
-                self._data.popitem(last=False)
+            self.nbytes += cost
+            while len(self._data) > self.max_entries or (self.max_bytes is not None and self.nbytes > self.max_bytes):
+                self._drop(next(iter(self._data)))
 
     async def close(self) -> None:
         with self._lock:
             self._data.clear()
+            self.nbytes = 0
 
 
 class RedisCache:
@@ -237,12 +257,14 @@ def _safe_url(url: str) -> str:
 
 
 def make_cache(settings: Settings) -> ResultCache:
-    """RedisCache when settings.redis_url is set, else a MemoryCache of settings.cache_max_entries entries.
+    """RedisCache when settings.redis_url is set, else a MemoryCache of at most settings.cache_max_entries entries
+    and settings.cache_max_bytes bytes.
 
     Building the Redis client does not connect, so a Redis that is down at start-up delays nothing.
     """
     if settings.redis_url:
         log.info("result cache: redis at %s", _safe_url(settings.redis_url))
         return RedisCache(settings.redis_url)
-    log.info("result cache: in-process LRU (%d entries)", settings.cache_max_entries)
-    return MemoryCache(settings.cache_max_entries)
+    log.info("result cache: in-process LRU (%d entries, %d bytes)", settings.cache_max_entries,
+             settings.cache_max_bytes)
+    return MemoryCache(settings.cache_max_entries, max_bytes=settings.cache_max_bytes)

@@ -22,7 +22,7 @@ from app.api.service import ServedModel, SolveService, default_per_task
 from app.cache import ResultCache, make_cache
 from app.engine.client import EngineClient, InprocEngine
 from app.engine.protocol import Ready
-from app.settings import ModelSpec, Settings, load_model_specs
+from app.settings import ModelSpec, Settings, load_model_specs, with_server_defaults
 
 log = logging.getLogger(__name__)
 
@@ -64,7 +64,8 @@ class Runtime:
         if address is None:
             try:
                 specs = self._specs if self._specs is not None else load_model_specs(self.settings)
-                specs = [ModelSpec.model_validate(s.model_dump()) for s in specs]  # specs built in code too
+                specs = with_server_defaults([ModelSpec.model_validate(s.model_dump()) for s in specs],  # built in code
+                                             self.settings)
             except Exception as e:
                 self.load_error = f"{type(e).__name__}: {e}"
                 log.error("invalid models configuration: %s", e)

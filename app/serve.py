@@ -32,7 +32,7 @@ from typing import Any
 
 import uvicorn
 
-from app.settings import ModelSpec, Settings, load_model_specs
+from app.settings import ModelSpec, Settings, load_model_specs, with_server_defaults
 
 log = logging.getLogger("recursolve.serve")
 
@@ -173,5 +173,6 @@ class Supervisor:
 
 
 def serve(settings: Settings, host: str, port: int, api_workers: int | None) -> None:
-    specs = load_model_specs(settings)  # a bad models file fails here, before any process starts
+    specs = with_server_defaults(load_model_specs(settings), settings)  # a bad models file fails here, before any
+    # process starts
     Supervisor(settings, specs, host, port, api_workers or settings.api_workers or default_api_workers()).run()

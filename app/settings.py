@@ -77,6 +77,9 @@ class ModelSpec(BaseModel):
     batch_rows: int | None = Field(default=None, ge=1, le=4096)
     # Admission limit, a K-trajectory request counting K rows; None: 512 or 4 x batch_rows, the larger.
     max_queue_rows: int | None = Field(default=None, ge=1)
+    # The same limit in bytes of queued inputs (a request counts its encoded puzzle); None: the server's
+    # RECURSOLVE_MAX_QUEUE_BYTES.
+    max_queue_bytes: int | None = Field(default=None, ge=1)
     default_options: dict[str, Any] = Field(default_factory=dict)  # per-model solve option defaults
     # This model answers requests that name only the task (else: the best held-out accuracy on its card).
     default_for_task: bool = False
@@ -149,6 +152,12 @@ class Settings(BaseSettings):
     drain_grace_seconds: float = Field(default=20.0, ge=0)
     max_batch_items: int = Field(default=64, ge=1)  # puzzles per /v1/solve/batch call
     max_request_bytes: int = Field(default=1_000_000, ge=1024)
+    # Memory bounds (issue 11 item 3). Bytes of request bodies one API process holds at once (read, parsed or
+    # waiting on the engine); over it: 429 + Retry-After before the body is read. Parsed JSON takes several
+    # times its text, so an API process's RSS grows by at most a small multiple of this under a flood.
+    max_inflight_bytes: int = Field(default=64_000_000, ge=1024)
+    max_queue_bytes: int = Field(default=32_000_000, ge=1024)  # per model, unless its models-file entry sets one
+    cache_max_bytes: int = Field(default=64_000_000, ge=1024)  # in-process LRU bound in value bytes (memory cache)
     # Cost budgets (app/api/budgets.py). A request without deadline_ms gets this one: the best answer so far
     # is returned when it runs out, so no request holds rows for minutes unless it asks (up to deadline_ms_cap).
     default_deadline_ms: int | None = Field(default=30_000, gt=0)
@@ -272,6 +281,13 @@ def load_model_specs(settings: Settings) -> list[ModelSpec]:
     if settings.models_file is not None:
         return read_models_file(settings.models_file)
     return discover_models(settings.weights_dir)
+
+
+def with_server_defaults(specs: list[ModelSpec], settings: Settings) -> list[ModelSpec]:
+    """Fill what a spec leaves to the server (the queue's byte limit) from settings, so the engine core needs
+    only its specs (applied where specs are handed to the engine: app/serve.py, app/runtime.py)."""
+    return [s if s.max_queue_bytes is not None else s.model_copy(update={"max_queue_bytes": settings.max_queue_bytes})
+            for s in specs]
 
 
 def read_models_file(path: Path) -> list[ModelSpec]:

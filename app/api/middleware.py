@@ -5,7 +5,7 @@ Outermost first (Starlette runs the last added first):
   -> API keys (401 before anything costs work)
   -> in-flight limit (503 + Retry-After)
   -> JSON only (415)
-  -> body size and read deadline (413, 408)
+  -> body size, bytes held by this process and read deadline (413, 429, 408)
   -> Idempotency-Key (replays need the whole body, which the layer above has read)
   -> the routes.
 """
@@ -36,7 +36,8 @@ def install(app: FastAPI, settings: Settings) -> None:
     app.add_middleware(IdempotencyMiddleware, get_cache=lambda: runtime.cache,
                        ttl_seconds=settings.idempotency_ttl_seconds)
     app.add_middleware(BodyLimitMiddleware, max_bytes=settings.max_request_bytes,
-                       read_timeout_s=settings.body_timeout_s)
+                       read_timeout_s=settings.body_timeout_s, max_inflight_bytes=settings.max_inflight_bytes,
+                       retry_after_s=settings.retry_after_s)
     app.add_middleware(JsonOnlyMiddleware)
     app.add_middleware(InflightLimitMiddleware, limit=settings.max_inflight_requests,
                        retry_after_s=settings.retry_after_s)

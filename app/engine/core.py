@@ -114,7 +114,8 @@ class ModelEngine:
             default_for_task=spec.default_for_task,
             card=card if isinstance(card, dict) else {},
             identifiers=_identifiers(folder))
-        scheduler = Scheduler(rows, queue_rows, cfg.seq_len, max_share=max_share, confidence_temperature=temperature)
+        scheduler = Scheduler(rows, queue_rows, cfg.seq_len, max_share=max_share, confidence_temperature=temperature,
+                              max_queue_bytes=spec.max_queue_bytes)
         metrics.QUEUE_CAPACITY.labels(model=spec.name).set(queue_rows)
         return cls(info, runner, scheduler)
 
@@ -122,6 +123,7 @@ class ModelEngine:
         s = self.scheduler
         return {"batch_rows": s.num_rows, "running_rows": s.running_rows, "queued_rows": s.queued_rows,
                 "queued_requests": s.queued_requests, "max_queue_rows": s.max_queue_rows,
+                "queued_bytes": s.queued_bytes, "max_queue_bytes": s.max_queue_bytes,
                 "steps_run": self.steps_run, "accepting": s.accepting}
 
     def add(self, request: EngineRequest) -> Rejected | None:
@@ -251,8 +253,9 @@ class EngineCore:
             except Exception as e:  # a failed step fails its requests, never the loop
                 log.exception("ACT step failed on model %s", name)
                 for rej in model.scheduler.fail_all(f"model {name} failed during a step: {e}"):
-                    self._owner.pop(rej.id, None)
                     out.rejected.append(Rejected(rej.id, ENGINE_ERROR, rej.message))
+                # Cancelled requests get no rejection but must be forgotten too (or _owner grows per failure).
+                self._owner = {rid: m for rid, m in self._owner.items() if m != name}
                 model.runner.generators.clear()
                 continue
             self._collect(out, name, result)

@@ -109,6 +109,11 @@ class EngineRequest(msgspec.Struct, frozen=True):
         return self.options.trajectories
 
     @property
+    def nbytes(self) -> int:
+        """What a queued request holds in memory, as the queue's byte limit counts it: its encoded inputs."""
+        return len(self.inputs)
+
+    @property
     def deadline(self) -> float:
         return self.arrival + self.options.deadline_ms / 1000.0 if self.options.deadline_ms is not None else math.inf
 

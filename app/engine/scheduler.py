@@ -6,8 +6,9 @@ A pure policy. It takes plain requests and per-step arrays and returns plain out
 bookkeeping, so tests drive it with plain arrays.
 
 Policy, in short:
-- The waiting queue is FIFO and counted in rows: a PTRM request asks for K rows, as vLLM counts a request
-  with n samples as n sequences. Strict FIFO (no backfill past a big request) so a K=64 request cannot be
+- The waiting queue is FIFO and counted in rows and in bytes (each request's encoded inputs, so memory of
+  queued work is bounded too). A PTRM request asks for K rows, as vLLM counts a request with n samples as
+  n sequences. Strict FIFO (no backfill past a big request) so a K=64 request cannot be
   starved by a stream of small ones, with one exception: a request that would take more than `max_share`
   of the rows waits while other work runs and is passed by the requests behind it (a heavy request cannot
   hold the model while light ones wait, even before it fits); it runs when the pool is otherwise empty,
@@ -108,9 +109,12 @@ def _sigmoid(x: float) -> float:
 
 class Scheduler:
     def __init__(self, num_rows: int, max_queue_rows: int, seq_len: int, max_share: float = 1.0,
-                 confidence_temperature: float = 1.0) -> None:
+                 confidence_temperature: float = 1.0, max_queue_bytes: int | None = None) -> None:
         self.num_rows = num_rows
         self.max_queue_rows = max_queue_rows
+        self.max_queue_bytes = max_queue_bytes  # None: rows only
+        self._waiting_bytes = 0
+        self.row_bytes = 4 * seq_len  # one request's int32 inputs
         self.max_share_rows = max(1, math.floor(max_share * num_rows))
         # confidence = sigmoid(q_halt / T), T fitted on a validation split (training/calibrate.py); halting and
         # PTRM selection use q_halt itself.
@@ -156,10 +160,19 @@ class Scheduler:
             retry = self.retry_after(request.rows)
             return Rejected(request.id, QUEUE_FULL, f"queue full: {self._waiting_rows} rows waiting (limit "
                             f"{self.max_queue_rows}); retry in {retry} s", retry)
+        size = request.nbytes
+        # As with rows, free rows count as room (requests of one message are queued before `schedule` admits
+        # them), and an empty queue always takes one request: none is refused for a limit it cannot meet alone.
+        room = None if self.max_queue_bytes is None else self.max_queue_bytes + len(self._free) * self.row_bytes
+        if room is not None and self._waiting and self._waiting_bytes + size > room:
+            retry = self.retry_after(request.rows)
+            return Rejected(request.id, QUEUE_FULL, f"queue full: {self._waiting_bytes} bytes of inputs waiting "
+                            f"(limit {self.max_queue_bytes}, max_queue_bytes); retry in {retry} s", retry)
         state = RequestState(request, [Trajectory() for _ in range(request.rows)], verify_each=verify_each)
         self._states[request.id] = state
         self._waiting.append(state)
         self._waiting_rows += request.rows
+        self._waiting_bytes += size
         return None
 
     def abort(self, ids: list[str]) -> None:
@@ -185,6 +198,10 @@ class Scheduler:
     @property
     def queued_rows(self) -> int:
         return self._waiting_rows
+
+    @property
+    def queued_bytes(self) -> int:
+        return self._waiting_bytes
 
     @property
     def queued_requests(self) -> int:
@@ -215,6 +232,7 @@ class Scheduler:
             for s in self._waiting:
                 if s.cancelled or s.request.deadline <= now:
                     self._waiting_rows -= s.request.rows
+                    self._waiting_bytes -= s.request.nbytes
                     del self._states[s.id]
                     if s.cancelled:  # nobody waits for a cancelled request's answer
                         dropped.append(s.id)
@@ -242,6 +260,7 @@ class Scheduler:
 
     def _admit(self, s: RequestState, now: float) -> Admission:
         self._waiting_rows -= s.request.rows
+        self._waiting_bytes -= s.request.nbytes
         rows = [heapq.heappop(self._free) for _ in range(s.request.rows)]
         self._place(s, rows, now)
         return Admission(s, rows)
@@ -403,6 +422,7 @@ class Scheduler:
             if s.admitted_at is None:  # still queued
                 self._waiting.remove(s)
                 self._waiting_rows -= s.request.rows
+                self._waiting_bytes -= s.request.nbytes
                 del self._states[s.id]
                 out.finished.append(self._unstarted(s, "deadline", now))
                 continue
@@ -427,4 +447,5 @@ class Scheduler:
         self._states.clear()
         self._waiting.clear()
         self._waiting_rows = 0
+        self._waiting_bytes = 0
         return failed
