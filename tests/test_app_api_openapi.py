@@ -21,7 +21,7 @@ async def app_client(tmp_path_factory):
     for task, cfg in (("maze", tiny_config(task="maze", seq_len=100, vocab_size=6)),  # mazes up to 10 a side
                       ("arc", tiny_config(task="arc", seq_len=900, vocab_size=12))):
         save_model(build_model(cfg), root / task)
-    specs = [ModelSpec(name="sudoku", task="sudoku", path=save_random(root / "sudoku"), batch_rows=8),
+    specs = [ModelSpec(name="sudoku", task="sudoku", path=save_random(root / "sudoku"), batch_rows=16),
              ModelSpec(name="maze", task="maze", path=root / "maze", batch_rows=2),
              ModelSpec(name="arc", task="arc", path=root / "arc", batch_rows=2)]
     async with running_app(root, settings=Settings(weights_dir=root), specs=specs) as (app, c):

@@ -23,7 +23,8 @@ pytestmark = pytest.mark.asyncio(loop_scope="module")
 @pytest_asyncio.fixture(loop_scope="module", scope="module")
 async def server(tmp_path_factory):
     root = tmp_path_factory.mktemp("server")
-    app = create_app(Settings(weights_dir=root, drain_grace_seconds=1), make_specs(root, random={"batch_rows": 2}))
+    app = create_app(Settings(weights_dir=root, drain_grace_seconds=1, max_request_share=1.0),
+                     make_specs(root, random={"batch_rows": 2}))
     srv = uvicorn.Server(uvicorn.Config(app, host="127.0.0.1", port=0, log_level="warning", lifespan="on"))
     task = asyncio.create_task(srv.serve())
     while not srv.started:

@@ -258,34 +258,21 @@ def test_stream_updates_carry_the_leading_trajectory_only_for_stream_requests():
 # -- heavy requests (max_share) --------------------------------------------------------------------------
 
 
-def test_heavy_request_waits_while_others_run_and_runs_when_the_pool_is_empty():
-    s = Scheduler(num_rows=4, max_queue_rows=16, seq_len=L, max_share=0.5)  # at most 2 rows while others run
-    add(s, req("a", max_steps=1))
-    assert admitted_ids(s) == ["a"]
-    add(s, req("heavy", trajectories=3, max_steps=2), req("b", max_steps=1), req("c", trajectories=2, max_steps=1))
-    # `heavy` fits the 3 free rows but would take more than its share: the lighter ones behind it go first.
-    assert admitted_ids(s) == ["b", "c"] and s.queued_rows == 3 and s.queued_requests == 1
-    assert sorted(o.id for o in step(s).finished) == ["a", "b", "c"]
-    assert admitted_ids(s) == ["heavy"] and s.running_rows == 3
-    add(s, req("d", max_steps=1))  # light requests still fill the rows a heavy one leaves
-    assert admitted_ids(s) == ["d"] and s.running_rows == 4
-
-
-def test_heavy_request_that_does_not_fit_yet_does_not_hold_up_lighter_ones():
+def test_no_request_may_hold_more_than_its_share_of_the_rows():
     s = Scheduler(num_rows=4, max_queue_rows=16, seq_len=L, max_share=0.5)
-    add(s, req("a", trajectories=2, max_steps=9))
-    s.schedule(T0)
-    add(s, req("heavy", trajectories=3), req("b"))
-    assert admitted_ids(s) == ["b"]  # 2 rows free: too few for `heavy`, which must not block `b`
-    assert s.queued_requests == 1 and s.is_live("heavy")
+    rej = s.add(req("heavy", trajectories=3))
+    assert rej is not None and rej.code == TOO_MANY_ROWS
+    assert "at most 2 of this model's 4" in rej.message and "RECURSOLVE_MAX_REQUEST_SHARE" in rej.message
+    assert not s.is_live("heavy") and s.queued_rows == 0
 
 
-def test_heavy_requests_run_in_arrival_order():
+def test_a_light_request_always_finds_rows_beside_the_heaviest_allowed_one():
     s = Scheduler(num_rows=4, max_queue_rows=16, seq_len=L, max_share=0.5)
-    add(s, req("h1", trajectories=3, max_steps=1), req("h2", trajectories=4, max_steps=1))
-    assert admitted_ids(s) == ["h1"]
-    assert [o.id for o in step(s).finished] == ["h1"]
-    assert admitted_ids(s) == ["h2"]
+    add(s, req("heavy", trajectories=2, max_steps=99))
+    assert admitted_ids(s) == ["heavy"]
+    add(s, req("light", max_steps=1))
+    assert admitted_ids(s) == ["light"] and s.running_rows == 3  # no waiting for the heavy one
+    assert [o.id for o in step(s).finished] == ["light"]
 
 
 # -- ending requests from outside ------------------------------------------------------------------------

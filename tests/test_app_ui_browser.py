@@ -35,7 +35,7 @@ def server(tmp_path_factory) -> Iterator[str]:
     tmp = tmp_path_factory.mktemp("ui-server")
     models = tmp / "models.yaml"
     models.write_text("models:\n"
-                      f"  - name: trm-mlp-sudoku\n    path: {ROOT / 'weights' / 'trm-mlp-sudoku'}\n    batch_rows: 8\n"
+                      f"  - name: trm-mlp-sudoku\n    path: {ROOT / 'weights' / 'trm-mlp-sudoku'}\n    batch_rows: 16\n"
                       f"  - name: trm-att-maze\n    path: {ROOT / 'weights' / 'trm-att-maze'}\n    batch_rows: 4\n")
     with served(models, log_path=tmp / "server.log") as (base, _):
         yield base

@@ -264,7 +264,7 @@ class SolveService:
     @staticmethod
     def _escalation_k(model: ServedModel, opts: SolveOptions) -> int:
         k = opts.trajectories if opts.trajectories > 1 else AUTO_TRAJECTORIES
-        return max(1, min(k, model.info.batch_rows))
+        return max(1, min(k, model.info.max_request_rows))
 
     def prepare(self, task: str | None, model_name: str | None, payload: Any, options: dict[str, Any],
                 started: float | None = None) -> Prepared:

@@ -101,6 +101,8 @@ class ModelEngine:
         folder = Path(spec.path) if Path(spec.path).is_dir() else Path(spec.path).parent
         card = _read_json(folder / CARD_FILE)
         temperature = confidence_temperature(spec.path)
+        scheduler = Scheduler(rows, queue_rows, cfg.seq_len, max_share=max_share, confidence_temperature=temperature,
+                              max_queue_bytes=spec.max_queue_bytes)
         info = ModelInfo(
             name=spec.name, task=spec.task, arch=cfg.arch, version=loaded.version, source=loaded.source,
             parameters=loaded.model.num_parameters(), seq_len=cfg.seq_len, halt_max_steps=cfg.halt_max_steps,
@@ -109,13 +111,12 @@ class ModelEngine:
                     "halt_max_steps": cfg.halt_max_steps, "num_puzzle_identifiers": cfg.num_puzzle_identifiers,
                     "confidence_temperature": temperature},
             backend=runner.describe(), batch_rows=rows, max_queue_rows=queue_rows,
+            max_request_rows=scheduler.max_share_rows,
             default_options=dict(spec.default_options), default_noise=DEFAULT_SIGMA.get(spec.task, 0.3),
             step_verifier=verify_task is not None, limits=spec.limits.model_dump(),
             default_for_task=spec.default_for_task,
             card=card if isinstance(card, dict) else {},
             identifiers=_identifiers(folder))
-        scheduler = Scheduler(rows, queue_rows, cfg.seq_len, max_share=max_share, confidence_temperature=temperature,
-                              max_queue_bytes=spec.max_queue_bytes)
         metrics.QUEUE_CAPACITY.labels(model=spec.name).set(queue_rows)
         return cls(info, runner, scheduler)
 

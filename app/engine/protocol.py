@@ -167,6 +167,7 @@ class ModelInfo(msgspec.Struct, frozen=True):
     config: dict[str, Any]
     backend: dict[str, Any]  # backend, device, dtype, cuda_graphs
     batch_rows: int
+    max_request_rows: int  # the most rows (PTRM trajectories) one request may hold (the share rule)
     max_queue_rows: int
     default_options: dict[str, Any]
     default_noise: float  # PTRM sigma used when a request asks for K > 1 without a noise scale

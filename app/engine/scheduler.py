@@ -8,11 +8,11 @@ bookkeeping, so tests drive it with plain arrays.
 Policy, in short:
 - The waiting queue is FIFO and counted in rows and in bytes (each request's encoded inputs, so memory of
   queued work is bounded too). A PTRM request asks for K rows, as vLLM counts a request with n samples as
-  n sequences. Strict FIFO (no backfill past a big request) so a K=64 request cannot be
-  starved by a stream of small ones, with one exception: a request that would take more than `max_share`
-  of the rows waits while other work runs and is passed by the requests behind it (a heavy request cannot
-  hold the model while light ones wait, even before it fits); it runs when the pool is otherwise empty,
-  heavy requests in their arrival order.
+  n sequences. Strict FIFO (no backfill past a big request) so a K=16 request cannot be starved by a
+  stream of small ones.
+- No request may hold more than `max_share` of the rows (it is refused with too_many_rows, naming the
+  limit): however heavy the requests already running, the rest of the pool stays free for others, so a
+  light request is never queued behind one heavy request.
 - Deadlines include queue time. A request whose deadline passes, or whose client left, while it is still
   queued is resolved without running: steps 0 and no answer (halted_by deadline/cancelled).
 - After each step every row is checked at once (vectorised): cancelled, verified, Q-head, converged, step
@@ -147,10 +147,12 @@ class Scheduler:
 
     def add(self, request: EngineRequest, verify_each: bool = False) -> Rejected | None:
         """Queue a request, or say why not (the only place requests are refused)."""
-        if request.rows > self.num_rows:
+        if request.rows > self.max_share_rows:
             return Rejected(request.id, TOO_MANY_ROWS,
-                            f"{request.rows} trajectories need {request.rows} batch rows but this model has "
-                            f"{self.num_rows}; ask for at most {self.num_rows}")
+                            f"{request.rows} trajectories need {request.rows} batch rows, but one request may hold "
+                            f"at most {self.max_share_rows} of this model's {self.num_rows} "
+                            f"(RECURSOLVE_MAX_REQUEST_SHARE, so others always find rows); "
+                            f"ask for at most {self.max_share_rows}")
         if not self.accepting:
             return Rejected(request.id, DRAINING,
                             "the server is draining and accepts no new requests; retry on another replica")
@@ -242,19 +244,7 @@ class Scheduler:
                     keep.append(s)
             self._waiting = keep
         admitted: list[Admission] = []
-        passed: deque[RequestState] = deque()  # heavy requests the light ones went around this time
-        while self._waiting:
-            s = self._waiting[0]
-            if s.request.rows > self.max_share_rows:  # passed whether or not it fits: it must not block
-                passed.append(self._waiting.popleft())
-                continue
-            if len(self._free) < s.request.rows:
-                break  # strict FIFO among light requests: no backfill past one that does not fit
-            admitted.append(self._admit(self._waiting.popleft(), now))
-        self._waiting.extendleft(reversed(passed))
-        # Nothing runs and no light request took a row, so none waits: the oldest heavy request gets the
-        # whole pool (heavy ones keep their arrival order among themselves).
-        if self._waiting and not admitted and not self.active.any():
+        while self._waiting and len(self._free) >= self._waiting[0].request.rows:  # FIFO, no backfill
             admitted.append(self._admit(self._waiting.popleft(), now))
         return SchedulerOutput(admitted, np.flatnonzero(self.active), finished, dropped)
 
