@@ -102,11 +102,11 @@ class Supervisor:
     def _start_engine(self) -> None:
         from app.engine.core_loop import engine_process_main
 
-        # The API processes need CPU too: the engine's intra-op threads take the rest of the cores, so OpenMP
-        # threads do not spin against them (on an oversubscribed CPU a step was 4-8x slower with 2 threads).
+        # torch's default intra-op threads (every core) measured best on the quiet 2-core machine: 83.5 answers/s
+        # at 16 clients against 72.5 with 1 thread (bench/serve_bench.py); RECURSOLVE_ENGINE_THREADS overrides it
+        # (fewer threads help when the CPU is oversubscribed: OpenMP threads then spin against other processes).
         options = {"warmup": self.settings.warmup, "max_share": self.settings.max_request_share,
-                   "log_level": self.settings.log_level,
-                   "torch_threads": self.settings.engine_threads or max(1, (os.cpu_count() or 1) - self.api_workers)}
+                   "log_level": self.settings.log_level, "torch_threads": self.settings.engine_threads}
         self.engine = _ctx.Process(target=engine_process_main, args=(self.address, self.specs, options),
                                    name="recursolve-engine", daemon=False)
         self.engine.start()
