@@ -49,8 +49,9 @@ class StepArrays:
 
 class ModelRunner:
     def __init__(self, backend: Backend, batch_rows: int, verify_task: str | None = None,
-                 cuda_graphs: bool | None = None) -> None:
-        """verify_task: the task whose batched token verifier (models.verify) runs on every step, or None."""
+                 cuda_graphs: bool | None = None, pad_to_buckets: bool = False) -> None:
+        """verify_task: the task whose batched token verifier (models.verify) runs on every step, or None.
+        pad_to_buckets: run the CUDA-graph path's padding eagerly (tests check the padding on a CPU)."""
         self.backend = backend
         self.model = backend.loaded.model
         cfg = backend.loaded.config
@@ -69,6 +70,7 @@ class ModelRunner:
         use_graphs = self.device.type == "cuda" and backend.name == "torch"
         self.cuda_graphs = use_graphs if cuda_graphs is None else (cuda_graphs and use_graphs)
         self.buckets = batch_buckets(batch_rows)
+        self.pad_to_buckets = pad_to_buckets or self.cuda_graphs
         self._graphs: dict[int, tuple[torch.cuda.CUDAGraph, torch.Tensor, torch.Tensor]] = {}
         self._whole = torch.arange(batch_rows, device=self.device)
 
@@ -157,14 +159,17 @@ class ModelRunner:
     def execute(self, idx: np.ndarray) -> StepArrays:
         """One ACT step of the active rows `idx` (sorted row numbers); one device-to-host copy."""
         n = len(idx)
-        if self.cuda_graphs:
+        if self.pad_to_buckets:  # the active rows, then the scratch row up to the bucket size
             bucket = next(b for b in self.buckets if b >= n)
-            graph, static_idx, static_out = self._graphs[bucket]
             padded = np.full(bucket, self.scratch, np.int64)
             padded[:n] = idx
-            static_idx.copy_(torch.from_numpy(padded), non_blocking=True)
-            graph.replay()
-            packed = static_out[:n].cpu()
+            if self.cuda_graphs:
+                graph, static_idx, static_out = self._graphs[bucket]
+                static_idx.copy_(torch.from_numpy(padded), non_blocking=True)
+                graph.replay()
+                packed = static_out[:n].cpu()
+            else:
+                packed = self._step_rows(torch.from_numpy(padded).to(self.device))[:n].cpu()
         elif n == self.batch_rows:
             packed = self._step_rows(None).cpu()
         else:

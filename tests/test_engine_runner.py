@@ -1,0 +1,63 @@
+"""The model runner on a CPU: the bucket padding of the CUDA-graph path (run eagerly here) gives every active
+row what an unpadded step gives it, never touches the rows that did not run, and the scratch row absorbs the
+padding. The graphs themselves are tested on a GPU (tests/test_engine_cuda.py)."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+
+from app.engine.backends import make_backend
+from app.engine.runner import ModelRunner, batch_buckets
+from app_engine_support import SOLUTION, save_random, variant
+from puzzles import get_codec
+
+ROWS = 8
+
+
+def test_buckets_pad_at_most_twice():
+    assert batch_buckets(1) == [1]
+    assert batch_buckets(8) == [1, 2, 4, 8]
+    assert batch_buckets(12) == [1, 2, 4, 8, 12]
+    assert all(b <= 2 * n for n in range(1, 257) for b in [next(x for x in batch_buckets(256) if x >= n)])
+
+
+@pytest.fixture(scope="module")
+def runners(tmp_path_factory):
+    folder = save_random(tmp_path_factory.mktemp("runner") / "random")
+    codec = get_codec("sudoku")
+    puzzles = [SOLUTION] + [variant(i) for i in range(ROWS - 1)]
+    inputs = np.stack([np.asarray(codec.encode(codec.parse(p), 81), np.int32) for p in puzzles])
+
+    def make(pad: bool) -> ModelRunner:
+        runner = ModelRunner(make_backend(folder, dtype="float32", task="sudoku"), ROWS, "sudoku",
+                             pad_to_buckets=pad)
+        runner.load_rows(inputs, np.zeros(ROWS, np.int32), [[r] for r in range(ROWS)])
+        return runner
+
+    return make(True), make(False)
+
+
+@pytest.mark.parametrize("active", [[0], [1, 2, 3], [0, 2, 4, 6, 7], list(range(ROWS))])
+def test_padded_step_equals_the_unpadded_one_and_leaves_other_rows_alone(runners, active, one_torch_thread):
+    padded, plain = runners
+    idx = np.asarray(active)
+    idle = np.setdiff1d(np.arange(ROWS), idx)
+    before = padded.z_H[idle].clone(), padded.z_L[idle].clone()
+    with torch.inference_mode():
+        a, b = padded.execute(idx), plain.execute(idx)
+    assert a.tokens.shape == (len(idx), 81) and np.array_equal(a.tokens, b.tokens)
+    assert np.allclose(a.q_halt, b.q_halt, atol=1e-5) and np.array_equal(a.model_halted, b.model_halted)
+    assert np.array_equal(a.verified, b.verified)
+    assert torch.equal(padded.z_H[idle], before[0]) and torch.equal(padded.z_L[idle], before[1])
+    assert torch.allclose(padded.z_H[idx], plain.z_H[idx], atol=1e-5)
+
+
+def test_the_verifier_runs_on_each_rows_own_inputs(runners):
+    """Row 0 holds a solved grid: answers that echo each row's own inputs verify only there."""
+    padded, _ = runners
+    tokens = padded.inputs[:ROWS].clone()  # what a model that copies its input would answer
+    from models.verify import verify_batch
+
+    assert verify_batch("sudoku", padded.inputs[:ROWS], tokens).tolist() == [True] + [False] * (ROWS - 1)
