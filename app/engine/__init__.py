@@ -1,2 +1,3 @@
-"""The serving engine: request state (request.py), scheduling policy (scheduler.py), tensor execution
-(executor.py, backends.py), served models (registry.py) and the solve path (service.py)."""
+"""The engine core and its boundary: the protocol (protocol.py: plain messages), the scheduling policy
+(scheduler.py, pure), the model runner (runner.py: device buffers, CUDA graphs) over the step backends
+(backends.py), the core and its loop (core.py, core_loop.py), and the API side's client (client.py)."""
