@@ -44,6 +44,8 @@ async def test_solve_returns_a_typed_result(rs: AsyncClient) -> None:
     assert result.verified and result.answer == SOLUTION and result.task == "sudoku"
     assert result.model.name == "copy" and result.steps == 1 and result.timings.total_ms > 0
     assert result.request_id
+    assert (result.solved_by, result.solvable, result.unique, result.overwritten, result.escalated) == (
+        "model", True, True, [], False)
 
 
 async def test_an_llm_written_puzzle_is_answered_in_its_own_form(rs: AsyncClient) -> None:

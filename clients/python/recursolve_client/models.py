@@ -70,6 +70,11 @@ class SolveResponse(_Body):
     confidence: float | None = None
     steps: int
     halted_by: str
+    solved_by: str = "model"  # "exact" when fallback="exact" replaced an unverified model answer
+    solvable: bool | None = None  # the exact solver's verdict on the puzzle (None: unknown)
+    unique: bool | None = None  # exactly one solution (mazes: one shortest path); None: unknown
+    overwritten: list[str] = Field(default_factory=list)  # givens the answer changed
+    escalated: bool = False  # halting="auto" escalated to PTRM trajectories
     trajectories: int = 1
     chosen_trajectory: int | None = None
     row_steps: int = 0
