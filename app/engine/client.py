@@ -19,7 +19,7 @@ import logging
 import threading
 import uuid
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 
 import zmq
 import zmq.asyncio
@@ -66,9 +66,6 @@ class _Pending:
     future: asyncio.Future[EngineOutput]
     on_step: Callable[[StepUpdate], None] | None = None
     accepted: asyncio.Future[None] | None = None
-    model: str = ""
-    rows: int = 1
-    extra: dict[str, object] = field(default_factory=dict)
 
 
 class EngineClient:
@@ -141,8 +138,7 @@ class EngineClient:
         if not self.is_ready:
             raise EngineUnavailable("the engine core is not running (starting or restarting); retry shortly")
         loop = asyncio.get_running_loop()
-        pending = _Pending(loop.create_future(), on_step, loop.create_future() if request.stream else None,
-                           request.model, request.rows)
+        pending = _Pending(loop.create_future(), on_step, loop.create_future() if request.stream else None)
         self._pending[request.id] = pending
         if not self._outbox:
             loop.call_soon(self._flush)  # every submit of this tick goes out in one message

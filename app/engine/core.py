@@ -189,7 +189,6 @@ class EngineCore:
     def __init__(self, models: dict[str, ModelEngine]) -> None:
         self.models = models
         self._owner: dict[str, str] = {}  # request id -> model name, until its output is sent
-        self.draining = False
 
     @classmethod
     def load(cls, specs: list[ModelSpec], *, warmup: bool = True, max_share: float = 1.0,
@@ -239,7 +238,7 @@ class EngineCore:
         return out
 
     def drain(self) -> None:
-        self.draining = True
+        """Stop admitting: each later request is rejected with `draining` (running ones go on)."""
         for m in self.models.values():
             m.scheduler.stop_accepting()
 

@@ -1,0 +1,45 @@
+"""The engine boundary without HTTP: an in-process engine core (inproc:// socket, its own thread) and the
+asynchronous client, exchanging only plain messages (app/engine/protocol.py)."""
+
+from __future__ import annotations
+
+import time
+import uuid
+
+import numpy as np
+import pytest
+
+from app.engine.client import EngineClient, EngineRejected, InprocEngine
+from app.engine.protocol import DRAINING, EngineRequest, SolveOptions, tokens_from_bytes
+from app_engine_support import SOLUTION, make_specs
+from puzzles import get_codec
+
+pytestmark = pytest.mark.asyncio
+
+
+def request(model: str, puzzle: str = SOLUTION, **opts) -> EngineRequest:
+    codec = get_codec("sudoku")
+    tokens = np.asarray(codec.encode(codec.parse(puzzle), 81), np.int32)
+    return EngineRequest(id=uuid.uuid4().hex, model=model, inputs=tokens.tobytes(), puzzle_identifier=0,
+                         options=SolveOptions(**opts), arrival=time.monotonic())
+
+
+async def test_submit_stats_drain(tmp_path):
+    engine = InprocEngine(make_specs(tmp_path), warmup=False)
+    engine.start()
+    client = EngineClient(engine.address, engine.ctx)
+    await client.start()
+    try:
+        ready = await client.wait_ready(60)
+        assert ready.error is None and {m.name for m in ready.models} == {"random", "eager", "copy"}
+        out = await client.submit(request("copy", max_steps=3, halting="verifier"))
+        assert (out.halted_by, out.steps, out.valid) == ("verified", 1, True)
+        assert "".join(map(str, tokens_from_bytes(out.tokens) - 1)) == SOLUTION  # token = digit + 1
+        assert (await client.stats())["copy"]["steps_run"] == 1
+        await client.drain()  # a message like any other: later submits are refused, nothing else changes
+        with pytest.raises(EngineRejected) as err:
+            await client.submit(request("copy", max_steps=1))
+        assert err.value.code == DRAINING
+    finally:
+        await client.close()
+        await engine.stop()
