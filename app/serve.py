@@ -19,6 +19,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import math
 import multiprocessing
 import os
 import shutil
@@ -40,9 +41,27 @@ RESTART_BACKOFF_S = 1.0
 _ctx = multiprocessing.get_context("spawn")  # CUDA cannot be used in a forked child
 
 
+def available_cpus(cgroup: Path = Path("/sys/fs/cgroup")) -> int:
+    """CPUs this process may use: the cgroup CPU quota (a Kubernetes CPU limit, `docker run --cpus`) when there is
+    one, else the CPUs it may run on. os.cpu_count() counts the host's cores, which in a 2-CPU pod on a 64-core
+    node would start 8 API processes and 64 OpenMP threads."""
+    cpus = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
+    try:
+        if (cgroup / "cpu.max").is_file():  # cgroup v2: "<quota> <period>" or "max <period>"
+            quota, period = (cgroup / "cpu.max").read_text().split()
+        else:  # cgroup v1
+            quota = (cgroup / "cpu" / "cpu.cfs_quota_us").read_text().strip()
+            period = (cgroup / "cpu" / "cpu.cfs_period_us").read_text().strip()
+        if quota not in ("max", "-1") and int(period) > 0:
+            return max(1, min(cpus, math.ceil(int(quota) / int(period))))
+    except (OSError, ValueError):
+        pass
+    return max(1, cpus)
+
+
 def default_api_workers() -> int:
-    """Half the cores (the rest for the engine loop and the OS), between 1 and 8."""
-    return min(8, max(1, (os.cpu_count() or 2) // 2))
+    """Half the available CPUs (the rest for the engine loop and the OS), between 1 and 8."""
+    return min(8, max(1, available_cpus() // 2))
 
 
 class DrainingServer(uvicorn.Server):
@@ -102,11 +121,12 @@ class Supervisor:
     def _start_engine(self) -> None:
         from app.engine.core_loop import engine_process_main
 
-        # torch's default intra-op threads (every core) measured best on the quiet 2-core machine: 83.5 answers/s
-        # at 16 clients against 72.5 with 1 thread (bench/serve_bench.py); RECURSOLVE_ENGINE_THREADS overrides it
-        # (fewer threads help when the CPU is oversubscribed: OpenMP threads then spin against other processes).
+        # Every available CPU (quota-aware, see available_cpus) as torch intra-op threads measured best on the quiet
+        # 2-core machine: 83.5 answers/s at 16 clients against 72.5 with 1 thread (bench/serve_bench.py);
+        # RECURSOLVE_ENGINE_THREADS overrides it (fewer help when the CPU is oversubscribed: OpenMP threads spin).
         options = {"warmup": self.settings.warmup, "max_share": self.settings.max_request_share,
-                   "log_level": self.settings.log_level, "torch_threads": self.settings.engine_threads}
+                   "log_level": self.settings.log_level,
+                   "torch_threads": self.settings.engine_threads or available_cpus()}
         self.engine = _ctx.Process(target=engine_process_main, args=(self.address, self.specs, options),
                                    name="recursolve-engine", daemon=False)
         self.engine.start()

@@ -187,7 +187,7 @@ class Settings(BaseSettings):
     # an app runs its engine core in a thread (tests, `recursolve solve`).
     api_workers: int | None = Field(default=None, ge=1, le=64)
     engine_address: str | None = None
-    # torch intra-op threads of the engine process (None: torch's default, every core).
+    # torch intra-op threads of the engine process (None: every available CPU, the cgroup quota respected).
     engine_threads: int | None = Field(default=None, ge=1)
     # A request holding more than this share of a model's batch rows waits while other work runs (and is
     # passed by lighter requests), so one heavy request cannot hold the model while light ones wait.
