@@ -125,7 +125,11 @@ class Runtime:
         end = (self.drain_started or time.monotonic()) + self.settings.drain_grace_seconds
         if self._drainer is not None:
             await self._drainer
-        while time.monotonic() < end and time.monotonic() - self.last_turned_away < quiet_s:
+        # The quiet period also follows the last running request: its client may send again at once, and must
+        # find the listener open (a 503), even when the grace period is already over.
+        settled = time.monotonic()
+        while (time.monotonic() < max(end, settled + quiet_s)
+               and time.monotonic() - max(self.last_turned_away, settled) < quiet_s):
             await asyncio.sleep(0.05)
 
     async def stop(self) -> None:

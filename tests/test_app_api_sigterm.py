@@ -44,6 +44,7 @@ def test_sigterm_drains_then_exits(tmp_path: Path):
         long.join(20)
         assert proc.wait(30) == 0
     assert late.status_code == 503 and late.headers["Retry-After"] and late.json()["error"]["code"] == "draining"
+    assert late.headers["Connection"] == "close"  # no kept-alive socket for the shutdown to close under a client
     assert ready.status_code == 503
     assert results["short"].status_code == 200 and results["short"].json()["steps"] == 150
     cut = results["long"].json()

@@ -12,9 +12,10 @@ from __future__ import annotations
 
 import logging
 import time
+from collections.abc import Callable
 
 from starlette.routing import Match
-from starlette.types import ASGIApp, Receive, Scope, Send
+from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from app.api.errors import ApiError, count_error
 
@@ -96,3 +97,25 @@ class InflightLimitMiddleware:
             log.warning("in-flight limit %d reached: refused %d requests with 503 since the last warning",
                         self.limit, self._refused)
             self._refused, self._warned = 0, now
+
+
+class CloseWhileDrainingMiddleware:
+    """Once a drain has begun, every response says `Connection: close`: a client's next request then opens a new
+    connection to the (still open) listener and gets its 503, instead of reusing a kept-alive socket that the
+    shutdown closes under it (a ReadError, a request lost)."""
+
+    def __init__(self, app: ASGIApp, is_draining: Callable[[], bool]) -> None:
+        self.app, self.is_draining = app, is_draining
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http" or not self.is_draining():
+            await self.app(scope, receive, send)
+            return
+
+        async def closing(message: Message) -> None:
+            if message["type"] == "http.response.start":
+                headers = [(k, v) for k, v in message.get("headers", []) if k.lower() != b"connection"]
+                message = {**message, "headers": [*headers, (b"connection", b"close")]}
+            await send(message)
+
+        await self.app(scope, receive, closing)

@@ -1,7 +1,8 @@
 """The request guards in front of the routes, in one place so their order is decided once.
 
 Outermost first (Starlette runs the last added first):
-  CORS (only with RECURSOLVE_CORS_ORIGINS: preflights answered, error responses readable cross-origin)
+  Connection: close on every response once a drain began (clients reconnect and get the 503)
+  -> CORS (only with RECURSOLVE_CORS_ORIGINS: preflights answered, error responses readable cross-origin)
   -> API keys (401 before anything costs work)
   -> in-flight limit (503 + Retry-After)
   -> JSON only (415)
@@ -17,7 +18,7 @@ from starlette.middleware.cors import CORSMiddleware
 
 from app.api import openapi
 from app.api.auth import ApiKeyMiddleware, parse_keys
-from app.api.guards import InflightLimitMiddleware, JsonOnlyMiddleware
+from app.api.guards import CloseWhileDrainingMiddleware, InflightLimitMiddleware, JsonOnlyMiddleware
 from app.api.idempotency import IdempotencyMiddleware
 from app.api.limits import BodyLimitMiddleware
 from app.settings import Settings
@@ -49,4 +50,5 @@ def install(app: FastAPI, settings: Settings) -> None:
         # No credentials: keys travel in the Authorization header, which CORS allows without cookies.
         app.add_middleware(CORSMiddleware, allow_origins=origins, allow_methods=["GET", "POST", "OPTIONS"],
                            allow_headers=CORS_HEADERS, expose_headers=CORS_EXPOSED, max_age=600)
+    app.add_middleware(CloseWhileDrainingMiddleware, is_draining=lambda: runtime.drain_started is not None)
     openapi.install(app, auth=bool(keys))
