@@ -57,6 +57,17 @@ class LoadedModel:
     path: Path
 
 
+def confidence_temperature(folder: str | Path) -> float:
+    """The temperature T fitted for a model folder (config.json `confidence_temperature`, training/calibrate.py):
+    confidence = sigmoid(q_halt / T). 1.0 when absent, not a positive number, or not one of our folders."""
+    try:
+        config = json.loads((Path(folder) / CONFIG_FILE).read_text())
+    except (OSError, ValueError):
+        return 1.0
+    value = config.get("confidence_temperature", 1.0) if isinstance(config, dict) else 1.0
+    return float(value) if isinstance(value, int | float) and value > 0 else 1.0
+
+
 def build_model(config: ModelConfig) -> RecursiveModel:
     return {"trm": TRM, "hrm": HRM}[config.arch](config)
 

@@ -14,8 +14,6 @@ from app.engine.protocol import DRAINING, EngineRequest, SolveOptions, tokens_fr
 from app_engine_support import SOLUTION, make_specs
 from puzzles import get_codec
 
-pytestmark = pytest.mark.asyncio
-
 
 def request(model: str, puzzle: str = SOLUTION, **opts) -> EngineRequest:
     codec = get_codec("sudoku")
@@ -24,6 +22,7 @@ def request(model: str, puzzle: str = SOLUTION, **opts) -> EngineRequest:
                          options=SolveOptions(**opts), arrival=time.monotonic())
 
 
+@pytest.mark.asyncio
 async def test_submit_stats_drain(tmp_path):
     engine = InprocEngine(make_specs(tmp_path), warmup=False)
     engine.start()
@@ -43,3 +42,16 @@ async def test_submit_stats_drain(tmp_path):
     finally:
         await client.close()
         await engine.stop()
+
+
+def test_requests_expired_in_the_queue_all_count_as_halts(tmp_path):
+    """Two requests that expire while queued, in one schedule: both are counted (one per trajectory)."""
+    from app.engine.core import ModelEngine
+
+    spec = next(s for s in make_specs(tmp_path) if s.name == "copy")
+    engine = ModelEngine.load(spec)
+    for k in (1, 2):
+        assert engine.add(request("copy", trajectories=k, deadline_ms=1)) is None
+    result = engine.step(time.monotonic() + 1.0)
+    assert [o.halted_by for o in result.finished] == ["deadline", "deadline"]
+    assert result.halts["deadline"] == 3

@@ -19,6 +19,7 @@ import numpy as np
 import torch
 
 from models import RecursiveModel, load_model
+from models.checkpoint import confidence_temperature
 from models.ptrm import ptrm_solve
 from puzzles import get_codec
 from training.calibration import calibration_report
@@ -177,11 +178,3 @@ def evaluate(model_path: str | Path, heldout: str | Path, *, n: int = 200, ptrm_
                                               noise_on, seed=seed, temperature=temperature)
     result["seconds"] = round(time.monotonic() - t0, 1)
     return result
-
-
-def confidence_temperature(model_path: str | Path) -> float:
-    """`confidence_temperature` from a model folder's config.json (1.0 when absent or not a folder)."""
-    cfg = Path(model_path) / "config.json"
-    if not cfg.is_file():
-        return 1.0
-    return float(json.loads(cfg.read_text()).get("confidence_temperature", 1.0))

@@ -34,13 +34,13 @@ from app.engine.protocol import (
 from app.engine.runner import ModelRunner
 from app.engine.scheduler import Scheduler, StepResult
 from app.settings import ModelSpec
+from models.checkpoint import confidence_temperature
 from models.ptrm import DEFAULT_SIGMA
 from models.verify import has_token_verifier
 
 log = logging.getLogger(__name__)
 
 CARD_FILE = "card.json"
-CONFIG_FILE = "config.json"
 IDENTIFIERS_FILE = "identifiers.json"
 
 
@@ -59,13 +59,6 @@ def _identifiers(folder: Path) -> dict[str, int]:
     if isinstance(data, dict):
         return {str(k): int(v) for k, v in data.items()}
     return {}
-
-
-def confidence_temperature(path: str | Path) -> float:
-    """The model folder's fitted confidence temperature (config.json `confidence_temperature`; 1.0 when absent)."""
-    config = _read_json(Path(path) / CONFIG_FILE) if Path(path).is_dir() else None
-    value = config.get("confidence_temperature", 1.0) if isinstance(config, dict) else 1.0
-    return float(value) if isinstance(value, int | float) and value > 0 else 1.0
 
 
 def resolve_device(device: str) -> str:
@@ -136,7 +129,8 @@ class ModelEngine:
         name, sched, runner = self.info.name, self.scheduler, self.runner
         batch = sched.schedule(now)
         result = StepResult(finished=batch.finished, dropped=batch.dropped)
-        result.halts.update({o.halted_by: o.trajectories for o in batch.finished})
+        for o in batch.finished:  # resolved without running: each of its trajectories stopped
+            result.halts[o.halted_by] += o.trajectories
         if batch.admitted:
             runner.load_rows(np.stack([tokens_from_bytes(a.state.request.inputs) for a in batch.admitted]),
                              np.array([a.state.request.puzzle_identifier for a in batch.admitted]),
