@@ -150,6 +150,13 @@ def solve_body(puzzle: str = PUZZLE, model: str | None = "random", **options: An
     return body
 
 
+async def solve_ok(client: httpx.AsyncClient, **kw: Any) -> dict[str, Any]:
+    """POST /v1/solve with solve_body(**kw); the 200 body (fails the test on any other status)."""
+    r = await client.post("/v1/solve", json=solve_body(**kw))
+    assert r.status_code == 200, r.text
+    return r.json()
+
+
 def make_all_task_specs(root: Path) -> list[ModelSpec]:
     """make_specs plus one random tiny model each for mazes (a 7x7 canvas) and ARC (the 30x30 canvas)."""
     maze = root / "maze"

@@ -6,7 +6,7 @@ from __future__ import annotations
 import pytest
 import pytest_asyncio
 
-from app_engine_support import PUZZLE, SOLUTION, make_specs, running_app, solve_body
+from app_engine_support import PUZZLE, SOLUTION, make_specs, running_app, solve_body, solve_ok
 
 pytestmark = pytest.mark.asyncio(loop_scope="module")
 
@@ -18,24 +18,18 @@ async def client(tmp_path_factory):
         yield c
 
 
-async def post(client, **kw):
-    r = await client.post("/v1/solve", json=solve_body(**kw))
-    assert r.status_code == 200, r.text
-    return r.json()
-
-
 async def test_auto_is_the_default_and_stops_at_the_first_verified_step(client):
-    body = await post(client, puzzle=SOLUTION, model="copy", cache=False)  # the copy model echoes a solved grid
+    body = await solve_ok(client, puzzle=SOLUTION, model="copy", cache=False)  # the copy model echoes a solved grid
     assert (body["verified"], body["halted_by"], body["steps"]) == (True, "verified", 1)
     assert (body["escalated"], body["trajectories"], body["row_steps"]) == (False, 1, 1)
 
 
 async def test_auto_escalates_to_k_noisy_trajectories_when_the_plain_run_fails(client):
     # copy echoes the unsolved puzzle: the plain run reaches max_steps unverified, then K = min(8, 4 rows) run.
-    body = await post(client, model="copy", max_steps=3, cache=False)
+    body = await solve_ok(client, model="copy", max_steps=3, cache=False)
     assert body["verified"] is False and body["escalated"] is True
     assert body["trajectories"] == 1 + 4 and body["row_steps"] == 3 + 4 * 3
-    explicit = await post(client, model="copy", max_steps=3, halting="auto", trajectories=2, cache=False)
+    explicit = await solve_ok(client, model="copy", max_steps=3, halting="auto", trajectories=2, cache=False)
     assert (explicit["escalated"], explicit["trajectories"], explicit["row_steps"]) == (True, 3, 3 + 2 * 3)
 
 
@@ -46,21 +40,21 @@ async def test_auto_budget_counts_the_escalation(client):
 
 
 async def test_exact_facts_and_no_silent_fallback(client):
-    body = await post(client, model="copy", max_steps=2, halting="max_steps")
+    body = await solve_ok(client, model="copy", max_steps=2, halting="max_steps")
     assert (body["solvable"], body["unique"], body["solved_by"]) == (True, True, "model")
     assert body["verified"] is False and body["answer"] == PUZZLE  # the model's own (unsolved) answer
-    several = await post(client, puzzle="." * 81, model="copy", max_steps=1, halting="max_steps")
+    several = await solve_ok(client, puzzle="." * 81, model="copy", max_steps=1, halting="max_steps")
     assert (several["solvable"], several["unique"]) == (True, False)
 
 
 async def test_fallback_exact_answers_with_the_solver_and_says_so(client):
-    body = await post(client, model="copy", max_steps=2, halting="max_steps", fallback="exact")
+    body = await solve_ok(client, model="copy", max_steps=2, halting="max_steps", fallback="exact")
     assert (body["verified"], body["solved_by"], body["answer"]) == (True, "exact", SOLUTION)
     assert body["overwritten"] == [] and body["verification"] == []
 
 
 async def test_overwritten_givens_are_listed(client):
-    body = await post(client, model="random", max_steps=2, halting="max_steps", cache=False)
+    body = await solve_ok(client, model="random", max_steps=2, halting="max_steps", cache=False)
     answer = body["answer"] or ""
     changed = [k for k, ch in enumerate(PUZZLE) if ch != "." and len(answer) == 81 and answer[k] != ch]
     assert len(body["overwritten"]) == len(changed)

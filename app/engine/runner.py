@@ -72,7 +72,6 @@ class ModelRunner:
         self.buckets = batch_buckets(batch_rows)
         self.pad_to_buckets = pad_to_buckets or self.cuda_graphs
         self._graphs: dict[int, tuple[torch.cuda.CUDAGraph, torch.Tensor, torch.Tensor]] = {}
-        self._whole = torch.arange(batch_rows, device=self.device)
 
     def describe(self) -> dict[str, object]:
         return {**self.backend.describe(), "cuda_graphs": self.cuda_graphs,
