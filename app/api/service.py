@@ -298,15 +298,13 @@ class SolveService:
         left), K noisy trajectories with verifier-first selection. The escalation's seed comes from the cache
         key when the request gave none, so the same puzzle always escalates the same way (and can be cached)."""
         o = prep.options
-        plain = msgspec.structs.replace(o, halting="verifier", trajectories=1, noise=0.0)
-        flight, joined = self._flight(replace(prep, options=plain, key=prep.key + "|plain"))
+        flight, joined = self._flight(replace(prep, options=_plain_phase(o), key=prep.key + "|plain"))
         first = await self._wait(flight, is_disconnected)
         if first.valid or first.halted_by in ("deadline", "cancelled") or first.tokens is None:
             return first, joined
+        if o.deadline_ms is not None and (time.monotonic() - prep.started) * 1000.0 >= o.deadline_ms:
+            return first, joined  # no time left to escalate
         k = self._escalation_k(prep.model, o)
-        left_ms = None if o.deadline_ms is None else o.deadline_ms - (time.monotonic() - prep.started) * 1000.0
-        if left_ms is not None and left_ms <= 0:
-            return first, joined
         noisy = msgspec.structs.replace(
             o, halting="verifier", trajectories=k, noise=o.noise if o.noise > 0 else prep.model.info.default_noise,
             selection="verifier_first", seed=o.seed if o.seed is not None else _seed_of(prep.key))
@@ -366,9 +364,8 @@ class SolveService:
                 self.engine.abort([request_id])
 
     def _engine_request(self, prep: Prepared, stream: bool = False) -> EngineRequest:
-        opts = prep.options
-        if opts.halting == "auto":  # a stream shows the plain run (no escalation)
-            opts = msgspec.structs.replace(opts, halting="verifier", trajectories=1, noise=0.0)
+        # An auto request reaching here directly is a stream: it shows the plain run (no escalation).
+        opts = _plain_phase(prep.options) if prep.options.halting == "auto" else prep.options
         return EngineRequest(id=uuid.uuid4().hex, model=prep.model.name, inputs=prep.inputs.tobytes(),
                              puzzle_identifier=prep.puzzle_identifier, options=opts, arrival=prep.started,
                              stream=stream)
@@ -534,6 +531,11 @@ class SolveService:
         """Close the cache (after `drain`)."""
         with contextlib.suppress(Exception):
             await self.cache.close()
+
+
+def _plain_phase(opts: SolveOptions) -> SolveOptions:
+    """halting=auto's first run: one trajectory, no noise, halting on the verifier."""
+    return msgspec.structs.replace(opts, halting="verifier", trajectories=1, noise=0.0)
 
 
 def _seed_of(key: str) -> int:
