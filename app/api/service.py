@@ -90,6 +90,7 @@ class ServedModel:
             "parameters": i.parameters, "version": i.version, "source": i.source, **i.backend,
             "config": i.config,
             "accuracy": held_out_accuracy(i.card),
+            "public_accuracy": public_accuracy(i.card),
             "card": i.card or None,
             "engine": engine,
         }
@@ -101,6 +102,24 @@ def held_out_accuracy(card: dict[str, Any]) -> dict[str, Any] | None:
     tiers = card.get("evaluation", {}).get("tiers") if isinstance(card.get("evaluation"), dict) else None
     if not isinstance(tiers, dict):
         return card.get("accuracy") or None
+    return _accuracy_rows(tiers)
+
+
+def public_accuracy(card: dict[str, Any]) -> dict[str, Any] | None:
+    """The same figures on public puzzle sets the card records (`public_evaluation`, evaluation only; see
+    training/public_sets.py), each with where the set comes from. Never used to rank models."""
+    pub = card.get("public_evaluation")
+    if not isinstance(pub, dict) or not isinstance(pub.get("tiers"), dict):
+        return None
+    rows = _accuracy_rows(pub["tiers"]) or {}
+    sets = pub.get("sets") if isinstance(pub.get("sets"), dict) else {}
+    for name, row in rows.items():
+        info = sets.get(name) if isinstance(sets.get(name), dict) else {}
+        row["source"], row["package"] = info.get("source"), info.get("package")
+    return rows or None
+
+
+def _accuracy_rows(tiers: dict[str, Any]) -> dict[str, Any] | None:
     out: dict[str, Any] = {}
     for tier, t in tiers.items():
         if not isinstance(t, dict):
