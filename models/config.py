@@ -33,6 +33,7 @@ class ModelConfig(BaseModel):
     puzzle_emb_len: int = 16  # TRM: prefix length P (0 means ceil(ndim/hidden)); HRM always derives it
     pos_encodings: str = "rope"  # "rope" | "learned" | "rope2d" (ours, square grids) | anything else = none
     mlp_t: bool = False  # TRM-MLP: token mixing by an MLP over the sequence instead of attention
+    grid_bias: bool = False  # ours: a learned 2D relative-position bias per attention head (square grids)
     rms_norm_eps: float = 1e-5
     rope_theta: float = 10000.0
 
@@ -45,6 +46,16 @@ class ModelConfig(BaseModel):
         if self.arch == "hrm" or self.puzzle_emb_len == 0:
             return math.ceil(self.puzzle_emb_ndim / self.hidden_size)
         return self.puzzle_emb_len
+
+    @property
+    def grid(self) -> tuple[int, int] | None:
+        """(prefix, side) for attention's grid bias, or None when it is off."""
+        if not self.grid_bias:
+            return None
+        side = math.isqrt(self.seq_len)
+        if side * side != self.seq_len:
+            raise ValueError(f"grid_bias needs a square seq_len, got {self.seq_len}")
+        return self.P, side
 
     @property
     def total_len(self) -> int:

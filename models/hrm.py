@@ -27,7 +27,7 @@ class HRM(RecursiveModel):
 
         def level(n: int) -> ReasoningModule:
             return ReasoningModule([Block(c.hidden_size, c.num_heads, c.expansion, c.rms_norm_eps,
-                                          mlp_t=c.mlp_t, total_len=c.total_len) for _ in range(n)])
+                                          mlp_t=c.mlp_t, total_len=c.total_len, grid=c.grid) for _ in range(n)])
 
         self.H_level = level(c.H_layers)
         self.L_level = level(c.L_layers)

@@ -126,15 +126,53 @@ def apply_rotary(q: torch.Tensor, k: torch.Tensor, cos: torch.Tensor, sin: torch
     return q.to(dtype), k.to(dtype)
 
 
+class GridRelativeBias(nn.Module):
+    """A learned attention-logit bias per head and 2D grid offset (not in the official code; opt-in
+    `grid_bias: true`), as in Swin's relative position bias, for a prefix + side x side grid.
+
+    Why: with RoPE a head must learn q/k directions whose rotated dot product peaks at one grid offset
+    before it can read a neighbour; until then attention is near uniform and the model sits on the
+    "copy the input" plateau (training/ATTENTION.md). Here "the cell above" is one entry of a table, and
+    the table starts as a neighbourhood prior: head h scores a key by -2^(2-h) x (Manhattan distance - 1)^+,
+    so the cell and its four neighbours tie, head 0 sees little beyond them (e^-4 at distance 2) and the
+    later heads are nearly flat over the whole grid. Entries for cell->prefix, prefix->cell and
+    prefix->prefix start at 0. (A plain 2D ALiBi start, -2^-h x distance, learned about half as fast.)
+    """
+
+    def __init__(self, num_heads: int, prefix: int, side: int):
+        super().__init__()
+        n = 2 * side - 1  # offsets -(side-1) .. side-1 per axis
+        cells = torch.arange(side * side)
+        r, c = cells // side, cells % side
+        offset = (r[:, None] - r[None, :] + side - 1) * n + (c[:, None] - c[None, :] + side - 1)  # [L, L]
+        S = prefix + side * side
+        index = torch.full((S, S), n * n + 2)  # prefix -> prefix
+        index[prefix:, :prefix] = n * n  # a cell reading the prefix
+        index[:prefix, prefix:] = n * n + 1  # the prefix reading a cell
+        index[prefix:, prefix:] = offset
+        self.register_buffer("index", index, persistent=False)
+        d = torch.arange(n) - (side - 1)
+        manhattan = (d[:, None].abs() + d[None, :].abs()).flatten().to(torch.float32)  # [n*n]
+        slopes = 2.0 ** (2 - torch.arange(num_heads, dtype=torch.float32))  # [H]: 4, 2, 1, 1/2, ...
+        table = torch.zeros(num_heads, n * n + 3)
+        table[:, : n * n] = -slopes[:, None] * (manhattan - 1).clamp(min=0)
+        self.table = nn.Parameter(table)  # [H, offsets + 3]; the trainer never decays it (a prior, not a weight)
+
+    def forward(self) -> torch.Tensor:
+        return self.table[:, self.index]  # [H, S, S], float32
+
+
 class Attention(nn.Module):
     """Non-causal multi-head self-attention; q/k/v rows of `qkv_proj` are [all q | all k | all v]."""
 
-    def __init__(self, hidden_size: int, num_heads: int):
+    def __init__(self, hidden_size: int, num_heads: int, grid: tuple[int, int] | None = None):
         super().__init__()
         self.num_heads = num_heads
         self.head_dim = hidden_size // num_heads
         self.qkv_proj = CastedLinear(hidden_size, 3 * hidden_size)
         self.o_proj = CastedLinear(hidden_size, hidden_size)
+        # grid = (prefix, side): a learned 2D relative-position bias (GridRelativeBias); None = official attention
+        self.grid_bias = GridRelativeBias(num_heads, *grid) if grid is not None else None
 
     def forward(self, h: torch.Tensor, cos_sin: tuple[torch.Tensor, torch.Tensor] | None) -> torch.Tensor:
         B, S, _ = h.shape
@@ -144,7 +182,8 @@ class Attention(nn.Module):
             q, k = apply_rotary(q, k, *cos_sin)
         # SDPA on [B, H, S, D] views, exactly the tensors the official code passes.
         q, k, v = (t.transpose(1, 2) for t in (q, k, v))
-        out = F.scaled_dot_product_attention(q, k, v, is_causal=False)
+        bias = self.grid_bias().to(q.dtype) if self.grid_bias is not None else None  # [H, S, S] broadcast over B
+        out = F.scaled_dot_product_attention(q, k, v, attn_mask=bias, is_causal=False)
         return self.o_proj(out.transpose(1, 2).reshape(B, S, -1))
 
 
@@ -165,11 +204,11 @@ class Block(nn.Module):
     along the sequence axis (TRM-MLP), normalised over that axis too."""
 
     def __init__(self, hidden_size: int, num_heads: int, expansion: float, eps: float,
-                 mlp_t: bool = False, total_len: int = 0):
+                 mlp_t: bool = False, total_len: int = 0, grid: tuple[int, int] | None = None):
         super().__init__()
         self.eps = eps
         self.mlp_t = SwiGLU(total_len, expansion) if mlp_t else None
-        self.self_attn = None if mlp_t else Attention(hidden_size, num_heads)
+        self.self_attn = None if mlp_t else Attention(hidden_size, num_heads, grid)
         self.mlp = SwiGLU(hidden_size, expansion)
 
     def forward(self, h: torch.Tensor, cos_sin=None) -> torch.Tensor:

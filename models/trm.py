@@ -24,7 +24,8 @@ class TRM(RecursiveModel):
         super().__init__(config)
         c = config
         self.L_level = ReasoningModule([
-            Block(c.hidden_size, c.num_heads, c.expansion, c.rms_norm_eps, mlp_t=c.mlp_t, total_len=c.total_len)
+            Block(c.hidden_size, c.num_heads, c.expansion, c.rms_norm_eps, mlp_t=c.mlp_t, total_len=c.total_len,
+                  grid=c.grid)
             for _ in range(c.L_layers)
         ])
 

@@ -33,6 +33,7 @@ class TrainConfig(BaseModel):
     pos_init: Literal["default", "grid", "sudoku_grid"] = "default"
     # "zero": attention output projections start at zero (trainer.zero_attention_outputs); training init only
     attn_out_init: Literal["lecun", "zero"] = "lecun"
+    grid_bias_lr_scale: float = Field(default=10.0, gt=0)  # lr of attention's grid-bias tables = lr x this
 
     max_steps: int = 100_000
     max_minutes: float | None = None  # stop cleanly (checkpoint + EMA model) at this wall-clock budget

@@ -60,10 +60,19 @@ class Trainer:
         if self.model_config.puzzle_emb_ndim > 0:
             self.model.puzzle_emb.requires_grad_(True)
             self.trainable["puzzle_emb"] = self.model.puzzle_emb
-        decay = [t for n, t in self.trainable.items() if t.ndim >= 2]
-        no_decay = [t for n, t in self.trainable.items() if t.ndim < 2]
-        self.opt = torch.optim.AdamW([{"params": decay, "weight_decay": cfg.weight_decay},
-                                      {"params": no_decay, "weight_decay": 0.0}], lr=cfg.lr, betas=cfg.betas)
+        # Matrices are decayed, vectors are not. The grid-bias tables (models/layers.py GridRelativeBias) are a
+        # prior, never decayed, with their own lr scale: Adam moves a weight ~lr per step, and a bias must
+        # travel O(1) in logit units to reshape an attention pattern (the official code gives its puzzle
+        # embeddings a separate, larger lr for the same reason).
+        grid = {n for n in self.trainable if n.endswith("grid_bias.table")}
+        groups = [{"params": [t for n, t in self.trainable.items() if n not in grid and t.ndim >= 2],
+                   "weight_decay": cfg.weight_decay, "lr_scale": 1.0},
+                  {"params": [t for n, t in self.trainable.items() if n not in grid and t.ndim < 2],
+                   "weight_decay": 0.0, "lr_scale": 1.0}]
+        if grid:
+            groups.append({"params": [self.trainable[n] for n in sorted(grid)], "weight_decay": 0.0,
+                           "lr_scale": cfg.grid_bias_lr_scale})
+        self.opt = torch.optim.AdamW(groups, lr=cfg.lr, betas=cfg.betas)
         self.ema = {n: t.detach().clone() for n, t in self.trainable.items()} if cfg.ema_rate > 0 else None
         self.stream = TrainStream(self.examples, self.task, cfg.seed, cfg.augment)
         self.explore = torch.Generator(device="cpu").manual_seed(cfg.seed + 1)
@@ -117,7 +126,7 @@ class Trainer:
         self._refill()
         lr = self._lr()
         for group in self.opt.param_groups:
-            group["lr"] = lr
+            group["lr"] = lr * group.get("lr_scale", 1.0)
 
         with self._autocast():
             x = model.embed(self.inputs, self.ids)
