@@ -42,6 +42,24 @@ def test_make_data_layout_and_manifest(data_dir: Path) -> None:
     assert all((data_dir / "heldout" / t / "test" / "dataset.json").exists() for t in tiers)
 
 
+def test_mixed_maze_sizes_sit_in_the_canvas_corner_with_one_tier_per_side(tmp_path: Path) -> None:
+    PAD_TOKEN = 0  # puzzles/maze.py: the official maze vocabulary's PAD
+    from training.data import load_examples
+    from training.make_data import make_maze
+
+    manifest = make_maze(tmp_path, 9, 40, 3, {}, sizes=[5, 7, 9], seed=4, heldout_seed=88)
+    assert list(manifest["heldout"]) == ["side5", "side7", "side9"] and manifest["train"]["all"]["canvas"] == 9
+    for side in (5, 7, 9):
+        ex = load_examples(tmp_path / "heldout" / f"side{side}", "test")
+        grid = ex.inputs.reshape(-1, 9, 9)
+        assert (grid[:, :side, :side] != PAD_TOKEN).all() and (grid[:, side:, :] == PAD_TOKEN).all()
+    train = load_examples(tmp_path, "train").inputs.reshape(-1, 9, 9)
+    sides = {int((row != PAD_TOKEN).any(1).sum()) for row in train}
+    assert sides == {5, 7, 9}
+    with pytest.raises(ValueError, match="do not fit the 7x7 canvas"):
+        make_maze(tmp_path / "x", 7, 4, 1, {}, sizes=[5, 9])
+
+
 def test_overlap_check_catches_overlap() -> None:
     with pytest.raises(OverlapError, match="1 held-out 'easy'"):
         check_no_overlap(["a", "b"], {"easy": ["c", "b"]})

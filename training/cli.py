@@ -21,7 +21,9 @@ def make_data(
     train_count: Annotated[int, typer.Option(help="maze: training mazes")] = 20000,
     heldout_count: Annotated[int, typer.Option(help="held-out puzzles per tier")] = 200,
     heldout_counts: Annotated[str, typer.Option(help="sudoku: per-tier overrides, e.g. extreme=100")] = "",
-    size: Annotated[int, typer.Option(help="maze side")] = 9,
+    size: Annotated[int, typer.Option(help="maze side (with --sizes: the canvas side)")] = 9,
+    sizes: Annotated[str, typer.Option(help="maze: comma-separated sides to mix on the canvas, e.g. 5,7,9,11,13,15; "
+                                            "held-out tiers are then one per side")] = "",
     maze_tiers: Annotated[str, typer.Option(help="maze: tier=min-max path length,... (max empty = no bound)")]
     = "short=1-8,medium=9-16,long=17-",
     loops: Annotated[float, typer.Option(help="maze: fraction of extra walls removed (0 = unique paths)")] = 0.0,
@@ -44,7 +46,9 @@ def make_data(
             name, rng = item.split("=")
             lo, hi = rng.split("-")
             tiers[name] = (int(lo), int(hi) if hi else None)
-        manifest = make_maze(out, size, train_count, heldout_count, tiers, loops, seed, heldout_seed, train_min_path)
+        sides = [int(v) for v in sizes.split(",") if v.strip()] or None
+        manifest = make_maze(out, size, train_count, heldout_count, tiers, loops, seed, heldout_seed, train_min_path,
+                             sides)
     else:
         raise typer.BadParameter(f"unknown task {task!r} (sudoku | maze)")
     typer.echo(json.dumps(manifest, indent=2))

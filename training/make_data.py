@@ -13,7 +13,7 @@ from __future__ import annotations
 
 import json
 import random
-from collections.abc import Iterable
+from collections.abc import Iterable, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -79,23 +79,36 @@ def make_sudoku(out: Path, train_counts: dict[str, int], heldout_count: int | di
     return _finish(out, "sudoku", train_tiers, tiers_info, sizes, len(givens))
 
 
-def _maze_batch(seed: int, size: int, n: int, lo: int, hi: int | None, loops: float) -> list[Any]:
+def _maze_batch(seed: int, size: int | Sequence[int], n: int, lo: int, hi: int | None, loops: float) -> list[Any]:
+    """`n` seeded mazes; with several sizes each maze's side is drawn from them (uniformly, same seed)."""
     from puzzles.maze import generate
 
     rng = random.Random(seed)
-    return [generate(rng, size, min_path_len=lo, max_path_len=hi, loops=loops) for _ in range(n)]
+    sides = [size] if isinstance(size, int) else list(size)
+    return [generate(rng, rng.choice(sides) if len(sides) > 1 else sides[0], min_path_len=lo, max_path_len=hi,
+                     loops=loops) for _ in range(n)]
 
 
 def make_maze(out: Path, size: int, train_count: int, heldout_count: int, tiers: dict[str, tuple[int, int | None]],
               loops: float = 0.0, seed: int = TRAIN_SEED, heldout_seed: int = HELDOUT_SEED,
-              train_min_path: int = 1) -> dict[str, Any]:
+              train_min_path: int = 1, sizes: Sequence[int] | None = None) -> dict[str, Any]:
+    """Mazes on a size x size canvas. With `sizes`, training mazes have sides drawn from them (each sits in the
+    canvas's top-left corner with PAD around it, as the server encodes it), and there is one held-out tier per
+    side (`side9`, ...) instead of the path-length `tiers`."""
     codec = get_codec("maze")
     seq_len = size * size
-    heldout = {tier: _maze_batch(heldout_seed + i, size, heldout_count, lo, hi, loops)
+    if sizes:
+        if max(sizes) > size:
+            raise ValueError(f"maze sides {sorted(sizes)} do not fit the {size}x{size} canvas")
+        tiers = {f"side{s}": (1, None) for s in sorted(sizes)}
+        tier_size: dict[str, Any] = {f"side{s}": s for s in sizes}
+    else:
+        tier_size = dict.fromkeys(tiers, size)
+    heldout = {tier: _maze_batch(heldout_seed + i, tier_size[tier], heldout_count, lo, hi, loops)
                for i, (tier, (lo, hi)) in enumerate(tiers.items())}
     # Small mazes repeat: drop training mazes that a held-out tier contains (the check below stays the guard).
     held_keys = {codec.canonical(p) for ps in heldout.values() for p in ps}
-    generated = _maze_batch(seed, size, train_count, train_min_path, None, loops)
+    generated = _maze_batch(seed, sizes or size, train_count, train_min_path, None, loops)
     train = [p for p in generated if codec.canonical(p) not in held_keys]
     train_count = len(train)
     sizes = check_no_overlap((codec.canonical(p) for p in train),
@@ -105,9 +118,10 @@ def make_maze(out: Path, size: int, train_count: int, heldout_count: int, tiers:
     for i, (tier, puzzles) in enumerate(heldout.items()):
         build_maze_dataset(out / "heldout" / tier, puzzles[:1], puzzles, seq_len=seq_len)
         lo, hi = tiers[tier]
-        tiers_info[tier] = {"count": heldout_count, "seed": heldout_seed + i, "size": size,
+        tiers_info[tier] = {"count": heldout_count, "seed": heldout_seed + i, "size": tier_size[tier], "canvas": size,
                             "min_path_len": lo, "max_path_len": hi, "loops": loops}
-    train_info = {"all": {"count": train_count, "generated": len(generated), "seed": seed, "size": size,
+    train_info = {"all": {"count": train_count, "generated": len(generated), "seed": seed,
+                          "size": sorted(sizes) if sizes else size, "canvas": size,
                           "loops": loops, "min_path_len": train_min_path,
                           "dropped_as_heldout": len(generated) - train_count}}
     return _finish(out, "maze", train_info, tiers_info, sizes, train_count)

@@ -129,7 +129,11 @@ class SolveResponse(BaseModel):
     answer_text: str | None = Field(description="The answer rendered as text, for humans and LLMs.")
     verified: bool = Field(description="Whether the answer passes the task's exact verifier.")
     verification: list[str] = Field(description="Why the answer fails the verifier (empty when verified).")
-    confidence: float | None = Field(description="sigmoid(q_halt) of the chosen trajectory's last step.")
+    confidence: float | None = Field(description=(
+        "The model's own estimate that its answer is exactly right: sigmoid(q_halt / T) of the chosen trajectory's "
+        "last step, T from the model card's calibration. It is the model's belief, not a check: when `verified` is "
+        "true the exact verifier has confirmed the answer whatever this says (halting=auto often stops at the first "
+        "verified step, before the Q-head is confident)."))
     steps: int = Field(description="ACT steps run by the chosen trajectory.")
     halted_by: HaltReason
     solved_by: Literal["model", "exact"] = Field(description="model, or exact when fallback=exact replaced an "

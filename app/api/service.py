@@ -252,6 +252,23 @@ class SolveService:
                                 code="no_model_for_task", location="task")
         return self.models[default]
 
+    def _model_that_fits(self, default: ServedModel, puzzle: Any, err: PuzzleError) -> tuple[ServedModel, np.ndarray]:
+        """A puzzle too large for the task's default model (a 13x13 maze, a 9x9-canvas model) goes to the served
+        model of that task with the smallest canvas that holds it: the least compute per step. Only when the
+        request named no model; the response's `model` says which one answered."""
+        others = sorted((m for m in self.models.values() if m.task == default.task and m is not default),
+                        key=lambda m: m.info.seq_len)
+        for m in others:
+            if m.info.seq_len > default.info.seq_len:
+                try:
+                    return m, np.asarray(m.codec.encode(puzzle, m.info.seq_len), dtype=np.int32)
+                except PuzzleError as again:
+                    if again.code != "too_large":
+                        raise
+        largest = max([default, *others], key=lambda m: m.info.seq_len)
+        raise PuzzleError(f"{err.message}; the largest {default.task} model served here is {largest.name!r} "
+                          f"(seq_len {largest.info.seq_len})", err.location, code=err.code) from err
+
     def resolve_options(self, model: ServedModel, given: dict[str, Any]) -> SolveOptions:
         """Request options over the model's configured defaults over the engine defaults."""
         merged = {k: v for k, v in {**model.info.default_options, **given}.items()
@@ -291,7 +308,12 @@ class SolveService:
         model = self.model_for(task, model_name)
         codec = model.codec
         puzzle = codec.parse(payload)
-        inputs = np.asarray(codec.encode(puzzle, model.info.seq_len), dtype=np.int32)
+        try:
+            inputs = np.asarray(codec.encode(puzzle, model.info.seq_len), dtype=np.int32)
+        except PuzzleError as err:
+            if model_name is not None or err.code != "too_large":
+                raise
+            model, inputs = self._model_that_fits(model, puzzle, err)
         opts = self.resolve_options(model, options)
         key = cache_key(model.version, model.task, codec.canonical(puzzle), opts.answer_options())
         return Prepared(model, puzzle, opts, inputs, model.puzzle_identifier(puzzle), key,
