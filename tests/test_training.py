@@ -49,6 +49,9 @@ def test_mixed_maze_sizes_sit_in_the_canvas_corner_with_one_tier_per_side(tmp_pa
 
     manifest = make_maze(tmp_path, 9, 40, 3, {}, sizes=[5, 7, 9], seed=4, heldout_seed=88)
     assert list(manifest["heldout"]) == ["side5", "side7", "side9"] and manifest["train"]["all"]["canvas"] == 9
+    assert manifest["train"]["all"]["size"] == [5, 7, 9]
+    single = make_maze(tmp_path / "one", 7, 10, 2, {"all": (1, None)}, seed=4, heldout_seed=88)
+    assert single["train"]["all"]["size"] == 7 and single["heldout"]["all"]["size"] == 7
     for side in (5, 7, 9):
         ex = load_examples(tmp_path / "heldout" / f"side{side}", "test")
         grid = ex.inputs.reshape(-1, 9, 9)

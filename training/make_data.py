@@ -85,6 +85,7 @@ def _maze_batch(seed: int, size: int | Sequence[int], n: int, lo: int, hi: int |
 
     rng = random.Random(seed)
     sides = [size] if isinstance(size, int) else list(size)
+    # one size draws nothing extra from rng, so single-size sets stay the mazes earlier versions generated
     return [generate(rng, rng.choice(sides) if len(sides) > 1 else sides[0], min_path_len=lo, max_path_len=hi,
                      loops=loops) for _ in range(n)]
 
@@ -111,8 +112,8 @@ def make_maze(out: Path, size: int, train_count: int, heldout_count: int, tiers:
     generated = _maze_batch(seed, sizes or size, train_count, train_min_path, None, loops)
     train = [p for p in generated if codec.canonical(p) not in held_keys]
     train_count = len(train)
-    sizes = check_no_overlap((codec.canonical(p) for p in train),
-                             {t: [codec.canonical(p) for p in ps] for t, ps in heldout.items()})
+    unique = check_no_overlap((codec.canonical(p) for p in train),
+                              {t: [codec.canonical(p) for p in ps] for t, ps in heldout.items()})
     build_maze_dataset(out, train, seq_len=seq_len)
     tiers_info = {}
     for i, (tier, puzzles) in enumerate(heldout.items()):
@@ -124,7 +125,7 @@ def make_maze(out: Path, size: int, train_count: int, heldout_count: int, tiers:
                           "size": sorted(sizes) if sizes else size, "canvas": size,
                           "loops": loops, "min_path_len": train_min_path,
                           "dropped_as_heldout": len(generated) - train_count}}
-    return _finish(out, "maze", train_info, tiers_info, sizes, train_count)
+    return _finish(out, "maze", train_info, tiers_info, unique, train_count)
 
 
 def _finish(out: Path, task: str, train_info: dict, tiers_info: dict, sizes: dict, n_train: int) -> dict[str, Any]:
