@@ -129,16 +129,18 @@ def solve(
 
 
 def _register_model_commands() -> None:
-    """models/cli.py's commands (eval-tokens, convert) become top-level `recursolve` commands."""
+    """models/cli.py's commands (eval-tokens, convert) become top-level `recursolve` commands.
+
+    Only when the command line runs, never at import: `recursolve serve` spawns its API processes, and a spawned
+    child imports the parent's main module (this one) again; registering here would load torch into every API
+    process (~0.4 GB each, and seconds of start-up) though none of them runs a model."""
     if importlib.util.find_spec("models.cli") is None:
         return
     importlib.import_module("models.cli").register(app)
 
 
-_register_model_commands()
-
-
 def main() -> None:
+    _register_model_commands()
     app()
 
 

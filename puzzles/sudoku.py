@@ -428,7 +428,7 @@ class SudokuCodec:
     def decode(self, tokens: np.ndarray, puzzle: SudokuPuzzle | None = None) -> SudokuAnswer:
         t = as_tokens(tokens, 81)
         cells = np.where((t >= 2) & (t <= 10), t - 1, 0)
-        return SudokuAnswer(tuple(int(v) for v in cells))
+        return SudokuAnswer(tuple(cells.tolist()))
 
     def verify(self, puzzle: SudokuPuzzle, answer: Any) -> Verification:
         """Complete, rows/columns/boxes hold each digit once, every given kept."""

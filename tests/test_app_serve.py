@@ -30,3 +30,16 @@ def test_available_cpus_follows_the_cgroup_quota(tmp_path: Path, files: dict[str
 def test_a_quota_above_the_affinity_is_capped(tmp_path: Path) -> None:
     (tmp_path / "cpu.max").write_text(f"{(CPUS + 8) * 100000} 100000\n")
     assert available_cpus(tmp_path) == CPUS
+
+
+def test_an_api_process_never_loads_torch() -> None:
+    """A spawned API process imports the parent's main module (app.cli) again, then the app: none of it may pull
+    in torch (models/cli.py's commands are registered when the command line runs, not on import)."""
+    import subprocess
+    import sys
+
+    code = ("import sys, app.cli, app.serve, app.main; app.main.create_app; "
+            "sys.exit(1 if 'torch' in sys.modules else 0)")
+    done = subprocess.run([sys.executable, "-c", code], cwd=Path(__file__).resolve().parent.parent,
+                          capture_output=True, text=True, timeout=120)
+    assert done.returncode == 0, f"torch was imported by the API process's modules:\n{done.stderr[-2000:]}"

@@ -40,6 +40,7 @@ from puzzles import TASKS, Codec, PuzzleError, get_codec
 log = logging.getLogger(__name__)
 
 DISCONNECT_POLL_S = 0.05
+WATCH_AFTER_S = 0.2  # a request still running after this starts checking whether its client is still there
 KEEPALIVE_S = 15.0  # SSE comment while a stream waits in the queue, so proxies keep it open
 MAX_REASONS = 10
 OPTION_FIELDS = frozenset(SolveOptions.__struct_fields__)
@@ -435,12 +436,18 @@ class SolveService:
 
     async def _wait(self, flight: _Flight, is_disconnected: Callable[[], Awaitable[bool]] | None) -> EngineOutput:
         flight.waiters += 1
-        watcher = asyncio.ensure_future(_watch(is_disconnected)) if is_disconnected is not None else None
+        watcher: asyncio.Future[None] | None = None
         try:
+            # asyncio.wait, not await: cancelling this caller must not cancel a flight others may share.
+            # Most answers are back within a few steps, before any watcher would have looked: only a request
+            # still running after WATCH_AFTER_S gets one (a task polling the socket per request cost ~8% of an
+            # API process's CPU at GPU request rates).
             waiting: set[asyncio.Future[Any]] = {flight.future}
-            if watcher is not None:
+            done, _ = await asyncio.wait(waiting, timeout=WATCH_AFTER_S if is_disconnected is not None else None)
+            if not done and is_disconnected is not None:
+                watcher = asyncio.ensure_future(_watch(is_disconnected))
                 waiting.add(watcher)
-            done, _ = await asyncio.wait(waiting, return_when=asyncio.FIRST_COMPLETED)
+                done, _ = await asyncio.wait(waiting, return_when=asyncio.FIRST_COMPLETED)
             if flight.future in done:
                 return flight.future.result()
             raise ClientGone()
