@@ -821,8 +821,8 @@ def write_report(args: argparse.Namespace, out: Path, results: dict[str, Any], m
     ratios = {f"{a}/{b}": round(rate[a] / rate[b], 3) for a, b in RATIOS if rate.get(a) and rate.get(b)}
 
     on_cuda = args.device.startswith("cuda")
-    note = ("CPU shared: this machine's cores also run a background model training job and other workers' tests, "
-            "so absolute figures are noisy (25% or more); compare the modes within one run. "
+    note = ("On a CPU the clients, the API processes and the engine share the cores, so absolute figures move by "
+            "25% or more between runs; compare the modes within one run. "
             if not on_cuda else "Compare the modes within one run. ")
     note += ("static and inproc run in this process without HTTP; graph is the model runner alone (no requests): "
              "its answers/s is row-steps/s over the mean ACT steps per answer.")
