@@ -2,9 +2,11 @@
 # One device-tool call that checks the engine's CUDA path and measures it (issue 9), within a short lease.
 # Prepare here once:  echo /.whl/ >> .git/info/exclude && bash deploy/gpu-wheels.sh .whl
 # Then run on the GPU machine (device tool, carry [".whl"]):  bash bench/gpu_check.sh [DURATION_S] [MODES]
-# Everything it prints and writes lands in $OUT (default ./gpu-out): the pytest log, the benchmark's JSON and
-# log, and nvidia-smi's utilisation samples taken while the benchmark ran. A failing step does not stop the
-# next one: each figure that can be had comes back. SKIP_TESTS=1 runs the benchmark alone.
+# Everything it prints and writes lands in $OUT (default ./gpu-out): check.log (machine and tests), the
+# benchmark's JSON and log, nvidia-smi's utilisation samples taken while it ran, and with PROFILE=1 py-spy's
+# stacks of the engine-core and one API process per HTTP mode ($OUT/prof; the device tool returns 8 files).
+# A failing step does not stop the next one: each figure that can be had comes back. SKIP_TESTS=1 runs the
+# benchmark alone.
 set -u
 export PYTHONUNBUFFERED=1
 OUT=${OUT:-gpu-out}
@@ -14,19 +16,19 @@ modes=${2:-graph,inproc,continuous,batch,static}
 
 python3 -m pip install -q --no-index --no-deps --no-compile --no-cache-dir --upgrade --target /tmp/site .whl/*.whl \
   || { echo "wheel install failed"; exit 3; }
-export PYTHONPATH=/tmp/site:$PWD
+export PYTHONPATH=/tmp/site:$PWD PATH=/tmp/site/bin:$PATH
 { nvidia-smi --query-gpu=name,memory.total,driver_version --format=csv; nproc
   python3 -c "import torch, fastapi, zmq, msgspec; print(torch.__version__, torch.cuda.get_device_name())"
-} 2>&1 | tee "$OUT/env.txt"
+} 2>&1 | tee "$OUT/check.log"
 
 t=$(date +%s)
 if [ -z "${SKIP_TESTS:-}" ]; then
 timeout 180 python3 -m pytest -q -p no:cacheprovider -m cuda --durations=5 tests/test_engine_cuda.py 2>&1 \
-  | tee "$OUT/pytest-cuda.log"
+  | tee -a "$OUT/check.log"
 # The two tests that failed on the 16-core GPU machine before (issue 9, item 7).
 timeout 120 python3 -m pytest -q -p no:cacheprovider \
   tests/test_models_ptrm.py::test_sigma_zero_reproduces_plain_trm_exactly \
-  tests/test_app_engine_batching.py::test_queue_full_is_429_with_retry_after 2>&1 | tee -a "$OUT/pytest-cuda.log"
+  tests/test_app_engine_batching.py::test_queue_full_is_429_with_retry_after 2>&1 | tee -a "$OUT/check.log"
 echo "tests took $(( $(date +%s) - t )) s"
 fi
 
@@ -35,7 +37,7 @@ dmon=$!
 # API_WORKERS: API processes of `recursolve serve` (default: the server's own default, half the cores, at most 8).
 # On the 16-core GPU machine the API tier, not the engine, caps /v1/solve, so a GPU run names more.
 timeout 400 python3 bench/serve_bench.py --device cuda --client-procs 4 --concurrency 256 \
-  ${API_WORKERS:+--api-workers "$API_WORKERS"} \
+  ${API_WORKERS:+--api-workers "$API_WORKERS"} ${PROFILE:+--profile-dir "$OUT/prof"} \
   --duration "$duration" --warmup 3 --modes "$modes" --out "$OUT/serve-gpu.json" 2>&1 | tee "$OUT/bench.log"
 kill "$dmon" 2>/dev/null
 echo "all took $(( $(date +%s) - t )) s"

@@ -40,6 +40,11 @@ mode and the answers are wrong: the run then only measures the scheduling, and s
     .venv/bin/python bench/serve_bench.py --duration 20 --modes graph,inproc,continuous,oneproc,batch,static
     .venv/bin/python bench/serve_bench.py --device cuda --client-procs 4 --concurrency 256   # a GPU machine
 
+--profile-dir D: in the HTTP modes, py-spy samples the engine-core process and one API process (or the one
+process of oneproc) over the measured window; raw stacks go to D/<mode>-<role>.txt and the frames with the most
+samples of their own into the report (an idle uvloop process shows as asyncio's Runner.run). This is how the
+API processes, not the engine, were found to cap /v1/solve on an H200.
+
 Writes bench/results/serve-<host>.json. On a shared CPU, numbers move by 25% or more between runs; compare
 modes within one run.
 """
@@ -435,6 +440,60 @@ def run_http_procs(load: Load, url: str, mode: HttpMode,
     return (t_measure, t_end), rows_per_step(before, after, t_end - t_measure) | {"client_procs": procs}
 
 
+# -- --profile-dir: where the server's processes spend their time ------------------------------------------------
+
+
+def server_processes(pid: int) -> dict[str, int]:
+    """The engine-core process (the spawned child that maps libtorch) and one API process of `recursolve serve`
+    running as `pid`; for a one-process server, that process."""
+    kids = [int(k) for f in Path(f"/proc/{pid}/task").glob("*/children") for k in f.read_text().split()]
+    found: dict[str, int] = {}
+    for k in kids:
+        try:
+            if "spawn_main" not in Path(f"/proc/{k}/cmdline").read_text():
+                continue  # multiprocessing's resource tracker
+            role = "engine" if "libtorch" in Path(f"/proc/{k}/maps").read_text() else "api"
+        except OSError:
+            continue
+        found.setdefault(role, k)
+    return found or {"server": pid}
+
+
+class Profiler:
+    """py-spy (on PATH) sampling the server's processes for `seconds`, from `delay` s on: raw folded stacks to
+    <dir>/<mode>-<role>.txt, then the frames with the most samples of their own (`top`)."""
+
+    def __init__(self, out_dir: Path, mode: str, pid: int, delay: float, seconds: float) -> None:
+        self.pids = server_processes(pid)
+        self.files = {role: out_dir / f"{mode}-{role}.txt" for role in self.pids}
+        self.seconds = seconds
+        self.procs: list[subprocess.Popen[bytes]] = []
+        out_dir.mkdir(parents=True, exist_ok=True)
+        self.timer = threading.Timer(delay, self._start)
+        self.timer.start()
+
+    def _start(self) -> None:
+        for role, pid in self.pids.items():
+            self.procs.append(subprocess.Popen(
+                ["py-spy", "record", "--nonblocking", "-r", "200", "-f", "raw", "-d", str(int(self.seconds)),
+                 "-p", str(pid), "-o", str(self.files[role])], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL))
+
+    def top(self, n: int = 8) -> dict[str, list[tuple[str, float]]]:
+        self.timer.join()
+        for proc in self.procs:
+            proc.wait(timeout=self.seconds + 60)
+        out: dict[str, list[tuple[str, float]]] = {}
+        for role, path in self.files.items():
+            own: collections.Counter[str] = collections.Counter()
+            if path.exists():
+                for line in path.read_text().splitlines():
+                    stack, _, count = line.rpartition(" ")
+                    own[stack.rsplit(";", 1)[-1]] += int(count)
+            total = sum(own.values()) or 1
+            out[role] = [(frame, round(c / total, 3)) for frame, c in own.most_common(n)]
+        return out
+
+
 # -- graph: the step-rate limit of the model runner ------------------------------------------------------------
 
 
@@ -703,11 +762,17 @@ def run_mode(mode: str, args: argparse.Namespace, model: Path, puzzles: list[Sud
                      "ready_after_s": round(server.wait_ready(), 1)}
             if http.endpoint == "batch":
                 info["items_per_call"] = load.per_call
+            profiler = (Profiler(args.profile_dir, mode, server.proc.pid, load.warmup + 0.5, load.duration - 1)
+                        if args.profile_dir is not None else None)
             if args.client_procs > 1:
                 (t_measure, t_end), extra = run_http_procs(load, server.url, http, args.client_procs)
             else:
                 (t_measure, t_end), extra = asyncio.run(run_http_here(load, server.url, http))
             info |= extra
+            if profiler is not None:
+                info["profile_top_own_samples"] = top = profiler.top()
+                for role, frames in top.items():
+                    print(f"   {role}: " + "; ".join(f"{share:.0%} {frame}" for frame, share in frames[:5]))
         finally:
             server.stop()
     info["loadavg_after"] = [round(x, 2) for x in os.getloadavg()]
@@ -755,6 +820,9 @@ def main() -> None:
     ap.add_argument("--modes", default=",".join(MODES), help=f"comma-separated subset of {','.join(MODES)}")
     ap.add_argument("--note", default=None, help="appended to the report's note (e.g. what else ran)")
     ap.add_argument("--out", type=Path, default=None, help="default bench/results/serve-<host>.json")
+    ap.add_argument("--profile-dir", type=Path, default=None,
+                    help="HTTP modes: py-spy (must be on PATH) samples the engine-core and one API process over the "
+                         "measured window; raw stacks go here, the top frames into the report")
     args = ap.parse_args()
     modes = [m.strip() for m in args.modes.split(",") if m.strip()]
     if unknown := set(modes) - set(MODES):
