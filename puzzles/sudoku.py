@@ -50,6 +50,7 @@ __all__ = [
 BLANKS = frozenset(".0_*xX?")  # a space is a blank too, when the cell count says so (see _from_text)
 BLANK_WORDS = "'.', '0', '_', '*', 'x', '?', null or a space"
 IGNORED = frozenset("\t\r\n|-+=,")  # separators people draw grids with (and the space, in most texts)
+_PLAIN_81 = re.compile(r"[0-9.]{81}")  # 81 digits and dots, nothing else: read as is (the text path agrees)
 _NULL_WORD = re.compile(r"\b(?:" + "|".join(sorted(NULL_WORDS)) + r")\b", re.IGNORECASE)
 # One form a line, with a short example: the 422 for any bad payload lists these (and the API docs show them).
 ACCEPTED_FORMS: tuple[str, ...] = (
@@ -278,6 +279,8 @@ def parse_cells(payload: Any) -> tuple[list[int], str, bool, str | None]:
     if isinstance(payload, np.ndarray):
         payload = payload.tolist()
     if isinstance(payload, str):
+        if _PLAIN_81.fullmatch(payload):  # the usual form: skip looking for a grid inside text (~40 us a request)
+            return [0 if ch in ".0" else ord(ch) - 48 for ch in payload], "string", wrapped, None
         found, value = find_json(payload)
         if found:  # a JSON grid sent as text (often inside a code block): its own structure is the form
             if isinstance(value, str):

@@ -155,3 +155,12 @@ def test_generate_batch_feeds_the_dataset_builder(tmp_path) -> None:
         assert solve(g[i].tolist()).count == 1
     build_sudoku_dataset(tmp_path, (g, s), (g[:2], s[:2]), num_aug=2, seed=0)
     assert read_dataset(tmp_path, "train").num_examples == 18
+
+
+@settings(max_examples=300, deadline=None)
+@given(st.text(alphabet="0123456789.", min_size=81, max_size=81))
+def test_the_plain_81_character_fast_path_reads_what_the_text_path_reads(text: str) -> None:
+    from puzzles.sudoku import _from_text, parse_cells
+
+    assert parse_cells(text) == (*_from_text(text)[:2], False, None)
+    assert parse_cells({"grid": text})[:3] == (_from_text(text)[0], "string", True)
