@@ -90,6 +90,21 @@ class DrainingServer(uvicorn.Server):
             super().handle_exit(sig, frame)
 
 
+def listening_socket(host: str, port: int, backlog: int = 2048) -> socket.socket:
+    """The socket every API process accepts on, bound by the supervisor.
+
+    proto=IPPROTO_TCP, not the default 0: asyncio turns Nagle off (TCP_NODELAY) only on connections of a socket
+    that says it is TCP, and with Nagle on, each response waited for the client's delayed ACK (/healthz took
+    44 ms instead of 1 on the standard event loop; uvloop sets TCP_NODELAY whatever the socket says)."""
+    sock = socket.socket(socket.AF_INET6 if ":" in host else socket.AF_INET, socket.SOCK_STREAM, socket.IPPROTO_TCP)
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+    sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+    sock.bind((host, port))
+    sock.listen(backlog)
+    sock.set_inheritable(True)
+    return sock
+
+
 def _worker_main(sock: socket.socket) -> None:
     """One API process: the app from the environment (the supervisor set the engine's address), uvicorn with
     our connection guards (app.api.server_options) on the shared listening socket."""
@@ -141,11 +156,7 @@ class Supervisor:
         os.environ["PROMETHEUS_MULTIPROC_DIR"] = str(self.run_dir / "metrics")
         (self.run_dir / "metrics").mkdir()
         os.environ["RECURSOLVE_ENGINE_ADDRESS"] = self.address  # the API processes' Settings read it
-        sock = socket.socket(socket.AF_INET6 if ":" in self.host else socket.AF_INET)
-        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-        sock.bind((self.host, self.port))
-        sock.listen(2048)
-        sock.set_inheritable(True)
+        sock = listening_socket(self.host, self.port)
         for sig in (signal.SIGTERM, signal.SIGINT):
             signal.signal(sig, lambda *_: self.stopping.set())
         self._start_engine()

@@ -43,3 +43,29 @@ def test_an_api_process_never_loads_torch() -> None:
     done = subprocess.run([sys.executable, "-c", code], cwd=Path(__file__).resolve().parent.parent,
                           capture_output=True, text=True, timeout=120)
     assert done.returncode == 0, f"torch was imported by the API process's modules:\n{done.stderr[-2000:]}"
+
+
+async def test_connections_on_the_shared_socket_have_nagle_off() -> None:
+    """asyncio sets TCP_NODELAY only on connections of a socket created as IPPROTO_TCP: with Nagle on, every
+    response of an API process on the standard event loop waited ~40 ms for the client's delayed ACK."""
+    import asyncio
+    import socket
+
+    from app.serve import listening_socket
+
+    sock = listening_socket("127.0.0.1", 0)
+    seen: list[int] = []
+
+    async def handle(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        seen.append(writer.get_extra_info("socket").getsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY))
+        writer.close()
+
+    server = await asyncio.start_server(handle, sock=sock)
+    async with server:
+        _, writer = await asyncio.open_connection(*sock.getsockname())
+        for _ in range(100):
+            if seen:
+                break
+            await asyncio.sleep(0.01)
+        writer.close()
+    assert seen and seen[0] != 0
