@@ -1,0 +1,159 @@
+"""The engine's Python cost per answer, without a model: what is left of a step when the network costs nothing.
+
+On a GPU the network step is short (a 256-row step of the shipped Sudoku model replays in 3.5 ms on an H200),
+so the scheduler, the runner's bookkeeping and the messages decide how many answers a second the engine core
+and its in-process client can give. This measures them on any machine, with the network replaced by a null
+step (its outputs cost nothing to make and never halt a row before max_steps), in three layers:
+
+  scheduler   Scheduler alone: add, schedule, update for rounds of 128 requests on 256 rows (us per request)
+  core        EngineCore.add + step on a 256-row pool kept full, the runner included, no messages (us per answer)
+  inproc      InprocEngine + EngineClient + 256 asyncio clients in this process, as serve_bench's inproc mode
+              (answers/s: the ceiling of that mode when the network costs nothing)
+
+Every request runs exactly --steps ACT steps (halting on max_steps), so figures compare across machines and
+commits; compare them as ratios within one run.
+
+    .venv/bin/python bench/engine_overhead.py            # writes bench/results/engine-overhead-<host>.json
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import itertools
+import json
+import os
+import platform
+import random
+import socket
+import tempfile
+import time
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+
+from app.engine import backends
+from app.engine.protocol import EngineRequest, SolveOptions
+from app.engine.scheduler import Scheduler
+from app.settings import ModelSpec
+from models import ModelConfig, build_model, save_model
+from models.recursive import StepOutput
+from puzzles import get_codec
+from puzzles.sudoku import generate
+
+REPO = Path(__file__).resolve().parent.parent
+ROWS = 256
+NAME = "null-sudoku"
+
+
+def null_act_step(self: Any, x: torch.Tensor, z_H: torch.Tensor, z_L: torch.Tensor) -> StepOutput:
+    """The carry as it came, blank answers and a Q-head that never halts: the network at no cost."""
+    n = x.shape[0]
+    return StepOutput(z_H, z_L, torch.zeros(n, 81, 11, device=x.device), torch.full((n,), -5.0, device=x.device),
+                      torch.zeros(n, device=x.device))
+
+
+def tiny_weights(folder: Path) -> Path:
+    cfg = ModelConfig(arch="trm", task="sudoku", hidden_size=16, num_heads=2, expansion=2, H_cycles=1, L_cycles=1,
+                      L_layers=1, mlp_t=True, pos_encodings="none", puzzle_emb_ndim=16, puzzle_emb_len=1,
+                      halt_max_steps=16, seq_len=81, vocab_size=11, forward_dtype="float32")
+    torch.manual_seed(0)
+    save_model(build_model(cfg), folder)
+    return folder
+
+
+def measure_scheduler(rounds: int, steps: int) -> dict[str, float]:
+    sched = Scheduler(ROWS, 16 * ROWS, 81)
+    opts = SolveOptions(max_steps=steps, halting="max_steps")
+    inputs = np.zeros(81, np.int32).tobytes()
+    spent = {"add": 0.0, "schedule": 0.0, "update": 0.0}
+    tokens = np.zeros((ROWS, 81), np.int64)
+    n = 0
+    for r in range(rounds):
+        t = time.perf_counter()
+        for i in range(ROWS // 2):
+            sched.add(EngineRequest(f"{r}-{i}", NAME, inputs=inputs, puzzle_identifier=0, options=opts,
+                                    arrival=0.0), verify_each=False)
+        spent["add"] += time.perf_counter() - t
+        n += ROWS // 2
+        for _ in range(steps):
+            t = time.perf_counter()
+            idx = sched.schedule(time.monotonic()).active
+            spent["schedule"] += time.perf_counter() - t
+            t = time.perf_counter()
+            k = len(idx)
+            sched.update(idx, tokens[:k], np.full(k, -5.0, np.float32), np.zeros(k, bool), None, time.monotonic())
+            spent["update"] += time.perf_counter() - t
+    return {f"{k}_us_per_request": round(v / n * 1e6, 2) for k, v in spent.items()}
+
+
+def measure_core(spec: ModelSpec, seconds: float, steps: int) -> dict[str, float]:
+    from app.engine.core import EngineCore
+
+    core = EngineCore.load([spec], warmup=True)
+    codec, rng = get_codec("sudoku"), random.Random(0)
+    pool = [codec.encode(generate(rng, "easy"), 81).astype(np.int32).tobytes() for _ in range(64)]
+    opts = SolveOptions(max_steps=steps, halting="max_steps")
+    ids = itertools.count()
+    done, step_count, t0 = 0, 0, time.perf_counter()
+    while time.perf_counter() - t0 < seconds:
+        room = ROWS - core.models[NAME].scheduler.running_rows - core.models[NAME].scheduler.queued_rows
+        if room > 0:
+            core.add([EngineRequest(f"c{next(ids)}", NAME, inputs=pool[i % 64], puzzle_identifier=0, options=opts,
+                                    arrival=time.monotonic()) for i in range(room)])
+        done += len(core.step().finished)
+        step_count += 1
+    elapsed = time.perf_counter() - t0
+    return {"answers_per_s": round(done / elapsed, 1), "us_per_answer": round(elapsed / max(done, 1) * 1e6, 1),
+            "steps_per_s": round(step_count / elapsed, 1), "ms_per_step": round(elapsed / step_count * 1e3, 3)}
+
+
+def measure_inproc(spec: ModelSpec, seconds: float, steps: int) -> dict[str, float]:
+    import serve_bench as sb  # the benchmark's own inproc mode, so both measure the same thing
+
+    rng = random.Random(1)
+    load = sb.Load(ROWS, seconds, min(2.0, seconds / 4), [generate(rng, "medium") for _ in range(200)])
+    window, extra = asyncio.run(sb.run_inproc(load, sb.bench_spec(spec.path, "cpu", ROWS, 16 * ROWS), steps))
+    if not load.samples or not all(s.ok for s in load.samples):
+        raise SystemExit(f"inproc: {sum(not s.ok for s in load.samples)} of {len(load.samples)} calls failed")
+    return {k: v for k, v in sb.summarise(load.samples, *window).items()
+            if k in ("throughput_rps", "mean_act_steps")} | {
+        "mean_rows_per_step": extra.get("mean_rows_per_step")}
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    ap.add_argument("--seconds", type=float, default=8.0, help="measured seconds of the core and inproc layers")
+    ap.add_argument("--steps", type=int, default=2, help="ACT steps every request runs (default 2)")
+    ap.add_argument("--rounds", type=int, default=200, help="scheduler rounds of 128 requests")
+    ap.add_argument("--out", type=Path, default=None, help="default bench/results/engine-overhead-<host>.json")
+    args = ap.parse_args()
+    backends.TorchBackend.act_step = null_act_step  # type: ignore[method-assign]
+    report: dict[str, Any] = {
+        "benchmark": "engine_overhead", "host": socket.gethostname(),
+        "when": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
+        "machine": {"cpus": os.cpu_count(), "torch_threads": torch.get_num_threads(),
+                    "platform": platform.platform(), "torch": torch.__version__},
+        "rows": ROWS, "steps_per_request": args.steps,
+        "note": "null network step on the CPU: only the engine's Python, the runner's tensor bookkeeping and "
+                "(inproc) the client remain; compare layers and commits as ratios within one machine",
+    }
+    with tempfile.TemporaryDirectory(prefix="engine-overhead-") as tmp:
+        spec = ModelSpec(name=NAME, task="sudoku", path=tiny_weights(Path(tmp) / "w"), device="cpu", batch_rows=ROWS,
+                         max_queue_rows=16 * ROWS)
+        report["scheduler"] = s = measure_scheduler(args.rounds, args.steps)
+        print("scheduler  " + ", ".join(f"{k} {v}" for k, v in s.items()))
+        report["core"] = c = measure_core(spec, args.seconds, args.steps)
+        print("core       " + ", ".join(f"{k} {v}" for k, v in c.items()))
+        report["inproc"] = i = measure_inproc(spec, args.seconds, args.steps)
+        print("inproc     " + ", ".join(f"{k} {v}" for k, v in i.items()))
+    out = args.out or REPO / "bench" / "results" / f"engine-overhead-{socket.gethostname()}.json"
+    out.parent.mkdir(parents=True, exist_ok=True)
+    out.write_text(json.dumps(report, indent=2) + "\n")
+    print(f"wrote {out.relative_to(REPO) if out.is_relative_to(REPO) else out}")
+
+
+if __name__ == "__main__":
+    main()
