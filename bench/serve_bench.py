@@ -754,6 +754,7 @@ def run_mode(mode: str, args: argparse.Namespace, model: Path, puzzles: list[Sud
         server = Server(http.server, model, {"batch_rows": rows, "max_queue_rows": queue, "device": args.device},
                         tmp, mode, api_workers=args.api_workers if http.server == "serve" else None,
                         max_batch_items=max(64, args.batch_items))
+        profiler: Profiler | None = None
         try:
             info |= {"batch_rows": rows, "request_options": http.options, "server": http.server,
                      "api_workers": workers,
@@ -774,6 +775,8 @@ def run_mode(mode: str, args: argparse.Namespace, model: Path, puzzles: list[Sud
                 for role, frames in top.items():
                     print(f"   {role}: " + "; ".join(f"{share:.0%} {frame}" for frame, share in frames[:5]))
         finally:
+            if profiler is not None:
+                profiler.timer.cancel()  # a mode that failed early must not start py-spy on a stopped server
             server.stop()
     info["loadavg_after"] = [round(x, 2) for x in os.getloadavg()]
     return summarise(load.samples, t_measure, t_end) | info
@@ -860,10 +863,10 @@ def main() -> None:
                 results[mode] = r = run_mode(mode, args, model, puzzles, tmp, halt_max_steps)
             except Exception as exc:  # one broken mode must not cost the others' figures (a GPU lease is short)
                 traceback.print_exc()
-                results[mode] = {"error": f"{type(exc).__name__}: {exc}"[-4000:]}
-                write_report(args, out, results, model, cfg, random_weights, halt_max_steps, t_start)
-                continue
+                results[mode] = r = {"error": f"{type(exc).__name__}: {exc}"[-4000:]}
             write_report(args, out, results, model, cfg, random_weights, halt_max_steps, t_start)
+            if "error" in r:
+                continue
             if mode == "graph":
                 print(f"   {r['row_steps_per_s']:.0f} row-steps/s ({r['step_ms']} ms/step at {r['batch_rows']} "
                       f"rows, {r['step_ms_1_row']} ms at 1 row)", flush=True)
