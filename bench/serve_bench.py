@@ -23,9 +23,11 @@ send the next, for a fixed time. Modes, same model, same weights, same device an
 Reported per mode: answers/s, latency p50/p95/p99 (client side; HTTP included for the server modes), mean ACT
 steps per answer, verified fraction, mean rows per step (HTTP modes: the server's /metrics
 recursolve_step_active_rows_sum/_count deltas over the measured window; inproc: the same histogram in this
-process), over the answers completed in the measured window (after the warm-up; requests still in flight at
-the end are cut, so a slow mode cannot stretch the run). The summary adds the ratios continuous/static,
-inproc/graph, batch/inproc and continuous/oneproc.
+process), and for the HTTP modes the server's CPU ms per answer by role (engine, api: all API processes
+together, supervisor; from /proc over the same window) with api_busy, the API processes' mean share of a core
+(near 1.0: the API tier bounds the answers/s), over the answers completed in the measured window (after the
+warm-up; requests still in flight at the end are cut, so a slow mode cannot stretch the run). The summary adds
+the ratios continuous/static, inproc/graph, batch/inproc and continuous/oneproc.
 The result cache is disabled in the servers; puzzles cycle through a seeded pool (--puzzles, default 600), so
 a repeat is hundreds of requests away and never coalesces with an identical request in flight.
 
@@ -244,12 +246,17 @@ async def closed_loop(load: Load, one_call: OneCall, t0: float | None = None) ->
 Probe = Callable[[], Awaitable[tuple[float, float]]]
 
 
-async def probe_window(t_measure: float, t_end: float, probe: Probe) -> tuple[tuple[float, float], tuple[float, float]]:
-    """The step-rows histogram (sum, count) at the start and the end of the measured window."""
+async def probe_window(t_measure: float, t_end: float, probe: Probe, server_pid: int | None = None
+                       ) -> tuple[tuple[float, float], tuple[float, float], dict[str, float]]:
+    """The step-rows histogram (sum, count) at the start and the end of the measured window, and the CPU seconds
+    each role of the server (`server_pid`, when given) used in between."""
     await asyncio.sleep(max(0.0, t_measure - time.monotonic()))
+    cpu_before = server_cpu_seconds(server_pid) if server_pid is not None else {}
     before = await probe()
     await asyncio.sleep(max(0.0, t_end - time.monotonic()))
-    return before, await probe()
+    after = await probe()
+    cpu_after = server_cpu_seconds(server_pid) if server_pid is not None else {}
+    return before, after, {role: round(cpu_after[role] - cpu_before.get(role, 0.0), 3) for role in cpu_after}
 
 
 def rows_per_step(before: tuple[float, float], after: tuple[float, float], window: float) -> dict[str, Any]:
@@ -383,14 +390,15 @@ async def run_http(load: Load, url: str, mode: HttpMode, t0: float | None = None
         return await closed_loop(load, http_call(session, url, mode), t0)
 
 
-async def run_http_here(load: Load, url: str, mode: HttpMode) -> tuple[tuple[float, float], dict[str, Any]]:
-    """The clients in this process, /metrics read at both ends of the window."""
+async def run_http_here(load: Load, url: str, mode: HttpMode, server_pid: int
+                        ) -> tuple[tuple[float, float], dict[str, Any]]:
+    """The clients in this process, /metrics and the server's CPU times read at both ends of the window."""
     t0 = time.monotonic()
     probing = asyncio.create_task(probe_window(t0 + load.warmup, t0 + load.warmup + load.duration,
-                                               metrics_probe(url)))
+                                               metrics_probe(url), server_pid))
     window = await run_http(load, url, mode, t0)
-    before, after = await probing
-    return window, rows_per_step(before, after, window[1] - window[0])
+    before, after, cpu = await probing
+    return window, rows_per_step(before, after, window[1] - window[0]) | {"server_cpu_s": cpu}
 
 
 def _client_process(i: int, url: str, mode: HttpMode, load: Load, ready: Any, go: Any, t0: Any,
@@ -406,8 +414,8 @@ def _client_process(i: int, url: str, mode: HttpMode, load: Load, ready: Any, go
         results.put((i, [], f"{type(e).__name__}: {e}"))
 
 
-def run_http_procs(load: Load, url: str, mode: HttpMode,
-                   procs: int) -> tuple[tuple[float, float], dict[str, Any]]:
+def run_http_procs(load: Load, url: str, mode: HttpMode, procs: int,
+                   server_pid: int) -> tuple[tuple[float, float], dict[str, Any]]:
     """The clients split over `procs` processes (spawned: safe beside CUDA), one common start time."""
     ctx = multiprocessing.get_context("spawn")
     ready, results, go, t0 = ctx.Queue(), ctx.Queue(), ctx.Event(), ctx.Value("d", 0.0)
@@ -426,7 +434,7 @@ def run_http_procs(load: Load, url: str, mode: HttpMode,
         t0.value = time.monotonic() + 0.2
         go.set()
         t_measure, t_end = t0.value + load.warmup, t0.value + load.warmup + load.duration
-        before, after = asyncio.run(probe_window(t_measure, t_end, metrics_probe(url)))
+        before, after, cpu = asyncio.run(probe_window(t_measure, t_end, metrics_probe(url), server_pid))
         for _ in children:
             i, rows, error = results.get(timeout=load.warmup + load.duration + 120)
             if error is not None:
@@ -437,17 +445,18 @@ def run_http_procs(load: Load, url: str, mode: HttpMode,
             c.join(10)
             if c.is_alive():
                 c.kill()
-    return (t_measure, t_end), rows_per_step(before, after, t_end - t_measure) | {"client_procs": procs}
+    return (t_measure, t_end), rows_per_step(before, after, t_end - t_measure) | {"client_procs": procs,
+                                                                                  "server_cpu_s": cpu}
 
 
 # -- --profile-dir: where the server's processes spend their time ------------------------------------------------
 
 
-def server_processes(pid: int) -> dict[str, int]:
-    """The engine-core process (the spawned child that maps libtorch) and one API process of `recursolve serve`
-    running as `pid`; for a one-process server, that process."""
+def server_roles(pid: int) -> dict[str, list[int]]:
+    """The processes of `recursolve serve` running as `pid` by role: the engine core (the spawned child that maps
+    libtorch), the API processes and the supervisor itself; for a one-process server, {"server": [pid]}."""
     kids = [int(k) for f in Path(f"/proc/{pid}/task").glob("*/children") for k in f.read_text().split()]
-    found: dict[str, int] = {}
+    found: dict[str, list[int]] = {}
     for k in kids:
         try:
             if "spawn_main" not in Path(f"/proc/{k}/cmdline").read_text():
@@ -455,8 +464,43 @@ def server_processes(pid: int) -> dict[str, int]:
             role = "engine" if "libtorch" in Path(f"/proc/{k}/maps").read_text() else "api"
         except OSError:
             continue
-        found.setdefault(role, k)
-    return found or {"server": pid}
+        found.setdefault(role, []).append(k)
+    return found | {"supervisor": [pid]} if found else {"server": [pid]}
+
+
+def server_processes(pid: int) -> dict[str, int]:
+    """One process per role of `server_roles` (the one py-spy samples)."""
+    return {role: pids[0] for role, pids in server_roles(pid).items() if role != "supervisor"}
+
+
+CLOCK_TICKS = os.sysconf("SC_CLK_TCK")
+
+
+def server_cpu_seconds(pid: int) -> dict[str, float]:
+    """User + system CPU seconds used so far by each role's processes (all their threads: ZMQ's I/O thread
+    and torch's pool included), from /proc/<pid>/stat; a process that is gone counts nothing."""
+    out: dict[str, float] = {}
+    for role, pids in server_roles(pid).items():
+        total = 0
+        for p in pids:
+            try:
+                fields = Path(f"/proc/{p}/stat").read_text().rsplit(")", 1)[1].split()
+            except OSError:
+                continue
+            total += int(fields[11]) + int(fields[12])  # utime, stime (fields 14 and 15 of proc(5))
+        out[role] = total / CLOCK_TICKS
+    return out
+
+
+def cpu_per_answer(cpu_s: dict[str, float], answers: int, window_s: float, api_workers: int) -> dict[str, Any]:
+    """The server's CPU milliseconds per answer by role over the measured window, and how busy the API
+    processes were (1.0: every one of them used a whole core): when they are near 1.0 the API tier, not the
+    engine, bounds the answers/s, and api ms/answer x answers/s is the API cores the load needed."""
+    out: dict[str, Any] = {"cpu_ms_per_answer": {role: round(1000.0 * s / answers, 3) if answers else None
+                                                 for role, s in cpu_s.items()}}
+    if "api" in cpu_s and window_s > 0:
+        out["api_busy"] = round(cpu_s["api"] / (window_s * api_workers), 3)
+    return out
 
 
 class Profiler:
@@ -605,7 +649,7 @@ async def run_inproc(load: Load, spec: Any, max_steps: int) -> tuple[tuple[float
 
         probing = asyncio.create_task(probe_window(t0 + load.warmup, t0 + load.warmup + load.duration, probe))
         window = await closed_loop(load, one, t0)
-        before, after = await probing
+        before, after, _ = await probing
     finally:
         await client.close()
         await engine.stop()
@@ -766,9 +810,10 @@ def run_mode(mode: str, args: argparse.Namespace, model: Path, puzzles: list[Sud
             profiler = (Profiler(args.profile_dir, mode, server.proc.pid, load.warmup + 0.5, load.duration - 1)
                         if args.profile_dir is not None else None)
             if args.client_procs > 1:
-                (t_measure, t_end), extra = run_http_procs(load, server.url, http, args.client_procs)
+                (t_measure, t_end), extra = run_http_procs(load, server.url, http, args.client_procs,
+                                                           server.proc.pid)
             else:
-                (t_measure, t_end), extra = asyncio.run(run_http_here(load, server.url, http))
+                (t_measure, t_end), extra = asyncio.run(run_http_here(load, server.url, http, server.proc.pid))
             info |= extra
             if profiler is not None:
                 info["profile_top_own_samples"] = top = profiler.top()
@@ -779,7 +824,10 @@ def run_mode(mode: str, args: argparse.Namespace, model: Path, puzzles: list[Sud
                 profiler.timer.cancel()  # a mode that failed early must not start py-spy on a stopped server
             server.stop()
     info["loadavg_after"] = [round(x, 2) for x in os.getloadavg()]
-    return summarise(load.samples, t_measure, t_end) | info
+    summary = summarise(load.samples, t_measure, t_end)
+    if cpu := info.get("server_cpu_s"):
+        summary |= cpu_per_answer(cpu, summary["answers"], t_end - t_measure, info["api_workers"])
+    return summary | info
 
 
 RATIOS = (("continuous", "static"), ("inproc", "graph"), ("batch", "inproc"), ("continuous", "oneproc"))
@@ -951,13 +999,15 @@ def _fmt(v: Any, spec: str) -> str:
 
 def print_table(results: dict[str, Any], ratios: dict[str, float]) -> None:
     print(f"\n{'mode':<11} {'rows':>4} {'answers/s':>10} {'p50 ms':>8} {'p99 ms':>8} {'steps':>6} {'verified':>8} "
-          f"{'rows/step':>9} {'errors':>6}")
+          f"{'rows/step':>9} {'errors':>6} {'api ms/ans':>10} {'api busy':>8}")
     for mode, r in results.items():
         lat = r.get("latency_ms", {})  # graph has none: it serves no requests
+        cpu = r.get("cpu_ms_per_answer", {})
         print(f"{mode:<11} {r['batch_rows']:>4} {_fmt(r.get('throughput_rps'), '10.1f')} "
               f"{_fmt(lat.get('p50'), '8.1f')} {_fmt(lat.get('p99'), '8.1f')} {_fmt(r.get('mean_act_steps'), '6')} "
               f"{_fmt(r.get('verified_fraction'), '8')} {_fmt(r.get('mean_rows_per_step'), '9')} "
-              f"{_fmt(r.get('errors'), '6')}")
+              f"{_fmt(r.get('errors'), '6')} {_fmt(cpu.get('api', cpu.get('server')), '10.3f')} "
+              f"{_fmt(r.get('api_busy'), '8')}")
     if "graph" in results:
         g = results["graph"]
         print(f"graph: {g['row_steps_per_s']:.0f} row-steps/s, {g['step_ms']} ms/step at {g['batch_rows']} rows, "
