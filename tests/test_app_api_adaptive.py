@@ -75,3 +75,28 @@ async def test_auto_needs_a_verifier(tmp_path):
         assert r.status_code == 422 and r.json()["error"]["location"] == "options.halting"
         r = await c.post("/v1/solve", json={"model": arc.name, "puzzle": task, "options": {"max_steps": 1}})
         assert r.status_code == 200 and r.json()["solvable"] is None and r.json()["escalated"] is False
+
+
+@pytest.mark.parametrize("task", ["sudoku", "maze"])
+async def test_an_engine_verified_answer_renders_as_the_codecs_own_check_would(task):
+    """render trusts the engine's token verifier for a verified answer (models/verify.py, the codec's verdict
+    row for row) and skips the codec's check; the fields must be the ones that check gives."""
+    from types import SimpleNamespace
+
+    from app.api.service import SolveService
+    from puzzles import get_codec
+    from puzzles.maze import generate as maze
+    from puzzles.maze import solve as maze_solve
+    from puzzles.sudoku import generate as sudoku
+
+    codec = get_codec(task)
+    for seed in range(5):
+        if task == "sudoku":
+            puzzle = sudoku(seed, "medium")
+            answer = codec.decode(codec.encode_label(puzzle), puzzle)
+        else:
+            puzzle = maze(seed, size=9)
+            answer = maze_solve(puzzle)
+        assert codec.verify(puzzle, answer).valid
+        prep = SimpleNamespace(model=SimpleNamespace(codec=codec), puzzle=puzzle)
+        assert SolveService._answer(prep, answer, engine_verified=True) == SolveService._answer(prep, answer)

@@ -29,7 +29,7 @@ import msgspec
 import numpy as np
 
 from app import metrics
-from app.api.budgets import budget_for, check_budget, server_limits
+from app.api.budgets import Budget, budget_for, check_budget, server_limits
 from app.api.redact import clip
 from app.cache import ResultCache, cache_key
 from app.engine.client import EngineClient
@@ -222,6 +222,7 @@ class SolveService:
                  cache_enabled: bool = True, caps: ModelLimits | None = None) -> None:
         self.models = models
         self.caps = caps if caps is not None else server_limits()  # server-wide cost caps (app/api/budgets.py)
+        self._budgets: dict[str, Budget] = {}
         self.defaults = defaults
         self.cache = cache
         self.engine = engine
@@ -291,12 +292,19 @@ class SolveService:
         if not self.cache_enabled:
             merged["cache"] = False
         opts = msgspec.convert(merged, SolveOptions)
-        limits = ModelLimits.model_validate(model.info.limits)
-        budget = budget_for(model.name, limits, self.caps)
+        budget = self._budget(model)
         check_budget(opts, budget)  # BudgetExceeded -> 422
         if opts.halting == "auto":  # the plain run and the escalation together
             check_budget(msgspec.structs.replace(opts, trajectories=1 + self._escalation_k(model, opts)), budget)
         return opts
+
+    def _budget(self, model: ServedModel) -> Budget:
+        """The model's caps over the server's; built once per model (they change only with a new engine Ready)."""
+        budget = self._budgets.get(model.name)
+        if budget is None:
+            budget = budget_for(model.name, ModelLimits.model_validate(model.info.limits), self.caps)
+            self._budgets[model.name] = budget
+        return budget
 
     @staticmethod
     def _escalation_k(model: ServedModel, opts: SolveOptions) -> int:
@@ -488,8 +496,13 @@ class SolveService:
 
     # -- rendering ---------------------------------------------------------------------------------
 
-    def answer_fields(self, prep: Prepared, tokens: np.ndarray | None) -> dict[str, Any]:
-        """The answer in the caller's form, as text, the verifier's verdict and the givens it overwrote."""
+    def answer_fields(self, prep: Prepared, tokens: np.ndarray | None, engine_verified: bool = False
+                      ) -> dict[str, Any]:
+        """The answer in the caller's form, as text, the verifier's verdict and the givens it overwrote.
+
+        `engine_verified`: the engine's token verifier (models/verify.py, the codec's verdict row for row) passed
+        these very tokens, so the codec's check is not run again: a valid answer has no reasons and keeps every
+        given (Sudoku) or the whole maze (Maze)."""
         if tokens is None:
             return {"answer": None, "answer_text": None, "verified": False,
                     "verification": ["no ACT step ran, so there is no answer"], "overwritten": []}
@@ -499,19 +512,21 @@ class SolveService:
         except PuzzleError as err:  # the model's output is no answer at all: say so, never a 500
             return {"answer": None, "answer_text": None, "verified": False,
                     "verification": [f"the model's output could not be decoded: {err}"], "overwritten": []}
-        return self._answer(prep, answer)
+        return self._answer(prep, answer, engine_verified)
 
     @staticmethod
-    def _answer(prep: Prepared, answer: Any) -> dict[str, Any]:
+    def _answer(prep: Prepared, answer: Any, engine_verified: bool = False) -> dict[str, Any]:
         codec = prep.model.codec
+        fields = {"answer": codec.answer_payload(answer, prep.puzzle), "answer_text": codec.render(answer)}
+        if engine_verified:
+            return fields | {"verified": True, "verification": [], "overwritten": []}
         verdict = codec.verify(prep.puzzle, answer)
-        return {"answer": codec.answer_payload(answer, prep.puzzle), "answer_text": codec.render(answer),
-                "verified": verdict.valid, "verification": list(verdict.reasons[:MAX_REASONS]),
-                "overwritten": codec.overwritten(prep.puzzle, answer)}
+        return fields | {"verified": verdict.valid, "verification": list(verdict.reasons[:MAX_REASONS]),
+                         "overwritten": codec.overwritten(prep.puzzle, answer)}
 
     def render(self, prep: Prepared, outcome: Outcome, request_id: str | None = None) -> dict[str, Any]:
         r = outcome.result
-        fields = self.answer_fields(prep, outcome.tokens)
+        fields = self.answer_fields(prep, outcome.tokens, engine_verified=r.valid is True)
         # Exact facts beside the neural answer: the bitmask solver / BFS (0.1-2 ms for a Sudoku, capped).
         facts = prep.model.codec.exact(prep.puzzle)
         solved_by = "model"
