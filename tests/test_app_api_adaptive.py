@@ -25,12 +25,24 @@ async def test_auto_is_the_default_and_stops_at_the_first_verified_step(client):
 
 
 async def test_auto_escalates_to_k_noisy_trajectories_when_the_plain_run_fails(client):
-    # copy echoes the unsolved puzzle: the plain run reaches max_steps unverified, then K = min(8, 4 rows) run.
+    # copy echoes the unsolved puzzle: the plain run reaches max_steps (escalate_after's default) unverified, then
+    # K = min(8, 4 rows) trajectories run up to max_steps each.
     body = await solve_ok(client, model="copy", max_steps=3, cache=False)
     assert body["verified"] is False and body["escalated"] is True
     assert body["trajectories"] == 1 + 4 and body["row_steps"] == 3 + 4 * 3
     explicit = await solve_ok(client, model="copy", max_steps=3, halting="auto", trajectories=2, cache=False)
     assert (explicit["escalated"], explicit["trajectories"], explicit["row_steps"]) == (True, 3, 3 + 2 * 3)
+
+
+@pytest.mark.parametrize(("escalate_after", "plain_steps"), [(1, 1), (3, 3), (5, 4), (None, 4)])
+async def test_escalate_after_is_the_plain_runs_step_limit_capped_by_max_steps(client, escalate_after, plain_steps):
+    body = await solve_ok(client, model="copy", max_steps=4, escalate_after=escalate_after, cache=False)
+    assert body["escalated"] is True and body["row_steps"] == plain_steps + 4 * 4
+
+
+async def test_escalate_after_does_not_cut_a_run_that_is_not_auto(client):
+    body = await solve_ok(client, model="copy", max_steps=4, halting="verifier", escalate_after=1, cache=False)
+    assert (body["escalated"], body["steps"], body["halted_by"]) == (False, 4, "max_steps")
 
 
 async def test_auto_budget_counts_the_escalation(client):

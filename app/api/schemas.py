@@ -35,10 +35,15 @@ class SolveOptionsIn(BaseModel):
                                   description="ACT step limit per trajectory (default: the model's halt_max_steps).")
     halting: Literal["auto", "q_head", "max_steps", "verifier"] | None = Field(
         None, description="auto (default for Sudoku and mazes): one trajectory that stops when its answer passes the "
-                          "exact verifier; if none passes by max_steps, escalate once to K noisy PTRM trajectories "
-                          "(verifier_first; K = trajectories when > 1, else 8) within the request's budget. "
+                          "exact verifier; if it has not passed after escalate_after steps, escalate once to K noisy "
+                          "PTRM trajectories (verifier_first; K = trajectories when > 1, else 8) within the request's "
+                          "budget. "
                           "q_head: stop when the model's Q-head says so (default for ARC); max_steps: always run to "
                           "max_steps; verifier: stop as soon as the decoded answer passes the exact verifier.")
+    escalate_after: int | None = Field(None, ge=1, le=MAX_STEPS_LIMIT, description=(
+        "halting=auto: escalate once the plain trajectory has run this many ACT steps without verifying "
+        "(default and at most: max_steps). Fewer lowers the latency of the requests that escalate and can cost "
+        "accuracy on hard puzzles. Other halting rules ignore it."))
     fallback: Literal["none", "exact"] | None = Field(None, description=(
         "exact: when the model's answer does not verify, answer with the exact solver's solution instead (Sudoku, "
         "mazes), marked solved_by=exact. Off (none) by default: a model answer is never silently replaced."))

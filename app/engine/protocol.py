@@ -51,6 +51,8 @@ class SolveOptions(msgspec.Struct, frozen=True, omit_defaults=True):
     deadline_ms: int | None = None
     cache: bool = True
     fallback: Literal["none", "exact"] = "none"  # API side only: answer with the exact solver when unverified
+    # API side only: halting=auto's plain run escalates after this many unverified steps (resolved by the API)
+    escalate_after: int | None = None
 
     @property
     def deterministic(self) -> bool:
@@ -78,6 +80,8 @@ class SolveOptions(msgspec.Struct, frozen=True, omit_defaults=True):
         }
         if self.noise > 0 or self.trajectories > 1:
             opts |= {"noise": self.noise, "noise_on": self.noise_on, "selection": self.selection, "seed": self.seed}
+        if self.halting == "auto":
+            opts["escalate_after"] = self.escalate_after
         return opts
 
 

@@ -22,7 +22,9 @@ class SolveOptions(_Body):
     which answers 422 ``invalid_option`` naming them (so a typo is never silently ignored)."""
 
     max_steps: int | None = None
-    halting: Literal["q_head", "max_steps", "verifier"] | None = None
+    halting: Literal["auto", "q_head", "max_steps", "verifier"] | None = None
+    escalate_after: int | None = None
+    fallback: Literal["none", "exact"] | None = None
     threshold: float | None = None
     converge_steps: int | None = None
     trajectories: int | None = None
