@@ -36,7 +36,7 @@ from app.api.service import SolveService
 from app.engine.protocol import EngineOutput
 from app.runtime import Runtime
 from app.settings import Settings
-from puzzles.sudoku import generate
+from puzzles.sudoku import CODEC, generate
 
 REPO = Path(__file__).resolve().parent.parent
 
@@ -94,8 +94,7 @@ async def run_tier(runtime: Runtime, model: str, puzzles: list[str], escalate_af
 async def main_async(args: argparse.Namespace) -> dict[str, Any]:
     rng = random.Random(args.seed)
     tiers = {name: int(n) for name, n in (t.split(":") for t in args.tiers.split(","))}
-    sets = {name: ["".join(str(d) if d else "." for d in generate(rng, name).givens) for _ in range(n)]
-            for name, n in tiers.items()}
+    sets = {name: [CODEC.canonical(generate(rng, name)) for _ in range(n)] for name, n in tiers.items()}
     # No deadline: on a busy CPU a 30 s default could cut escalations short and count them as failures.
     runtime = Runtime(Settings(weights_dir=args.weights_dir, cache_enabled=False, warmup=False,
                                default_deadline_ms=None))

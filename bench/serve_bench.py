@@ -84,6 +84,7 @@ import torch
 from app.engine.backends import make_backend
 from models import ModelConfig, build_model, default_dtype, save_model
 from puzzles import get_codec
+from puzzles.sudoku import CODEC as SUDOKU
 from puzzles.sudoku import SudokuPuzzle, generate
 
 REPO = Path(__file__).resolve().parent.parent
@@ -144,7 +145,7 @@ def pick_model(weights_dir: Path, name: str | None, tmp: Path) -> tuple[Path, bo
 
 
 def sudoku_text(p: SudokuPuzzle) -> str:
-    return "".join(str(d) if d else "." for d in p.givens)
+    return SUDOKU.canonical(p)  # 81 characters, '.' for blanks
 
 
 def bench_spec(model: Path, device: str, batch_rows: int, max_queue_rows: int | None = None) -> Any:
