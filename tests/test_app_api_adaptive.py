@@ -3,10 +3,17 @@ overwritten givens, and the cards' held-out accuracy in /v1/models. Tiny hand-se
 
 from __future__ import annotations
 
+from types import SimpleNamespace
+
 import pytest
 import pytest_asyncio
 
+from app.api.service import SolveService
 from app_engine_support import PUZZLE, SOLUTION, make_specs, running_app, solve_body, solve_ok
+from puzzles import get_codec
+from puzzles.maze import generate as maze
+from puzzles.maze import solve as maze_solve
+from puzzles.sudoku import generate as sudoku
 
 pytestmark = pytest.mark.asyncio(loop_scope="module")
 
@@ -93,14 +100,6 @@ async def test_auto_needs_a_verifier(tmp_path):
 async def test_an_engine_verified_answer_renders_as_the_codecs_own_check_would(task):
     """render trusts the engine's token verifier for a verified answer (models/verify.py, the codec's verdict
     row for row) and skips the codec's check; the fields must be the ones that check gives."""
-    from types import SimpleNamespace
-
-    from app.api.service import SolveService
-    from puzzles import get_codec
-    from puzzles.maze import generate as maze
-    from puzzles.maze import solve as maze_solve
-    from puzzles.sudoku import generate as sudoku
-
     codec = get_codec(task)
     for seed in range(5):
         if task == "sudoku":

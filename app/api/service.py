@@ -606,8 +606,9 @@ class SolveService:
 
 def _plain_phase(opts: SolveOptions, escalating: bool = False) -> SolveOptions:
     """halting=auto's first run: one trajectory, no noise, halting on the verifier; `escalating` (an escalation
-    follows when it fails) stops it at escalate_after steps, else (a stream) it may use all of max_steps."""
-    steps = min(opts.escalate_after or opts.max_steps, opts.max_steps) if escalating else opts.max_steps
+    follows when it fails) stops it at escalate_after steps (resolve_options has set it, at most max_steps),
+    else (a stream) it may use all of max_steps."""
+    steps = opts.escalate_after or opts.max_steps if escalating else opts.max_steps
     return msgspec.structs.replace(opts, halting="verifier", trajectories=1, noise=0.0, max_steps=steps)
 
 
