@@ -80,6 +80,9 @@ class ModelSpec(BaseModel):
     # The same limit in bytes of queued inputs (a request counts its encoded puzzle); None: the server's
     # RECURSOLVE_MAX_QUEUE_BYTES.
     max_queue_bytes: int | None = Field(default=None, ge=1)
+    # torch.compile the ACT step (torch backend): inductor fuses the step's many small elementwise kernels, which
+    # is what a tiny model's step time is made of on a GPU. Start-up pays the compile (tens of seconds).
+    compile: bool = False
     default_options: dict[str, Any] = Field(default_factory=dict)  # per-model solve option defaults
     # This model answers requests that name only the task (else: the best held-out accuracy on its card).
     default_for_task: bool = False

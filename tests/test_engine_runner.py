@@ -16,11 +16,16 @@ from puzzles import get_codec
 ROWS = 8
 
 
-def test_buckets_pad_at_most_twice():
+def test_buckets_pad_at_most_twice_and_by_under_32_rows_above_32():
     assert batch_buckets(1) == [1]
     assert batch_buckets(8) == [1, 2, 4, 8]
     assert batch_buckets(12) == [1, 2, 4, 8, 12]
-    assert all(b <= 2 * n for n in range(1, 257) for b in [next(x for x in batch_buckets(256) if x >= n)])
+    assert batch_buckets(256) == [1, 2, 4, 8, 16, 32, 64, 96, 128, 160, 192, 224, 256]
+    assert batch_buckets(100) == [1, 2, 4, 8, 16, 32, 64, 96, 100]
+    for rows in (1, 12, 32, 100, 256, 1000):
+        for n in range(1, rows + 1):
+            bucket = next(x for x in batch_buckets(rows) if x >= n)
+            assert bucket <= 2 * n and (n <= 32 or bucket - n < 32), (rows, n, bucket)
 
 
 @pytest.fixture(scope="module")
@@ -61,3 +66,20 @@ def test_the_verifier_runs_on_each_rows_own_inputs(runners):
     from models.verify import verify_batch
 
     assert verify_batch("sudoku", padded.inputs[:ROWS], tokens).tolist() == [True] + [False] * (ROWS - 1)
+
+
+def test_the_compiled_step_gives_what_the_eager_one_gives(runners, one_torch_thread):
+    """compile_step: the same step through torch.compile (inductor; on CPU it builds C++), on the same rows."""
+    _, plain = runners
+    compiled = ModelRunner(plain.backend, ROWS, "sudoku", compile_step=True)
+    compiled.load_rows(plain.inputs[:ROWS].int().numpy(), np.zeros(ROWS, np.int32), [[r] for r in range(ROWS)])
+    fresh = ModelRunner(plain.backend, ROWS, "sudoku")
+    fresh.load_rows(plain.inputs[:ROWS].int().numpy(), np.zeros(ROWS, np.int32), [[r] for r in range(ROWS)])
+    assert compiled.describe()["compiled"] and not fresh.describe()["compiled"]
+    with torch.inference_mode():
+        for idx in (np.arange(ROWS), np.array([1, 4, 6]), np.arange(ROWS)):  # one dynamic compile serves both
+            a, b = compiled.execute(idx), fresh.execute(idx)
+            assert np.array_equal(a.tokens, b.tokens) and np.array_equal(a.verified, b.verified)
+            assert np.allclose(a.q_halt, b.q_halt, atol=1e-5)
+            assert np.array_equal(a.model_halted, b.model_halted)
+    assert torch.allclose(compiled.z_H[:ROWS], fresh.z_H[:ROWS], atol=1e-4)

@@ -28,12 +28,21 @@ from models.verify import prepare_batch, verify_batch
 
 log = logging.getLogger(__name__)
 
+BUCKET_STEP = 32
+
+
 def batch_buckets(batch_rows: int) -> list[int]:
-    """Powers of two below batch_rows, and batch_rows itself: at most 2x padding per step."""
+    """Powers of two up to 32, then every multiple of 32, then batch_rows itself.
+
+    Why so many above 32: a GPU step of a tiny model is launch-bound below ~32 rows, but above that its time
+    grows with the rows, so padding 170 active rows to 256 (powers of two) would cost a third of the step.
+    Multiples of 32 pad by at most 31 rows (at most 2x below 64), for batch_rows / 32 + 6 graphs.
+    """
     sizes, b = [], 1
-    while b < batch_rows:
+    while b < min(batch_rows, BUCKET_STEP):
         sizes.append(b)
         b *= 2
+    sizes += range(BUCKET_STEP, batch_rows, BUCKET_STEP)
     return [*sizes, batch_rows]
 
 
@@ -49,9 +58,11 @@ class StepArrays:
 
 class ModelRunner:
     def __init__(self, backend: Backend, batch_rows: int, verify_task: str | None = None,
-                 cuda_graphs: bool | None = None, pad_to_buckets: bool = False) -> None:
+                 cuda_graphs: bool | None = None, pad_to_buckets: bool = False, compile_step: bool = False) -> None:
         """verify_task: the task whose batched token verifier (models.verify) runs on every step, or None.
-        pad_to_buckets: run the CUDA-graph path's padding eagerly (tests check the padding on a CPU)."""
+        pad_to_buckets: run the CUDA-graph path's padding eagerly (tests check the padding on a CPU).
+        compile_step: torch.compile the step (inductor fuses its many small elementwise kernels); on CUDA each
+        bucket's graph captures the compiled step. The compile runs at warm-up, tens of seconds."""
         self.backend = backend
         self.model = backend.loaded.model
         cfg = backend.loaded.config
@@ -72,9 +83,12 @@ class ModelRunner:
         self.buckets = batch_buckets(batch_rows)
         self.pad_to_buckets = pad_to_buckets or self.cuda_graphs
         self._graphs: dict[int, tuple[torch.cuda.CUDAGraph, torch.Tensor, torch.Tensor]] = {}
+        self.compiled = compile_step and backend.name == "torch"
+        # dynamic: one compile serves every row count (the CPU path's n varies per step; CUDA has a bucket each).
+        self._step = torch.compile(self._step_rows, dynamic=True) if self.compiled else self._step_rows
 
     def describe(self) -> dict[str, object]:
-        return {**self.backend.describe(), "cuda_graphs": self.cuda_graphs,
+        return {**self.backend.describe(), "cuda_graphs": self.cuda_graphs, "compiled": self.compiled,
                 "buckets": self.buckets if self.cuda_graphs else None}
 
     # -- rows in -----------------------------------------------------------------------------------
@@ -168,11 +182,11 @@ class ModelRunner:
                 graph.replay()
                 packed = static_out[:n].cpu()
             else:
-                packed = self._step_rows(torch.from_numpy(padded).to(self.device))[:n].cpu()
+                packed = self._step(torch.from_numpy(padded).to(self.device))[:n].cpu()
         elif n == self.batch_rows:
-            packed = self._step_rows(None).cpu()
+            packed = self._step(None).cpu()
         else:
-            packed = self._step_rows(torch.from_numpy(idx).to(self.device)).cpu()
+            packed = self._step(torch.from_numpy(idx).to(self.device)).cpu()
         arr = packed.numpy()
         s = self.seq_len
         return StepArrays(tokens=arr[:, :s].astype(np.int64), q_halt=arr[:, s].copy(), model_halted=arr[:, s + 1] > 0.5,
@@ -183,11 +197,14 @@ class ModelRunner:
     def warmup(self) -> None:
         """Run every shape once so the first caller pays no lazy initialisation; on CUDA, capture the graphs.
 
-        Warm-up steps touch only the scratch row, so it is safe while no request runs."""
+        Warm-up steps touch only the scratch row (a compiled CPU step also the idle pool, which admission
+        overwrites), so it is safe while no request runs."""
         with torch.inference_mode():
             if not self.cuda_graphs:
-                for n in sorted({1, self.batch_rows}):
-                    self._step_rows(torch.full((n,), self.scratch, device=self.device))
+                for n in sorted({1, 2, self.batch_rows}):  # 1 and 2: a dynamic compile specialises on size 1
+                    self._step(torch.full((n,), self.scratch, device=self.device))
+                if self.compiled:  # the whole-pool path (idx None) is a graph of its own for the compiler
+                    self._step(None)
                 return
             pool = torch.cuda.graph_pool_handle()
             for b in reversed(self.buckets):  # largest first, so smaller graphs reuse its memory
@@ -196,11 +213,11 @@ class ModelRunner:
                 side.wait_stream(torch.cuda.current_stream())
                 with torch.cuda.stream(side):
                     for _ in range(2):
-                        self._step_rows(static_idx)
+                        self._step(static_idx)
                 torch.cuda.current_stream().wait_stream(side)
                 graph = torch.cuda.CUDAGraph()
                 with torch.cuda.graph(graph, pool=pool):
-                    static_out = self._step_rows(static_idx)
+                    static_out = self._step(static_idx)
                 self._graphs[b] = (graph, static_idx, static_out)
             torch.cuda.synchronize()
             log.info("captured %d CUDA graphs (buckets %s)", len(self._graphs), self.buckets)
