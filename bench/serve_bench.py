@@ -148,12 +148,22 @@ def sudoku_text(p: SudokuPuzzle) -> str:
     return SUDOKU.canonical(p)  # 81 characters, '.' for blanks
 
 
-def bench_spec(model: Path, device: str, batch_rows: int, max_queue_rows: int | None = None) -> Any:
-    """The ModelSpec every in-process mode serves (the HTTP modes get the same entry in a models file)."""
+def bench_spec(model: Path, device: str, batch_rows: int, max_queue_rows: int | None = None,
+               **entry: Any) -> Any:
+    """The ModelSpec every in-process mode serves (the HTTP modes get the same entry in a models file);
+    `entry`: further models-file fields (--compile, --model-options)."""
     from app.settings import ModelSpec
 
     return ModelSpec(name=MODEL_NAME, task="sudoku", path=model, device=device, batch_rows=batch_rows,
-                     max_queue_rows=max_queue_rows)
+                     max_queue_rows=max_queue_rows, **entry)
+
+
+def model_entry(args: argparse.Namespace) -> dict[str, Any]:
+    """The models-file fields that --compile and --model-options add to every mode's model."""
+    entry: dict[str, Any] = {"compile": True} if args.compile else {}
+    if args.model_options:
+        entry["default_options"] = json.loads(args.model_options)
+    return entry
 
 
 def cuda_sync(device: str) -> None:
@@ -558,7 +568,7 @@ def run_graph(args: argparse.Namespace, model: Path, puzzles: list[SudokuPuzzle]
     """ModelRunner alone, built as the engine core builds it, stepping all --batch-rows rows of real puzzles."""
     from app.engine.core import ModelEngine
 
-    engine = ModelEngine.load(bench_spec(model, args.device, args.batch_rows))
+    engine = ModelEngine.load(bench_spec(model, args.device, args.batch_rows, **model_entry(args)))
     runner, rows = engine.runner, args.batch_rows
     codec = get_codec("sudoku")
     inputs = np.stack([np.asarray(codec.encode(puzzles[i % len(puzzles)], 81), dtype=np.int32) for i in range(rows)])
@@ -566,8 +576,12 @@ def run_graph(args: argparse.Namespace, model: Path, puzzles: list[SudokuPuzzle]
         with torch.inference_mode():
             runner.load_rows(inputs, np.zeros(rows, dtype=np.int32), [[i] for i in range(rows)])
             timed_steps(runner, np.arange(rows), min(args.warmup, 2.0), args.device)
-            return {"full": timed_steps(runner, np.arange(rows), args.duration, args.device),
-                    "one": timed_steps(runner, np.arange(1), min(3.0, args.duration / 5), args.device)}
+            timed = {"full": timed_steps(runner, np.arange(rows), args.duration, args.device),
+                     "one": timed_steps(runner, np.arange(1), min(3.0, args.duration / 5), args.device)}
+            # The step's time by active rows (each padded to its bucket on CUDA): what a partly full pool costs.
+            for n in sorted({32, 64, 128, 3 * rows // 4, rows - rows // 3} & set(range(2, rows))):
+                timed[f"rows_{n}"] = timed_steps(runner, np.arange(n), min(0.5, args.duration / 10), args.device)
+            return timed
 
     runner.warmup()
     # In a thread of its own, as InprocEngine runs the engine loop (inproc, oneproc); then briefly in the main
@@ -589,6 +603,8 @@ def run_graph(args: argparse.Namespace, model: Path, puzzles: list[SudokuPuzzle]
         "thread": "a worker thread (as the in-process engine); step_ms_main_thread: the same in the main thread, "
                   "as the engine-core process runs its loop",
         "step_ms_main_thread": round(main_elapsed / main_steps * 1000, 3),
+        "step_ms_by_rows": {k.removeprefix("rows_"): round(e / n * 1000, 3) for k, (n, e) in timed.items()
+                            if k.startswith("rows_")},
     }
 
 
@@ -785,7 +801,7 @@ def run_mode(mode: str, args: argparse.Namespace, model: Path, puzzles: list[Sud
         info |= extra
     elif mode == "inproc":
         info |= {"batch_rows": args.batch_rows, "transport": "in-process EngineClient -> InprocEngine (no HTTP)"}
-        spec = bench_spec(model, args.device, args.batch_rows, max(512, 4 * args.concurrency))
+        spec = bench_spec(model, args.device, args.batch_rows, max(512, 4 * args.concurrency), **model_entry(args))
         (t_measure, t_end), extra = asyncio.run(run_inproc(load, spec, max_steps))
         info |= extra
     else:
@@ -796,7 +812,8 @@ def run_mode(mode: str, args: argparse.Namespace, model: Path, puzzles: list[Sud
         # Room in the queue for every client's whole call, so the load is never turned away (429).
         queue = max(512, 4 * args.concurrency * load.per_call)
         workers = (args.api_workers or default_api_workers()) if http.server == "serve" else 1
-        server = Server(http.server, model, {"batch_rows": rows, "max_queue_rows": queue, "device": args.device},
+        server = Server(http.server, model, {"batch_rows": rows, "max_queue_rows": queue, "device": args.device,
+                                             **model_entry(args)},
                         tmp, mode, api_workers=args.api_workers if http.server == "serve" else None,
                         max_batch_items=max(64, args.batch_items))
         profiler: Profiler | None = None
@@ -870,12 +887,20 @@ def main() -> None:
     ap.add_argument("--weights-dir", type=Path, default=REPO / "weights")
     ap.add_argument("--model", default=None, help="folder name under --weights-dir (default trm-mlp-sudoku)")
     ap.add_argument("--modes", default=",".join(MODES), help=f"comma-separated subset of {','.join(MODES)}")
+    ap.add_argument("--compile", action="store_true",
+                    help="serve the model with compile: true (torch.compile'd ACT step) in every mode but static")
+    ap.add_argument("--model-options", default=None, metavar="JSON",
+                    help='the model\'s default_options in the HTTP modes, e.g. \'{"escalate_after": 4}\'')
     ap.add_argument("--note", default=None, help="appended to the report's note (e.g. what else ran)")
     ap.add_argument("--out", type=Path, default=None, help="default bench/results/serve-<host>.json")
     ap.add_argument("--profile-dir", type=Path, default=None,
                     help="HTTP modes: py-spy (must be on PATH) samples the engine-core and one API process over the "
                          "measured window; raw stacks go here, the top frames into the report")
     args = ap.parse_args()
+    try:
+        model_entry(args)
+    except ValueError as e:
+        ap.error(f"--model-options is not JSON: {e}")
     modes = [m.strip() for m in args.modes.split(",") if m.strip()]
     if unknown := set(modes) - set(MODES):
         raise SystemExit(f"unknown mode(s) {sorted(unknown)}; choose from {MODES}")
@@ -974,7 +999,7 @@ def write_report(args: argparse.Namespace, out: Path, results: dict[str, Any], m
                   "random_weights": random_weights,
                   "arch": cfg.get("arch"), "hidden_size": cfg.get("hidden_size"), "mlp_t": cfg.get("mlp_t"),
                   "H_cycles": cfg.get("H_cycles"), "L_cycles": cfg.get("L_cycles"), "L_layers": cfg.get("L_layers"),
-                  "halt_max_steps": halt_max_steps, "device": args.device,
+                  "halt_max_steps": halt_max_steps, "device": args.device, "entry": model_entry(args),
                   "dtype": f"{default_dtype(args.device)} (the server's default for the device, used by every mode)"},
         "load": {"clients": args.concurrency, "closed_loop": True, "duration_s": args.duration,
                  "warmup_s": args.warmup, "tier": args.tier, "distinct_puzzles": args.puzzles,
@@ -1013,7 +1038,10 @@ def print_table(results: dict[str, Any], ratios: dict[str, float]) -> None:
         g = results["graph"]
         print(f"graph: {g['row_steps_per_s']:.0f} row-steps/s, {g['step_ms']} ms/step at {g['batch_rows']} rows, "
               f"{g['step_ms_1_row']} ms at 1 row ({'CUDA graphs' if g['backend'].get('cuda_graphs') else 'eager'}); "
-              f"{g['step_ms_main_thread']} ms/step at {g['batch_rows']} rows in the main thread")
+              f"{g['step_ms_main_thread']} ms/step at {g['batch_rows']} rows in the main thread"
+              f"{', compiled step' if g['backend'].get('compiled') else ''}")
+        if g.get("step_ms_by_rows"):
+            print("   ms/step by active rows: " + ", ".join(f"{n}: {ms}" for n, ms in g["step_ms_by_rows"].items()))
     for name, value in ratios.items():
         print(f"{name:<22} {value:.2f}x")
 
