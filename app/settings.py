@@ -81,8 +81,10 @@ class ModelSpec(BaseModel):
     # RECURSOLVE_MAX_QUEUE_BYTES.
     max_queue_bytes: int | None = Field(default=None, ge=1)
     # torch.compile the ACT step (torch backend): inductor fuses the step's many small elementwise kernels, which
-    # is what a tiny model's step time is made of on a GPU. Start-up pays the compile (tens of seconds).
-    compile: bool = False
+    # is what a tiny model's step time is made of on a GPU (H200, 256 rows: 3.5 -> 1.8 ms a step). Start-up pays
+    # the compile (~80 s cold, ~20 s from inductor's on-disk cache). None: on for CUDA, off on a CPU (where it
+    # gained 1.5x at 32 rows but lost at 8, for a minute of start-up).
+    compile: bool | None = None
     default_options: dict[str, Any] = Field(default_factory=dict)  # per-model solve option defaults
     # This model answers requests that name only the task (else: the best held-out accuracy on its card).
     default_for_task: bool = False

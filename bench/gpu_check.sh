@@ -8,7 +8,7 @@
 # device tool returns 8 files). Logs are appended, so several calls in one command share them.
 # A failing step does not stop the next one: each figure that can be had comes back.
 # Environment: SKIP_TESTS=1 runs the benchmark alone; API_WORKERS=N API processes of `recursolve serve`;
-# TAG names this call's JSON; EXTRA adds serve_bench arguments (e.g. --compile); BENCH_TIMEOUT (s, default 400).
+# TAG names this call's JSON; EXTRA adds serve_bench arguments (e.g. '--compile off'); BENCH_TIMEOUT (s, default 400).
 set -u
 export PYTHONUNBUFFERED=1
 OUT=${OUT:-gpu-out}

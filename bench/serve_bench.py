@@ -159,8 +159,8 @@ def bench_spec(model: Path, device: str, batch_rows: int, max_queue_rows: int | 
 
 
 def model_entry(args: argparse.Namespace) -> dict[str, Any]:
-    """The models-file fields that --compile and --model-options add to every mode's model."""
-    entry: dict[str, Any] = {"compile": True} if args.compile else {}
+    """The models-file fields that --compile and --model-options add to every mode's model (auto: none)."""
+    entry: dict[str, Any] = {} if args.compile == "auto" else {"compile": args.compile == "on"}
     if args.model_options:
         entry["default_options"] = json.loads(args.model_options)
     return entry
@@ -887,8 +887,9 @@ def main() -> None:
     ap.add_argument("--weights-dir", type=Path, default=REPO / "weights")
     ap.add_argument("--model", default=None, help="folder name under --weights-dir (default trm-mlp-sudoku)")
     ap.add_argument("--modes", default=",".join(MODES), help=f"comma-separated subset of {','.join(MODES)}")
-    ap.add_argument("--compile", action="store_true",
-                    help="serve the model with compile: true (torch.compile'd ACT step) in every mode but static")
+    ap.add_argument("--compile", default="auto", choices=("auto", "on", "off"),
+                    help="the model's compile field in every mode but static: auto (the server's default: on for "
+                         "CUDA), on or off (the eager step)")
     ap.add_argument("--model-options", default=None, metavar="JSON",
                     help='the model\'s default_options in the HTTP modes, e.g. \'{"escalate_after": 4}\'')
     ap.add_argument("--note", default=None, help="appended to the report's note (e.g. what else ran)")

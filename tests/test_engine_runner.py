@@ -83,3 +83,43 @@ def test_the_compiled_step_gives_what_the_eager_one_gives(runners, one_torch_thr
             assert np.allclose(a.q_halt, b.q_halt, atol=1e-5)
             assert np.array_equal(a.model_halted, b.model_halted)
     assert torch.allclose(compiled.z_H[:ROWS], fresh.z_H[:ROWS], atol=1e-4)
+
+
+def test_a_failed_compile_falls_back_to_the_eager_step(runners, monkeypatch, caplog):
+    """A machine whose compiler is missing or broken still serves: warm-up logs the failure and steps eagerly."""
+    _, plain = runners
+
+    def broken_compile(fn, **_):
+        def compiled(*args, **kwargs):
+            raise RuntimeError("no C++ compiler")
+        return compiled
+
+    monkeypatch.setattr(torch, "compile", broken_compile)
+    runner = ModelRunner(plain.backend, ROWS, "sudoku", compile_step=True)
+    assert runner.compiled
+    runner.warmup()
+    assert not runner.compiled and "torch.compile of the ACT step failed" in caplog.text
+    runner.load_rows(plain.inputs[:ROWS].int().numpy(), np.zeros(ROWS, np.int32), [[r] for r in range(ROWS)])
+    with torch.inference_mode():
+        assert runner.execute(np.arange(3)).tokens.shape == (3, 81)
+
+
+def test_compile_defaults_to_on_for_cuda_and_off_on_a_cpu(tmp_path, monkeypatch):
+    from app.engine import core
+    from app.settings import ModelSpec
+
+    folder = save_random(tmp_path / "random")
+    seen: list[bool] = []
+
+    class Recording(ModelRunner):
+        def __init__(self, *args, compile_step: bool = False, **kwargs):
+            seen.append(compile_step)
+            super().__init__(*args, compile_step=False, **kwargs)  # no compile needed to see the choice
+
+    monkeypatch.setattr(core, "ModelRunner", Recording)
+    monkeypatch.setattr(core, "make_backend", lambda path, **kw: make_backend(path, **(kw | {"device": "cpu"})))
+    for device, given, want in [("cpu", None, False), ("cuda", None, True), ("cuda", False, False),
+                                ("cpu", True, True)]:
+        spec = ModelSpec(name="m", task="sudoku", path=folder, device=device, batch_rows=4, compile=given)
+        core.ModelEngine.load(spec, cuda_graphs=False)
+        assert seen[-1] is want, (device, given)

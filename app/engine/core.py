@@ -90,7 +90,8 @@ class ModelEngine:
         backend = make_backend(spec.path, backend=spec.backend, device=device, dtype=spec.dtype, task=spec.task)
         loaded, cfg = backend.loaded, backend.loaded.config
         verify_task = spec.task if has_token_verifier(spec.task) else None
-        runner = ModelRunner(backend, rows, verify_task, cuda_graphs=cuda_graphs, compile_step=spec.compile)
+        compile_step = spec.compile if spec.compile is not None else device.startswith("cuda")
+        runner = ModelRunner(backend, rows, verify_task, cuda_graphs=cuda_graphs, compile_step=compile_step)
         folder = Path(spec.path) if Path(spec.path).is_dir() else Path(spec.path).parent
         card = _read_json(folder / CARD_FILE)
         temperature = confidence_temperature(spec.path)

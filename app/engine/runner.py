@@ -198,7 +198,18 @@ class ModelRunner:
         """Run every shape once so the first caller pays no lazy initialisation; on CUDA, capture the graphs.
 
         Warm-up steps touch only the scratch row (a compiled CPU step also the idle pool, which admission
-        overwrites), so it is safe while no request runs."""
+        overwrites), so it is safe while no request runs. The compile happens here: if it fails (a compiler
+        missing or broken on this machine), the runner says so in the log and serves the eager step instead."""
+        try:
+            self._warmup()
+        except Exception:
+            if not self.compiled:
+                raise
+            log.exception("torch.compile of the ACT step failed; serving the eager step instead")
+            self.compiled, self._step, self._graphs = False, self._step_rows, {}
+            self._warmup()
+
+    def _warmup(self) -> None:
         with torch.inference_mode():
             if not self.cuda_graphs:
                 for n in sorted({1, 2, self.batch_rows}):  # 1 and 2: a dynamic compile specialises on size 1
