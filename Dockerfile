@@ -92,6 +92,11 @@ RUN --mount=type=secret,id=pip_cert \
 
 # ---------------------------------------------------------------- GPU runtime image
 FROM gpu-base AS gpu
+# The ACT step is torch.compile'd on CUDA by default; Triton builds its kernel launcher with the C compiler and
+# Python's headers at run time. Without them the compile fails and the server falls back to the eager step.
+RUN apt-get update \
+    && apt-get install -y --no-install-recommends gcc libc6-dev python3-dev \
+    && rm -rf /var/lib/apt/lists/*
 RUN groupadd --system --gid 10001 recursolve \
     && useradd --system --uid 10001 --gid 10001 --home-dir /app --shell /usr/sbin/nologin recursolve
 COPY --from=builder-gpu /opt/venv /opt/venv
