@@ -191,6 +191,9 @@ class Settings(BaseSettings):
     # cores, see app.serve.default_api_workers). engine_address is set by `serve` for its API processes; unset,
     # an app runs its engine core in a thread (tests, `recursolve solve`).
     api_workers: int | None = Field(default=None, ge=1, le=64)
+    # A listening socket per API process on the one port (SO_REUSEPORT, Linux): the kernel spreads connections
+    # evenly. False: one shared socket, whose connections Linux hands mostly to a few processes (app.serve).
+    reuse_port: bool = True
     engine_address: str | None = None
     # torch intra-op threads of the engine process (None: every available CPU, the cgroup quota respected).
     engine_threads: int | None = Field(default=None, ge=1)

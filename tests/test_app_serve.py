@@ -69,3 +69,52 @@ async def test_connections_on_the_shared_socket_have_nagle_off() -> None:
             await asyncio.sleep(0.01)
         writer.close()
     assert seen and seen[0] != 0
+
+
+def test_api_processes_get_a_socket_each_and_the_kernel_spreads_connections_over_them() -> None:
+    """listening_sockets: N sockets on one port (SO_REUSEPORT); 400 connections land on every one of them, where
+    one shared socket's connections went mostly to a few processes (86 of 256 to one of 8)."""
+    import select
+    import socket
+    import sys
+
+    import pytest
+
+    from app.serve import listening_sockets
+
+    if not sys.platform.startswith("linux"):
+        pytest.skip("SO_REUSEPORT balances connections on Linux only (elsewhere: one shared socket)")
+    socks = listening_sockets("127.0.0.1", 0, 4)
+    ports = {s.getsockname()[1] for s in socks}
+    assert len(socks) == 4 and len(ports) == 1
+    assert all(s.getsockopt(socket.SOL_SOCKET, socket.SO_REUSEPORT) for s in socks)
+    port = ports.pop()
+    clients = [socket.create_connection(("127.0.0.1", port)) for _ in range(400)]
+    accepted = [0] * 4
+    try:
+        while sum(accepted) < len(clients):
+            ready, _, _ = select.select(socks, [], [], 5)
+            assert ready, f"only {sum(accepted)} of {len(clients)} connections were accepted"
+            for s in ready:
+                conn, _ = s.accept()
+                conn.close()
+                accepted[socks.index(s)] += 1
+    finally:
+        for c in clients + socks:
+            c.close()
+    assert min(accepted) >= 50, accepted  # 100 each expected
+
+
+def test_a_port_in_use_fails_the_start_even_with_reuse_port() -> None:
+    """SO_REUSEPORT must not let a second server silently share the port of one already running."""
+    import pytest
+
+    from app.serve import listening_sockets
+
+    first = listening_sockets("127.0.0.1", 0, 2)
+    try:
+        with pytest.raises(OSError):
+            listening_sockets("127.0.0.1", first[0].getsockname()[1], 2)
+    finally:
+        for s in first:
+            s.close()
