@@ -127,7 +127,16 @@ RECURSOLVE_REUSE_PORT setting): one shared socket."""
         probe.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
         probe.bind((host, port))
         port = probe.getsockname()[1]
-    return [listening_socket(host, port, reuse_port=True) for _ in range(count)]
+    socks: list[socket.socket] = []
+    try:
+        for _ in range(count):
+            socks.append(listening_socket(host, port, reuse_port=True))
+    except OSError as e:  # a sandbox (gVisor, say) without SO_REUSEPORT: the shared socket still works
+        for sock in socks:
+            sock.close()
+        log.warning("SO_REUSEPORT is not available here (%s); the API processes share one socket", e)
+        return [listening_socket(host, port)]
+    return socks
 
 
 def _worker_main(sock: socket.socket) -> None:

@@ -118,3 +118,27 @@ def test_a_port_in_use_fails_the_start_even_with_reuse_port() -> None:
     finally:
         for s in first:
             s.close()
+
+
+def test_without_reuse_port_the_processes_share_one_socket(monkeypatch) -> None:
+    """Where setting SO_REUSEPORT fails (some sandboxes), serving goes on with one shared socket."""
+    import socket
+
+    from app import serve
+
+    real = socket.socket.setsockopt
+
+    def no_reuse_port(self, level, option, value):  # type: ignore[no-untyped-def]
+        if option == socket.SO_REUSEPORT:
+            raise OSError(92, "Protocol not available")
+        return real(self, level, option, value)
+
+    monkeypatch.setattr(socket.socket, "setsockopt", no_reuse_port)
+    socks = serve.listening_sockets("127.0.0.1", 0, 3)
+    try:
+        assert len(socks) == 1
+    finally:
+        socks[0].close()
+    one = serve.listening_sockets("127.0.0.1", 0, 1)
+    assert len(one) == 1
+    one[0].close()
