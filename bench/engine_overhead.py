@@ -6,6 +6,7 @@ and its in-process client can give. This measures them on any machine, with the 
 step (its outputs cost nothing to make and never halt a row before max_steps), in three layers:
 
   scheduler   Scheduler alone: add, schedule, update for rounds of 128 requests on 256 rows (us per request)
+  queue       Scheduler.schedule() on a full pool with 16,384 requests waiting (us per call, i.e. per step)
   core        EngineCore.add + step on a 256-row pool kept full, the runner included, no messages (us per answer)
   inproc      InprocEngine + EngineClient + 256 asyncio clients in this process, as serve_bench's inproc mode
               (answers/s: the ceiling of that mode when the network costs nothing)
@@ -89,6 +90,21 @@ def measure_scheduler(rounds: int, steps: int) -> dict[str, float]:
     return {f"{k}_us_per_request": round(v / n * 1e6, 2) for k, v in spent.items()}
 
 
+def measure_long_queue(waiting: int = 16_384, calls: int = 200) -> dict[str, float]:
+    """schedule() on a full pool with `waiting` requests queued (a /v1/solve/batch load of 256 clients x 64
+    items queues 16,384): what every engine step pays for a long queue."""
+    sched = Scheduler(ROWS, 1 << 20, 81)
+    opts = SolveOptions(max_steps=2, halting="max_steps", deadline_ms=30_000)
+    inputs, now = np.zeros(81, np.int32).tobytes(), time.monotonic()
+    for i in range(ROWS + waiting):
+        sched.add(EngineRequest(f"q{i}", NAME, inputs=inputs, puzzle_identifier=0, options=opts, arrival=now))
+    sched.schedule(now)  # fills the pool; the rest wait
+    t = time.perf_counter()
+    for _ in range(calls):
+        sched.schedule(now)
+    return {"waiting": waiting, "schedule_us": round((time.perf_counter() - t) / calls * 1e6, 1)}
+
+
 def measure_core(spec: ModelSpec, seconds: float, steps: int) -> dict[str, float]:
     from app.engine.core import EngineCore
 
@@ -145,6 +161,8 @@ def main() -> None:
                          max_queue_rows=16 * ROWS)
         report["scheduler"] = s = measure_scheduler(args.rounds, args.steps)
         print("scheduler  " + ", ".join(f"{k} {v}" for k, v in s.items()))
+        report["long_queue"] = q = measure_long_queue()
+        print("queue      " + ", ".join(f"{k} {v}" for k, v in q.items()))
         report["core"] = c = measure_core(spec, args.seconds, args.steps)
         print("core       " + ", ".join(f"{k} {v}" for k, v in c.items()))
         report["inproc"] = i = measure_inproc(spec, args.seconds, args.steps)

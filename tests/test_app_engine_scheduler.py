@@ -218,6 +218,26 @@ def test_queued_requests_expire_or_cancel_without_running():
     assert s.is_live("running") and not s.is_live("late") and not s.is_live("gone")
 
 
+def test_expiry_and_cancel_are_found_separately_and_the_deadline_heap_stays_bounded():
+    """schedule() looks through the queue only when a deadline passed or a queued request was cancelled; the
+    heap of deadlines forgets admitted requests, so it does not grow with the requests served."""
+    s = Scheduler(num_rows=1, max_queue_rows=10_000, seq_len=L)
+    add(s, req("running", max_steps=99), req("soon", deadline_ms=50), req("later", deadline_ms=5_000))
+    s.schedule(T0)
+    assert s.schedule(T0 + 0.01).finished == []
+    assert [o.id for o in s.schedule(T0 + 0.1).finished] == ["soon"] and s.queued_requests == 1
+    s.abort(["later"])
+    assert s.schedule(T0 + 0.2).dropped == ["later"] and s.queued_requests == 0
+    # Thousands of requests that each wait, then run and halt: the heap keeps no entry for long.
+    wide = Scheduler(num_rows=4, max_queue_rows=10_000, seq_len=L)
+    for i in range(2_000):
+        add(wide, req(f"r{i}", max_steps=1, deadline_ms=60_000))
+        if i % 4 == 3:
+            wide.schedule(T0 + i * 1e-3)
+            assert len(step(wide, T0 + i * 1e-3).finished) == 4
+    assert wide.queued_requests == 0 and len(wide._deadlines) <= 64
+
+
 def test_abort_of_a_running_request_frees_its_rows_at_the_next_update_without_output():
     s = Scheduler(num_rows=3, max_queue_rows=8, seq_len=L)
     add(s, req("p", stream=True, trajectories=2, max_steps=99, noise=0.1), req("other", max_steps=99))

@@ -123,6 +123,12 @@ class Scheduler:
         self._waiting: deque[RequestState] = deque()
         self._waiting_rows = 0
         self._states: dict[str, RequestState] = {}  # every request not yet resolved, waiting or running
+        # Waiting requests by deadline (a heap; entries of admitted ones are skipped when they surface), and the
+        # count of cancelled waiting ones: `schedule` scans the queue only when one of them says it must. A scan
+        # on every step cost 2.1 ms with 16,384 requests queued (a /v1/solve/batch load), ~0.13 us each.
+        self._deadlines: list[tuple[float, int, RequestState]] = []
+        self._deadline_seq = 0
+        self._cancelled_waiting = 0
         self.accepting = True
         self.avg_request_s = 1.0  # EWMA of admitted-to-resolved time, for Retry-After
 
@@ -174,6 +180,9 @@ class Scheduler:
         state = RequestState(request, [Trajectory() for _ in range(request.rows)], verify_each=verify_each)
         self._states[request.id] = state
         self._waiting.append(state)
+        if request.deadline < math.inf:
+            self._deadline_seq += 1
+            heapq.heappush(self._deadlines, (request.deadline, self._deadline_seq, state))
         self._waiting_rows += request.rows
         self._waiting_bytes += size
         return None
@@ -184,6 +193,8 @@ class Scheduler:
         for rid in ids:
             state = self._states.get(rid)
             if state is not None:
+                if state.admitted_at is None and not state.cancelled:
+                    self._cancelled_waiting += 1
                 state.cancelled = True
                 if state.rows:
                     self.cancelled[state.rows] = True
@@ -230,7 +241,8 @@ class Scheduler:
         """Drop queued requests that were cancelled or ran out of time; move waiting requests into free rows."""
         finished: list[EngineOutput] = []
         dropped: list[str] = []
-        if any(s.cancelled or s.request.deadline <= now for s in self._waiting):
+        if self._waiting_expired(now) or self._cancelled_waiting:
+            self._cancelled_waiting = 0
             keep: deque[RequestState] = deque()
             for s in self._waiting:
                 if s.cancelled or s.request.deadline <= now:
@@ -250,6 +262,17 @@ class Scheduler:
         if admitted:
             self._place(admitted)
         return SchedulerOutput(admitted, np.flatnonzero(self.active), finished, dropped)
+
+    def _waiting_expired(self, now: float) -> bool:
+        """Whether a waiting request's deadline has passed (the heap's top entries up to `now`, consumed)."""
+        heap, expired = self._deadlines, False
+        while heap and heap[0][0] <= now:
+            s = heapq.heappop(heap)[2]
+            expired |= s.admitted_at is None and s.id in self._states
+        if len(heap) > 2 * len(self._waiting) + 64:  # admitted requests' entries: drop them now and then
+            heap[:] = [e for e in heap if e[2].admitted_at is None and e[2].id in self._states]
+            heapq.heapify(heap)
+        return expired
 
     def _admit(self, s: RequestState, now: float) -> Admission:
         self._waiting_rows -= s.request.rows
@@ -446,6 +469,8 @@ class Scheduler:
                 self._free_row(s, row)
         self._states.clear()
         self._waiting.clear()
+        self._deadlines.clear()
+        self._cancelled_waiting = 0
         self._waiting_rows = 0
         self._waiting_bytes = 0
         return failed
