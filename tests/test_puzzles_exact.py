@@ -54,6 +54,36 @@ def _two_solution_sudoku() -> tuple[SudokuPuzzle, tuple[int, ...]]:
     raise AssertionError("no deadly rectangle in the test grid; pick another seed")
 
 
+def _candidates_by_peers(givens: list[int]) -> list[int] | None:
+    """The plain way: place each given and strike its digit from its 20 peers, then the same propagation."""
+    from puzzles.sudoku_solver import ALL, _propagate
+
+    cands, queue = [ALL] * 81, []
+    for i, v in enumerate(givens):
+        if v:
+            cands[i] = 1 << (v - 1)
+            queue.append(i)
+    return cands if _propagate(cands, queue) else None
+
+
+@FAST
+@given(cells=st.lists(st.tuples(st.integers(0, 80), st.integers(1, 9)), max_size=45),
+       seed=st.integers(0, 2**31), tier=st.sampled_from(["medium", "hard"]))
+def test_candidates_from_unit_masks_equal_placing_each_given(cells: list[tuple[int, int]], seed: int,
+                                                              tier: str) -> None:
+    """initial_candidates strikes the givens through row/column/box masks in one pass; it must give exactly what
+    placing them one by one gives, for real puzzles and for random (often contradictory) givens alike."""
+    import random
+
+    from puzzles.sudoku_solver import initial_candidates
+
+    noise = [0] * 81
+    for i, v in cells:
+        noise[i] = v
+    for givens in (noise, list(sudoku_generate(random.Random(seed), tier).givens)):
+        assert initial_candidates(givens) == _candidates_by_peers(givens)
+
+
 def test_sudoku_with_two_solutions_is_solvable_not_unique() -> None:
     p, sol = _two_solution_sudoku()
     facts = SUDOKU.exact(p)
