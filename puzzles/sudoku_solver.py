@@ -182,8 +182,7 @@ class _Search:
                     if n == 2:
                         break
         if best < 0:
-            digit = _DIGIT
-            self.solutions.append(tuple(digit[m] for m in cands))
+            self.solutions.append(tuple(map(_DIGIT.__getitem__, cands)))
             return
         m = cands[best]
         bits = []

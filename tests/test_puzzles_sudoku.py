@@ -164,3 +164,35 @@ def test_the_plain_81_character_fast_path_reads_what_the_text_path_reads(text: s
 
     assert parse_cells(text) == (*_from_text(text)[:2], False, None)
     assert parse_cells({"grid": text})[:3] == (_from_text(text)[0], "string", True)
+
+
+def _first_clash_by_units(cells: list[int]) -> str | None:
+    """The plain check the mask pass stands in front of: walk the units in order, name the first clash."""
+    from puzzles.sudoku import _UNIT_NAMES, UNITS
+
+    for u, unit in enumerate(UNITS):
+        seen: dict[int, int] = {}
+        for cell in unit:
+            v = cells[cell]
+            if v and v in seen:
+                return f"digit {v} appears twice in {_UNIT_NAMES[u]}"
+            if v:
+                seen[v] = cell
+    return None
+
+
+@settings(max_examples=200, deadline=None)
+@given(st.lists(st.integers(0, 9), min_size=81, max_size=81), st.integers(0, 60))
+def test_contradictory_givens_are_found_and_named_as_by_walking_the_units(cells: list[int], blanks: int) -> None:
+    from puzzles.base import PuzzleError
+    from puzzles.sudoku import _check_givens
+
+    for i in range(blanks):  # sparser grids too, which often have no clash at all
+        cells[(i * 37) % 81] = 0
+    want = _first_clash_by_units(cells)
+    try:
+        _check_givens(cells)
+        got = None
+    except PuzzleError as err:
+        got = str(err)
+    assert (got is None) == (want is None) and (want is None or got.startswith(want)), (got, want)
