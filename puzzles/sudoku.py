@@ -497,13 +497,11 @@ class SudokuCodec:
         return _text(_answer_cells(puzzle))
 
     def render(self, puzzle_or_answer: SudokuPuzzle | SudokuAnswer) -> str:
-        cells = _answer_cells(puzzle_or_answer)
-        lines = []
-        for r in range(9):
-            if r in (3, 6):
-                lines.append("------+-------+------")
-            row = _text(cells[r * 9:(r + 1) * 9])
-            lines.append(" | ".join(" ".join(row[s:s + 3]) for s in (0, 3, 6)))
+        text = _text(_answer_cells(puzzle_or_answer))
+        lines = [" | ".join((" ".join(text[i:i + 3]), " ".join(text[i + 3:i + 6]), " ".join(text[i + 6:i + 9])))
+                 for i in range(0, 81, 9)]
+        lines.insert(6, "------+-------+------")
+        lines.insert(3, "------+-------+------")
         return "\n".join(lines)
 
     def answer_payload(self, answer: SudokuAnswer, puzzle: SudokuPuzzle) -> Any:
