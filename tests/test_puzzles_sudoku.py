@@ -196,3 +196,21 @@ def test_contradictory_givens_are_found_and_named_as_by_walking_the_units(cells:
     except PuzzleError as err:
         got = str(err)
     assert (got is None) == (want is None) and (want is None or got.startswith(want)), (got, want)
+
+
+def test_render_draws_the_grid_with_box_lines() -> None:
+    codec = get_codec("sudoku")
+    puzzle = codec.parse("53..7....6..195....98....6.8...6...34..8.3..17...2...6.6....28....419..5....8..79")
+    assert codec.render(puzzle) == "\n".join([
+        "5 3 . | . 7 . | . . .",
+        "6 . . | 1 9 5 | . . .",
+        ". 9 8 | . . . | . 6 .",
+        "------+-------+------",
+        "8 . . | . 6 . | . . 3",
+        "4 . . | 8 . 3 | . . 1",
+        "7 . . | . 2 . | . . 6",
+        "------+-------+------",
+        ". 6 . | . . . | 2 8 .",
+        ". . . | 4 1 9 | . . 5",
+        ". . . | . 8 . | . 7 9",
+    ])
