@@ -238,6 +238,16 @@ def test_expiry_and_cancel_are_found_separately_and_the_deadline_heap_stays_boun
     assert wide.queued_requests == 0 and len(wide._deadlines) <= 64
 
 
+def test_inputs_of_the_wrong_size_are_refused_not_loaded():
+    s = Scheduler(num_rows=2, max_queue_rows=8, seq_len=L)
+    good = req("good")
+    bad = EngineRequest("bad", good.model, inputs=good.inputs[:-4], puzzle_identifier=0, options=good.options,
+                        arrival=T0)
+    rejected = s.add(bad)
+    assert rejected is not None and rejected.code == ENGINE_ERROR and f"takes {L} int32 tokens" in rejected.message
+    assert s.add(good) is None and s.queued_requests == 1
+
+
 def test_abort_of_a_running_request_frees_its_rows_at_the_next_update_without_output():
     s = Scheduler(num_rows=3, max_queue_rows=8, seq_len=L)
     add(s, req("p", stream=True, trajectories=2, max_steps=99, noise=0.1), req("other", max_steps=99))

@@ -133,7 +133,8 @@ class ModelEngine:
         for o in batch.finished:  # resolved without running: each of its trajectories stopped
             result.halts[o.halted_by] += o.trajectories
         if batch.admitted:
-            runner.load_rows(np.stack([tokens_from_bytes(a.state.request.inputs) for a in batch.admitted]),
+            inputs = b"".join([a.state.request.inputs for a in batch.admitted])  # one array, not one per request
+            runner.load_rows(tokens_from_bytes(inputs).reshape(len(batch.admitted), -1),
                              np.array([a.state.request.puzzle_identifier for a in batch.admitted]),
                              [a.rows for a in batch.admitted])
             for a in batch.admitted:

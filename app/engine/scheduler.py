@@ -51,7 +51,7 @@ _CANCELLED, _VERIFIED, _Q_HEAD, _CONVERGED, _MAX_STEPS, _DEADLINE = range(1, 7)
 _RULE_CODES = {"q_head": 0, "max_steps": 1, "verifier": 2}
 
 
-@dataclass
+@dataclass(slots=True)
 class Trajectory:
     """One batch row's run. `tokens` is the last decoded answer (argmax), kept for deadlines."""
 
@@ -62,7 +62,7 @@ class Trajectory:
     valid: bool | None = None  # verifier verdict on `tokens`, when the verifier ran on this row
 
 
-@dataclass(eq=False)
+@dataclass(eq=False, slots=True)
 class RequestState:
     """The engine's bookkeeping for one request (plain data, never leaves the engine core)."""
 
@@ -154,19 +154,23 @@ class Scheduler:
 
     def add(self, request: EngineRequest, verify_each: bool = False) -> Rejected | None:
         """Queue a request, or say why not (the only place requests are refused)."""
-        if request.rows > self.max_share_rows:
+        rows = request.rows
+        if rows > self.max_share_rows:
             return Rejected(request.id, TOO_MANY_ROWS,
-                            f"{request.rows} trajectories need {request.rows} batch rows, but one request may hold "
+                            f"{rows} trajectories need {rows} batch rows, but one request may hold "
                             f"at most {self.max_share_rows} of this model's {self.num_rows} "
                             f"(RECURSOLVE_MAX_REQUEST_SHARE, so others always find rows); "
                             f"ask for at most {self.max_share_rows}")
+        if len(request.inputs) != self.row_bytes:  # rows are loaded as one array: every request must fit its row
+            return Rejected(request.id, ENGINE_ERROR, f"inputs are {len(request.inputs)} bytes; this model takes "
+                            f"{self.row_bytes // 4} int32 tokens ({self.row_bytes} bytes)")
         if not self.accepting:
             return Rejected(request.id, DRAINING,
                             "the server is draining and accepts no new requests; retry on another replica")
         # Rows free right now count as room too: requests that arrive in one message are queued before the
         # next `schedule` admits them, and would otherwise count against the queue while rows sit idle.
-        if self._waiting_rows + request.rows > self.max_queue_rows + len(self._free):
-            retry = self.retry_after(request.rows)
+        if self._waiting_rows + rows > self.max_queue_rows + len(self._free):
+            retry = self.retry_after(rows)
             return Rejected(request.id, QUEUE_FULL, f"queue full: {self._waiting_rows} rows waiting (limit "
                             f"{self.max_queue_rows}); retry in {retry} s", retry)
         size = request.nbytes
@@ -174,16 +178,16 @@ class Scheduler:
         # them), and an empty queue always takes one request: none is refused for a limit it cannot meet alone.
         room = None if self.max_queue_bytes is None else self.max_queue_bytes + len(self._free) * self.row_bytes
         if room is not None and self._waiting and self._waiting_bytes + size > room:
-            retry = self.retry_after(request.rows)
+            retry = self.retry_after(rows)
             return Rejected(request.id, QUEUE_FULL, f"queue full: {self._waiting_bytes} bytes of inputs waiting "
                             f"(limit {self.max_queue_bytes}, max_queue_bytes); retry in {retry} s", retry)
-        state = RequestState(request, [Trajectory() for _ in range(request.rows)], verify_each=verify_each)
+        state = RequestState(request, [Trajectory() for _ in range(rows)], verify_each=verify_each)
         self._states[request.id] = state
         self._waiting.append(state)
         if request.deadline < math.inf:
             self._deadline_seq += 1
             heapq.heappush(self._deadlines, (request.deadline, self._deadline_seq, state))
-        self._waiting_rows += request.rows
+        self._waiting_rows += rows
         self._waiting_bytes += size
         return None
 
@@ -280,9 +284,8 @@ class Scheduler:
         rows = [heapq.heappop(self._free) for _ in range(s.request.rows)]
         s.admitted_at = now
         s.rows = rows
-        for k, row in enumerate(rows):
+        for row in rows:
             self.row_state[row] = s
-            self.row_traj[row] = k
         return Admission(s, rows)
 
     def _place(self, admitted: list[Admission]) -> None:
@@ -297,6 +300,7 @@ class Scheduler:
         states = [a.state for a in admitted]
         opts = [s.request.options for s in states]
         self.active[idx] = True
+        self.row_traj[idx] = np.fromiter((k for c in counts for k in range(c)), np.int64, len(idx))
         self.cancelled[idx] = per_row([s.cancelled for s in states], bool)
         self.stream[idx] = per_row([s.request.stream for s in states], bool)
         self.steps[idx] = 0
@@ -341,15 +345,27 @@ class Scheduler:
             s = self.row_state[idx[j]]
             s.trajectories[self.row_traj[idx[j]]].valid = bool(ok[j])
         touched: dict[str, RequestState] = {}
-        for j in np.flatnonzero(code):
-            row = int(idx[j])
-            s = self.row_state[row]
-            traj = s.trajectories[self.row_traj[row]]
-            traj.tokens, traj.q_halt, traj.steps = tokens[j].copy(), float(q_halt[j]), int(steps[j])
-            traj.halted_by = HALT_REASONS[code[j] - 1]
-            out.halts[traj.halted_by] += 1
-            self._free_row(s, row)
-            touched[s.id] = s
+        halted = np.flatnonzero(code)
+        if len(halted):
+            # What every halted row needs, read out of the arrays once (per-row numpy reads cost more than the
+            # values); `answers` is a fresh array, so each trajectory keeps a row of it without a copy of its own.
+            rows = idx[halted]
+            answers = tokens[halted]
+            codes = code[halted]
+            self.active[rows] = False
+            self.cancelled[rows] = False
+            reasons, counts = np.unique(codes, return_counts=True)
+            out.halts.update({HALT_REASONS[c - 1]: n for c, n in zip(reasons.tolist(), counts.tolist(), strict=True)})
+            row_states, free = self.row_state, self._free
+            for k, (row, t, c, q, n) in enumerate(zip(rows.tolist(), self.row_traj[rows].tolist(), codes.tolist(),
+                                                      q_halt[halted].tolist(), steps[halted].tolist(), strict=True)):
+                s = row_states[row]
+                row_states[row] = None
+                traj = s.trajectories[t]
+                traj.tokens, traj.q_halt, traj.steps, traj.halted_by = answers[k], q, n, HALT_REASONS[c - 1]
+                s.rows.remove(row)
+                heapq.heappush(free, row)
+                touched[s.id] = s
         for s in touched.values():
             result = self._maybe_resolve(s, now)
             if result is not None:
@@ -367,6 +383,12 @@ class Scheduler:
 
     def _maybe_resolve(self, s: RequestState, now: float) -> EngineOutput | None:
         trajs = s.trajectories
+        if len(trajs) == 1:  # the usual request: its one row halted, so it resolves with it
+            halted_by = trajs[0].halted_by
+            if halted_by == "cancelled":
+                self._finish(s, None, "cancelled", now)
+                return None
+            return self._finish(s, 0, halted_by, now)
         reasons = [t.halted_by for t in trajs]
         if "cancelled" in reasons:
             self._finish(s, None, "cancelled", now)
