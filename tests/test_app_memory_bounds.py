@@ -24,8 +24,8 @@ L = 4  # tokens per request: 16 bytes of int32 inputs
 ROW_BYTES = 4 * L
 
 
-def req(rid: str, tokens: int = L) -> EngineRequest:
-    return EngineRequest(id=rid, model="m", inputs=tokens_to_bytes(np.zeros(tokens)), puzzle_identifier=0,
+def req(rid: str) -> EngineRequest:
+    return EngineRequest(id=rid, model="m", inputs=tokens_to_bytes(np.zeros(L)), puzzle_identifier=0,
                          options=SolveOptions(max_steps=1), arrival=100.0)
 
 
@@ -63,13 +63,13 @@ def test_an_empty_queue_takes_one_request_over_the_byte_limit():
     s = Scheduler(num_rows=1, max_queue_rows=100, seq_len=L, max_queue_bytes=8)
     assert s.add(req("a")) is None
     s.schedule(100.0)  # `a` holds the only row
-    assert s.add(req("big", tokens=4 * L)) is None  # 64 bytes > 8, but alone it can never fit: never refused
+    assert s.add(req("big")) is None  # 16 bytes > 8, but alone it can never fit: never refused
     assert s.add(req("next")) is not None
 
 
 def test_without_a_byte_limit_only_rows_count():
     s = Scheduler(num_rows=1, max_queue_rows=3, seq_len=L)
-    assert [s.add(req(r, tokens=1000)) for r in "abcd"] == [None] * 4
+    assert [s.add(req(r)) for r in "abcd"] == [None] * 4
     assert s.add(req("e")) is not None  # rows: 3 queued + 1 free row
 
 
