@@ -1021,7 +1021,11 @@ def write_report(args: argparse.Namespace, out: Path, results: dict[str, Any], m
 
 
 def _fmt(v: Any, spec: str) -> str:
-    return "-" if v is None else format(v, spec)
+    """`v` in `spec`; a missing value is a '-' as wide as the column, so the columns stay aligned."""
+    if v is None:
+        width = "".join(ch for ch in spec.split(".")[0] if ch.isdigit())
+        return "-".rjust(int(width or 1))
+    return format(v, spec)
 
 
 def print_table(results: dict[str, Any], ratios: dict[str, float]) -> None:
