@@ -32,8 +32,6 @@ from typing import Any
 import numpy as np
 import torch
 
-from app.api.service import SolveService
-from app.engine.protocol import EngineOutput
 from app.runtime import Runtime
 from app.settings import Settings
 from puzzles.sudoku import CODEC, generate
@@ -41,44 +39,23 @@ from puzzles.sudoku import CODEC, generate
 REPO = Path(__file__).resolve().parent.parent
 
 
-class PhaseSteps:
-    """Wraps SolveService._wait to record the steps of each engine run a request makes (its phases), keyed by
-    the asyncio task that serves the request. A phase's `steps` is its length: the verified trajectory's step,
-    or max_steps when none verified (every trajectory then ran to it)."""
-
-    def __init__(self, service: SolveService) -> None:
-        self.steps: dict[asyncio.Task[Any], list[int]] = {}
-        wait = service._wait
-
-        async def recorded(*args: Any, **kw: Any) -> EngineOutput:
-            out = await wait(*args, **kw)
-            task = asyncio.current_task()
-            assert task is not None
-            self.steps.setdefault(task, []).append(out.steps)
-            return out
-
-        service._wait = recorded  # type: ignore[method-assign]
-
-
 async def run_tier(runtime: Runtime, model: str, puzzles: list[str], escalate_after: int,
                    concurrency: int) -> dict[str, Any]:
     service = runtime.service
     assert service is not None
-    phases = PhaseSteps(service)
     gate = asyncio.Semaphore(concurrency)
-    rows: list[tuple[list[int], dict[str, Any]]] = []
+    rows: list[tuple[int, dict[str, Any]]] = []
 
     async def one(text: str) -> None:
         async with gate:
             prep = service.prepare("sudoku", model, text, {"escalate_after": escalate_after, "cache": False})
-            body = service.render(prep, await service.solve(prep))
-            task = asyncio.current_task()
-            assert task is not None
-            rows.append((phases.steps.pop(task), body))
+            outcome = await service.solve(prep)
+            # elapsed_steps: ACT steps from admission to answer, the plain run's and the escalation's together
+            rows.append((outcome.result.elapsed_steps, service.render(prep, outcome)))
 
     t0 = time.monotonic()
     await asyncio.gather(*(asyncio.create_task(one(p)) for p in puzzles))
-    steps = np.array([sum(s) for s, _ in rows])
+    steps = np.array([s for s, _ in rows])
     return {
         "puzzles": len(rows),
         "verified": round(float(np.mean([b["verified"] for _, b in rows])), 4),

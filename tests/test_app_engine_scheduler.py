@@ -372,3 +372,81 @@ def test_confidence_temperature_scales_the_confidence_not_the_halting():
     done = [step(s, q=q).finished[0] for s in (plain, tempered)]
     assert [d.halted_by for d in done] == ["max_steps", "max_steps"]
     assert [d.confidence for d in done] == pytest.approx([sigmoid(q), sigmoid(q / 0.5)])
+
+
+# -- halting=auto: the escalation runs in the engine -----------------------------------------------------------
+
+
+def auto_req(rid: str, k: int = 3, deadline_ms: int | None = None, **first) -> EngineRequest:
+    plain = SolveOptions(halting="verifier", max_steps=first.pop("max_steps", 2), deadline_ms=deadline_ms, **first)
+    noisy = SolveOptions(halting="verifier", max_steps=4, trajectories=k, noise=0.1, seed=7,
+                         selection="verifier_first", deadline_ms=deadline_ms)
+    return EngineRequest(id=rid, model="m", inputs=tokens_to_bytes(np.zeros(L)), puzzle_identifier=0,
+                         options=plain, arrival=T0, escalation=noisy)
+
+
+def test_an_unverified_plain_run_escalates_in_the_engine_ahead_of_new_work():
+    s = Scheduler(num_rows=4, max_queue_rows=16, seq_len=L)
+    add(s, auto_req("a"), auto_req("b"), verify_each=True)
+    assert admitted_ids(s) == ["a", "b"]
+    add(s, req("late", max_steps=1))
+    step(s, verified=False)
+    assert step(s, verified=False, q=0.5).finished == []  # both ran out of plain steps unverified: no output
+    assert [st.id for st in s._waiting] == ["a", "b", "late"]  # escalations first, in their own order
+    batch = s.schedule(T0 + 0.01)
+    assert [a.state.id for a in batch.admitted] == ["a"] and len(batch.admitted[0].rows) == 3  # b's 3 rows wait
+    tokens = np.zeros((3, L), np.int64)
+    tokens[1, 0] = 9
+    (out,) = step(s, T0 + 0.02, tokens=tokens, verified=[False, True, False]).finished
+    assert (out.id, out.halted_by, out.valid, out.chosen, out.trajectories) == ("a", "verified", True, 2, 4)
+    assert out.tokens == tokens_to_bytes(tokens[1])
+    assert out.row_steps == 2 + 3 * 1 and out.elapsed_steps == 2 + 1 and out.steps == 1
+    assert admitted_ids(s, T0 + 0.03) == ["b", "late"]  # then b's escalation, then the new request
+    assert s.queued_requests == 0
+
+
+def test_a_verified_plain_run_does_not_escalate_and_a_better_first_run_is_kept():
+    s = Scheduler(num_rows=4, max_queue_rows=16, seq_len=L)
+    add(s, auto_req("ok"), auto_req("keep"), verify_each=True)
+    s.schedule(T0)
+    (out,) = step(s, verified=[True, False], q=[1.0, 2.0]).finished
+    assert (out.id, out.trajectories, out.halted_by, out.elapsed_steps) == ("ok", 1, "verified", 1)
+    assert step(s, verified=False, q=2.0, tokens=[[5, 5, 5, 5]]).finished == []
+    s.schedule(T0)
+    for _ in range(4):  # the escalation never verifies and the Q-head trusts it less: the plain answer stays
+        res = step(s, verified=False, q=-1.0)
+    (out,) = res.finished
+    assert (out.trajectories, out.chosen, out.halted_by, out.q_halt) == (4, 0, "max_steps", 2.0)
+    assert out.tokens == tokens_to_bytes(np.array([5, 5, 5, 5])) and out.row_steps == 2 + 3 * 4
+    assert out.elapsed_steps == 2 + 4
+
+
+def test_an_escalation_whose_deadline_passes_in_the_queue_answers_with_the_plain_run():
+    s = Scheduler(num_rows=3, max_queue_rows=16, seq_len=L)
+    add(s, req("hog", max_steps=99), auto_req("a", k=3, deadline_ms=100), verify_each=True)
+    s.schedule(T0)
+    step(s, verified=False)
+    assert step(s, verified=False, q=0.5).finished == []  # a escalates; its 3 rows wait behind the hog
+    batch = s.schedule(T0 + 0.2)
+    (out,) = batch.finished
+    assert (out.id, out.trajectories, out.halted_by, out.q_halt, out.row_steps) == ("a", 4, "max_steps", 0.5, 2)
+    assert s.queued_requests == 0 and not s.is_live("a")
+
+
+def test_a_drain_cuts_an_escalation_with_the_better_answer_so_far():
+    s = Scheduler(num_rows=4, max_queue_rows=16, seq_len=L)
+    add(s, auto_req("a"), verify_each=True)
+    s.schedule(T0)
+    step(s, verified=False, q=3.0)
+    step(s, verified=False, q=3.0)
+    s.schedule(T0)
+    step(s, verified=False, q=-2.0)
+    (out,) = s.cut(None, T0 + 1).finished
+    assert (out.trajectories, out.q_halt, out.chosen, out.halted_by) == (4, 3.0, 0, "max_steps")
+    assert s.running_rows == 0 and not s.has_work()
+
+
+def test_an_escalation_that_could_never_run_is_refused_up_front():
+    s = Scheduler(num_rows=4, max_queue_rows=16, seq_len=L, max_share=0.5)
+    rejected = s.add(auto_req("a", k=3))
+    assert rejected is not None and rejected.code == TOO_MANY_ROWS and "ask for at most 2" in rejected.message

@@ -18,7 +18,6 @@ import asyncio
 import contextlib
 import hashlib
 import logging
-import math
 import time
 import uuid
 from collections.abc import AsyncIterator, Awaitable, Callable
@@ -353,29 +352,17 @@ class SolveService:
     async def _solve_auto(self, prep: Prepared, is_disconnected: Callable[[], Awaitable[bool]] | None
                           ) -> tuple[EngineOutput, bool]:
         """Adaptive compute: one plain trajectory halting on the verifier; if it ends unverified (and time is
-        left), K noisy trajectories with verifier-first selection. The escalation's seed comes from the cache
-        key when the request gave none, so the same puzzle always escalates the same way (and can be cached)."""
+        left), K noisy trajectories with verifier-first selection. Both runs are one engine request: the engine
+        starts the escalation itself, ahead of new work, and answers with the better run (Scheduler). The
+        escalation's seed comes from the cache key when the request gave none, so the same puzzle always
+        escalates the same way (and can be cached)."""
         o = prep.options
-        flight, joined = self._flight(replace(prep, options=_plain_phase(o, escalating=True), key=prep.key + "|plain"))
-        first = await self._wait(flight, is_disconnected)
-        if first.valid or first.halted_by in ("deadline", "cancelled") or first.tokens is None:
-            return first, joined
-        if o.deadline_ms is not None and (time.monotonic() - prep.started) * 1000.0 >= o.deadline_ms:
-            return first, joined  # no time left to escalate
-        k = self._escalation_k(prep.model, o)
         noisy = msgspec.structs.replace(
-            o, halting="verifier", trajectories=k, noise=o.noise if o.noise > 0 else prep.model.info.default_noise,
-            selection="verifier_first", seed=o.seed if o.seed is not None else _seed_of(prep.key))
-        flight, _ = self._flight(replace(prep, options=noisy, key=prep.key + "|escalated"))
-        second = await self._wait(flight, is_disconnected)
-        # The escalation's answer when it verified; else whichever run the Q-head trusts more.
-        use_second = second.tokens is not None and (
-            bool(second.valid) or (second.q_halt or -math.inf) >= (first.q_halt or -math.inf))
-        best = second if use_second else first
-        return msgspec.structs.replace(
-            best, trajectories=1 + second.trajectories, row_steps=first.row_steps + second.row_steps,
-            chosen=(1 + second.chosen) if use_second and second.chosen is not None else best.chosen,
-            queue_ms=first.queue_ms + second.queue_ms, compute_ms=first.compute_ms + second.compute_ms), joined
+            o, halting="verifier", trajectories=self._escalation_k(prep.model, o),
+            noise=o.noise if o.noise > 0 else prep.model.info.default_noise, selection="verifier_first",
+            seed=o.seed if o.seed is not None else _seed_of(prep.key), escalate_after=None)
+        flight, joined = self._flight(replace(prep, options=_plain_phase(o, escalating=True)), escalation=noisy)
+        return await self._wait(flight, is_disconnected), joined
 
     async def stream(self, prep: Prepared) -> AsyncIterator[StepUpdate | Outcome | None]:
         """Step updates, then the Outcome. Returns once the engine queued the request, so the caller can turn
@@ -421,14 +408,15 @@ class SolveService:
             if not future.done():  # the client went away (generator closed): free the rows
                 self.engine.abort([request_id])
 
-    def _engine_request(self, prep: Prepared, stream: bool = False) -> EngineRequest:
+    def _engine_request(self, prep: Prepared, stream: bool = False,
+                        escalation: SolveOptions | None = None) -> EngineRequest:
         # An auto request reaching here directly is a stream: it shows the plain run (no escalation).
         opts = _plain_phase(prep.options) if prep.options.halting == "auto" else prep.options
         return EngineRequest(id=uuid.uuid4().hex, model=prep.model.name, inputs=prep.inputs.tobytes(),
                              puzzle_identifier=prep.puzzle_identifier, options=opts, arrival=prep.started,
-                             stream=stream)
+                             stream=stream, escalation=escalation)
 
-    def _flight(self, prep: Prepared) -> tuple[_Flight, bool]:
+    def _flight(self, prep: Prepared, escalation: SolveOptions | None = None) -> tuple[_Flight, bool]:
         """Join an identical in-flight request, or submit a new one.
 
         The key is the cache key plus deadline_ms: only requests with the same time budget share a run, so
@@ -439,7 +427,7 @@ class SolveService:
         existing = self._inflight.get(key) if o.deterministic else None
         if existing is not None and not existing.future.done():
             return existing, True
-        request = self._engine_request(prep)
+        request = self._engine_request(prep, escalation=escalation)
         flight = _Flight(request.id, self.engine.submit(request))
         if o.deterministic:
             self._inflight[key] = flight

@@ -106,6 +106,10 @@ class EngineRequest(msgspec.Struct, frozen=True):
     options: SolveOptions
     arrival: float  # time.monotonic() when the HTTP request arrived: queue time counts from here
     stream: bool = False  # send a StepUpdate after every ACT step, and Accepted once queued
+    # halting=auto: the options of a second run (K noisy trajectories) that starts in the engine, ahead of new
+    # work, when the first run ends unverified with time left; the output is the better of the two (see
+    # Scheduler). None: one run.
+    escalation: SolveOptions | None = None
 
     @property
     def rows(self) -> int:
@@ -203,6 +207,9 @@ class EngineOutput(msgspec.Struct, frozen=True):
     valid: bool | None  # verifier verdict seen in the loop (None: the loop did not verify)
     queue_ms: float
     compute_ms: float
+    # ACT steps from admission to this output, both runs of an escalated request: its latency in steps (a GPU
+    # step costs about the same at any row count).
+    elapsed_steps: int = 0
 
 
 class StepUpdate(msgspec.Struct, frozen=True):

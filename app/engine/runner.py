@@ -98,7 +98,7 @@ class ModelRunner:
 
         inputs [m, seq_len] int32, puzzle_ids [m], rows_per_request: the rows of each of the m requests.
         """
-        tokens = torch.from_numpy(np.ascontiguousarray(inputs, dtype=np.int32))
+        tokens = torch.from_numpy(np.array(inputs, dtype=np.int32))  # a copy: the inputs may be a read-only buffer
         x = self.backend.embed(tokens, torch.from_numpy(np.asarray(puzzle_ids, dtype=np.int32))).to(self.x.dtype)
         counts = torch.tensor([len(r) for r in rows_per_request], device=x.device)
         rows = torch.tensor([r for rs in rows_per_request for r in rs], device=self.device)

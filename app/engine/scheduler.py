@@ -20,6 +20,10 @@ Policy, in short:
 - A PTRM request frees each row as soon as that row halts; it resolves when its last row halts (selection
   policy over the K answers), at once when one row's answer passes the verifier, or when its deadline cuts
   every row (selection over the answers so far).
+- halting=auto (a request with an `escalation`): when its one plain trajectory ends unverified with time left,
+  the request goes on in the engine as its escalation (K noisy trajectories), queued ahead of new work (behind
+  earlier escalations), so it neither goes back through an API process nor waits its turn twice. Its output
+  is the escalation's answer when that verified, else the answer of whichever run the Q-head trusts more.
 """
 
 from __future__ import annotations
@@ -30,6 +34,7 @@ from collections import Counter, deque
 from dataclasses import dataclass, field
 from typing import Any
 
+import msgspec
 import numpy as np
 
 from app.engine.protocol import (
@@ -41,6 +46,7 @@ from app.engine.protocol import (
     EngineOutput,
     EngineRequest,
     Rejected,
+    SolveOptions,
     StepUpdate,
     tokens_to_bytes,
 )
@@ -72,6 +78,8 @@ class RequestState:
     cancelled: bool = False
     verify_each: bool = False  # run the batched verifier after every step
     rows: list[int] = field(default_factory=list)  # rows it still holds
+    first: EngineOutput | None = None  # halting=auto: the plain run's output, while its escalation runs
+    queued_since: float | None = None  # when the escalation was queued (None: the request's arrival)
 
     @property
     def id(self) -> str:
@@ -129,6 +137,7 @@ class Scheduler:
         self._deadlines: list[tuple[float, int, RequestState]] = []
         self._deadline_seq = 0
         self._cancelled_waiting = 0
+        self._escalations_waiting = 0  # escalations queue at the front of _waiting, in their own order
         self.accepting = True
         self.avg_request_s = 1.0  # EWMA of admitted-to-resolved time, for Retry-After
 
@@ -155,9 +164,11 @@ class Scheduler:
     def add(self, request: EngineRequest, verify_each: bool = False) -> Rejected | None:
         """Queue a request, or say why not (the only place requests are refused)."""
         rows = request.rows
-        if rows > self.max_share_rows:
+        # An auto request must be able to run its escalation too.
+        need = max(rows, request.escalation.trajectories) if request.escalation is not None else rows
+        if need > self.max_share_rows:
             return Rejected(request.id, TOO_MANY_ROWS,
-                            f"{rows} trajectories need {rows} batch rows, but one request may hold "
+                            f"{need} trajectories need {need} batch rows, but one request may hold "
                             f"at most {self.max_share_rows} of this model's {self.num_rows} "
                             f"(RECURSOLVE_MAX_REQUEST_SHARE, so others always find rows); "
                             f"ask for at most {self.max_share_rows}")
@@ -181,13 +192,11 @@ class Scheduler:
             retry = self.retry_after(rows)
             return Rejected(request.id, QUEUE_FULL, f"queue full: {self._waiting_bytes} bytes of inputs waiting "
                             f"(limit {self.max_queue_bytes}, max_queue_bytes); retry in {retry} s", retry)
-        state = RequestState(request, [Trajectory() for _ in range(rows)], verify_each=verify_each)
+        state = RequestState(request, [Trajectory() for _ in range(request.rows)], verify_each=verify_each)
         self._states[request.id] = state
         self._waiting.append(state)
-        if request.deadline < math.inf:
-            self._deadline_seq += 1
-            heapq.heappush(self._deadlines, (request.deadline, self._deadline_seq, state))
-        self._waiting_rows += rows
+        self._watch_deadline(state)
+        self._waiting_rows += request.rows
         self._waiting_bytes += size
         return None
 
@@ -260,12 +269,18 @@ class Scheduler:
                 else:
                     keep.append(s)
             self._waiting = keep
+            self._escalations_waiting = sum(s.first is not None for s in keep)  # still the front of the queue
         admitted: list[Admission] = []
         while self._waiting and len(self._free) >= self._waiting[0].request.rows:  # FIFO, no backfill
             admitted.append(self._admit(self._waiting.popleft(), now))
         if admitted:
             self._place(admitted)
         return SchedulerOutput(admitted, np.flatnonzero(self.active), finished, dropped)
+
+    def _watch_deadline(self, s: RequestState) -> None:
+        if s.request.deadline < math.inf:
+            self._deadline_seq += 1
+            heapq.heappush(self._deadlines, (s.request.deadline, self._deadline_seq, s))
 
     def _waiting_expired(self, now: float) -> bool:
         """Whether a waiting request's deadline has passed (the heap's top entries up to `now`, consumed)."""
@@ -282,6 +297,8 @@ class Scheduler:
         self._waiting_rows -= s.request.rows
         self._waiting_bytes -= s.request.nbytes
         rows = [heapq.heappop(self._free) for _ in range(s.request.rows)]
+        if s.first is not None:
+            self._escalations_waiting -= 1
         s.admitted_at = now
         s.rows = rows
         for row in rows:
@@ -411,8 +428,10 @@ class Scheduler:
         return select_trajectory(opts.selection, [t.tokens.tobytes() for t in trajs], [t.q_halt for t in trajs],
                                  valid)
 
-    def _finish(self, s: RequestState, chosen: int | None, halted_by: str, now: float) -> EngineOutput:
-        """Free whatever rows the request still holds and build its output."""
+    def _finish(self, s: RequestState, chosen: int | None, halted_by: str, now: float,
+                escalate: bool = True) -> EngineOutput | None:
+        """Free whatever rows the request still holds and build its output; None when the run was halting=auto's
+        plain run and its escalation now follows (`escalate` False: never, as when a drain cuts it)."""
         for row in list(s.rows):
             traj = s.trajectories[self.row_traj[row]]
             if traj.halted_by is None:  # a sibling cut short: keep its progress for the row-step count
@@ -423,7 +442,7 @@ class Scheduler:
         traj = s.trajectories[chosen] if chosen is not None else None
         has_answer = traj is not None and traj.tokens is not None
         self.avg_request_s = 0.8 * self.avg_request_s + 0.2 * max(now - admitted, 1e-3)
-        return EngineOutput(
+        out = EngineOutput(
             id=s.id,
             tokens=tokens_to_bytes(traj.tokens) if has_answer else None,
             confidence=_sigmoid(traj.q_halt / self.temperature) if has_answer else None,
@@ -434,14 +453,41 @@ class Scheduler:
             chosen=chosen if has_answer else None,
             row_steps=sum(t.steps for t in s.trajectories),
             valid=traj.valid if has_answer else None,
-            queue_ms=(admitted - s.request.arrival) * 1000.0,
+            queue_ms=(admitted - self._queued_since(s)) * 1000.0,
             compute_ms=(now - admitted) * 1000.0,
+            elapsed_steps=max((t.steps for t in s.trajectories), default=0),
         )
+        if s.first is not None:  # the escalation ended
+            return _better_run(s.first, out)
+        esc = s.request.escalation
+        if (escalate and esc is not None and not s.cancelled and not out.valid and out.tokens is not None
+                and halted_by not in ("deadline", "cancelled") and s.request.deadline > now):
+            self._queue_escalation(s, out, esc, now)
+            return None
+        return out
+
+    def _queue_escalation(self, s: RequestState, first: EngineOutput, esc: SolveOptions, now: float) -> None:
+        """The same request again as its escalation, at the front of the queue behind earlier escalations: it
+        has waited its turn once, and it was accepted, so the queue limits do not apply to it."""
+        s.first, s.queued_since, s.admitted_at = first, now, None
+        s.request = msgspec.structs.replace(s.request, options=esc, escalation=None)
+        s.trajectories = [Trajectory() for _ in range(esc.trajectories)]
+        self._states[s.id] = s
+        self._waiting.insert(self._escalations_waiting, s)
+        self._escalations_waiting += 1
+        self._waiting_rows += s.request.rows
+        self._waiting_bytes += s.request.nbytes
+        self._watch_deadline(s)
+
+    @staticmethod
+    def _queued_since(s: RequestState) -> float:
+        return s.queued_since if s.queued_since is not None else s.request.arrival
 
     def _unstarted(self, s: RequestState, halted_by: str, now: float) -> EngineOutput:
-        return EngineOutput(id=s.id, tokens=None, confidence=None, q_halt=None, steps=0, halted_by=halted_by,
-                            trajectories=s.request.rows, chosen=None, row_steps=0, valid=None,
-                            queue_ms=(now - s.request.arrival) * 1000.0, compute_ms=0.0)
+        out = EngineOutput(id=s.id, tokens=None, confidence=None, q_halt=None, steps=0, halted_by=halted_by,
+                           trajectories=s.request.rows, chosen=None, row_steps=0, valid=None,
+                           queue_ms=(now - self._queued_since(s)) * 1000.0, compute_ms=0.0)
+        return out if s.first is None else _better_run(s.first, out)
 
     def _step_updates(self, idx: np.ndarray, tokens: np.ndarray, q_halt: np.ndarray, steps: np.ndarray,
                       cancelled: np.ndarray) -> list[StepUpdate]:
@@ -466,6 +512,7 @@ class Scheduler:
         for s in targets:
             if s.admitted_at is None:  # still queued
                 self._waiting.remove(s)
+                self._escalations_waiting -= s.first is not None
                 self._waiting_rows -= s.request.rows
                 self._waiting_bytes -= s.request.nbytes
                 del self._states[s.id]
@@ -480,7 +527,9 @@ class Scheduler:
                 self._free_row(s, row)
             started = [k for k, t in enumerate(s.trajectories) if t.tokens is not None]
             chosen = self._select(s) if len(started) == len(s.trajectories) else (started[0] if started else None)
-            out.finished.append(self._finish(s, chosen, "deadline", now))
+            cut = self._finish(s, chosen, "deadline", now, escalate=False)
+            assert cut is not None
+            out.finished.append(cut)
         return out
 
     def fail_all(self, message: str) -> list[Rejected]:
@@ -493,6 +542,21 @@ class Scheduler:
         self._waiting.clear()
         self._deadlines.clear()
         self._cancelled_waiting = 0
+        self._escalations_waiting = 0
         self._waiting_rows = 0
         self._waiting_bytes = 0
         return failed
+
+
+def _better_run(first: EngineOutput, second: EngineOutput) -> EngineOutput:
+    """halting=auto: the escalation's answer when it verified, else whichever run the Q-head trusts more; the
+    counts (trajectories, row-steps, steps elapsed, time) cover both runs."""
+    q_first = first.q_halt if first.q_halt is not None else -math.inf
+    q_second = second.q_halt if second.q_halt is not None else -math.inf
+    use_second = second.tokens is not None and (bool(second.valid) or q_second >= q_first)
+    best = second if use_second else first
+    return msgspec.structs.replace(
+        best, trajectories=1 + second.trajectories, row_steps=first.row_steps + second.row_steps,
+        chosen=1 + second.chosen if use_second and second.chosen is not None else best.chosen,
+        queue_ms=first.queue_ms + second.queue_ms, compute_ms=first.compute_ms + second.compute_ms,
+        elapsed_steps=first.elapsed_steps + second.elapsed_steps)
