@@ -110,6 +110,8 @@ def solve(
         status, data = r.status_code, r.json()
     else:
         os.environ.setdefault("RECURSOLVE_LOG_LEVEL", "warning")
+        # One puzzle: a compile of every model (a minute or more on CUDA) would cost more than it saves.
+        os.environ.setdefault("RECURSOLVE_COMPILE", "false")
         status, data = asyncio.run(_solve_in_process(body))
     if as_json:
         typer.echo(json.dumps(data, indent=2))

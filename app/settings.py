@@ -185,6 +185,9 @@ class Settings(BaseSettings):
     cors_origins: str | None = None  # comma-separated origins (or "*"); unset: no CORS headers at all
     idempotency_ttl_seconds: int = Field(default=86400, ge=1)  # how long an Idempotency-Key's first answer is kept
     warmup: bool = True
+    # The compile of models whose entry leaves `compile` out (ModelSpec.compile): None keeps its default (on for
+    # CUDA); False suits short-lived processes such as `recursolve solve` without a server.
+    compile: bool | None = None
     log_level: str = "info"
     access_log: bool = False  # one JSON line per HTTP request (off: at thousands of requests/s it costs CPU)
     # Engine v2: `recursolve serve` runs one engine-core process and this many API processes (None: from the
@@ -292,10 +295,17 @@ def load_model_specs(settings: Settings) -> list[ModelSpec]:
 
 
 def with_server_defaults(specs: list[ModelSpec], settings: Settings) -> list[ModelSpec]:
-    """Fill what a spec leaves to the server (the queue's byte limit) from settings, so the engine core needs
-    only its specs (applied where specs are handed to the engine: app/serve.py, app/runtime.py)."""
-    return [s if s.max_queue_bytes is not None else s.model_copy(update={"max_queue_bytes": settings.max_queue_bytes})
-            for s in specs]
+    """Fill what a spec leaves to the server (the queue's byte limit, the compile) from settings, so the engine core
+    needs only its specs (applied where specs are handed to the engine: app/serve.py, app/runtime.py)."""
+    filled = []
+    for s in specs:
+        update: dict[str, Any] = {}
+        if s.max_queue_bytes is None:
+            update["max_queue_bytes"] = settings.max_queue_bytes
+        if s.compile is None and settings.compile is not None:
+            update["compile"] = settings.compile
+        filled.append(s.model_copy(update=update) if update else s)
+    return filled
 
 
 def read_models_file(path: Path) -> list[ModelSpec]:

@@ -228,3 +228,14 @@ def test_discovery_needs_task(tmp_path: Path) -> None:
     (tmp_path / "mystery" / "config.json").write_text("{not json")
     with pytest.raises(ModelsFileError, match="cannot read"):
         load_model_specs(Settings(weights_dir=tmp_path))
+
+
+def test_the_server_wide_compile_fills_only_entries_that_leave_it_out(tmp_path):
+    from app.settings import ModelSpec, Settings, with_server_defaults
+
+    left_out = ModelSpec(name="a", task="sudoku", path=tmp_path)
+    chosen = ModelSpec(name="b", task="sudoku", path=tmp_path, compile=True)
+    a, b = with_server_defaults([left_out, chosen], Settings(compile=False))
+    assert a.compile is False and b.compile is True
+    a, b = with_server_defaults([left_out, chosen], Settings())
+    assert a.compile is None and b.compile is True  # None: the engine's default (on for CUDA)
