@@ -112,15 +112,15 @@ async def lifespan_running(app: FastAPI) -> AsyncIterator[None]:
 
 
 @contextlib.asynccontextmanager
-async def running_app(root: Path, settings: Settings | None = None,
-                      specs: list[ModelSpec] | None = None) -> AsyncIterator[tuple[FastAPI, httpx.AsyncClient]]:
+async def running_app(root: Path, settings: Settings | None = None, specs: list[ModelSpec] | None = None,
+                      ready_timeout: float = 60) -> AsyncIterator[tuple[FastAPI, httpx.AsyncClient]]:
     """The real app with its lifespan running, and an httpx client wired to it in-process."""
     # The tiny pools (1-4 rows) run whole-pool PTRM requests in these tests: no per-request share of the rows
     # (the share rule has its own tests in test_app_engine_scheduler.py and test_app_engine_batching.py).
     settings = settings or Settings(weights_dir=root, warmup=True, drain_grace_seconds=2, max_request_share=1.0)
     app = create_app(settings, specs if specs is not None else make_specs(root))
     async with lifespan_running(app):
-        await app.state.runtime.wait_ready(60)
+        await app.state.runtime.wait_ready(ready_timeout)
         transport = httpx.ASGITransport(app=app)
         async with httpx.AsyncClient(transport=transport, base_url="http://test", timeout=60) as client:
             yield app, client

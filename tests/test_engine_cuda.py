@@ -96,9 +96,13 @@ def test_engine_on_cuda_matches_cpu_float32():
 
 
 async def test_server_on_cuda_answers_the_readme_puzzle(tmp_path):
+    """The server as a GPU user starts it: CUDA graphs of the compiled step (its default on CUDA); the compile
+    takes ~80 s on a cold cache."""
     spec = ModelSpec(name="trm-mlp-sudoku", task="sudoku", path=WEIGHTS, device="cuda")
-    async with running_app(tmp_path, settings=Settings(weights_dir=tmp_path), specs=[spec]) as (_, client):
+    async with running_app(tmp_path, settings=Settings(weights_dir=tmp_path), specs=[spec],
+                           ready_timeout=240) as (_, client):
         models = (await client.get("/v1/models")).json()["models"]
         assert models[0]["device"].startswith("cuda") and models[0]["cuda_graphs"] is True
+        assert models[0]["compiled"] is True
         r = await client.post("/v1/solve", json={"task": "sudoku", "puzzle": README_PUZZLE})
         assert r.status_code == 200 and r.json()["verified"] is True, r.text
