@@ -49,10 +49,12 @@ class JsonOnlyMiddleware:
         self.app = app
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        if scope["type"] == "http" and scope["method"] == "POST" and _routed(scope):
+        if scope["type"] == "http" and scope["method"] == "POST":
             raw = next((v for k, v in scope.get("headers", ()) if k == b"content-type"), None)
             content_type = raw.decode("latin-1") if raw is not None else ""
-            if not is_json_media_type(content_type):
+            # The media type first: a JSON body passes whatever the route, so only a non-JSON one pays for
+            # matching the path against the routes (~5 us a request here).
+            if not is_json_media_type(content_type) and _routed(scope):
                 got = repr(content_type[:64]) if content_type else "no Content-Type"
                 err = ApiError(415, "unsupported_media_type", "the request body must be JSON sent with "
                                f"'Content-Type: application/json' (got {got})", "header Content-Type")
