@@ -28,7 +28,7 @@ from puzzles.base import ExactFacts, PuzzleError, Verification, as_tokens, descr
 from puzzles.grid_text import cell_name, clip, is_int
 from puzzles.llm_text import NULL_WORDS, Line, extract, find_json, has_words, render_table, table_cells
 from puzzles.sudoku_gen import TIER_SPECS, TIERS, generate_digits, tier_of
-from puzzles.sudoku_solver import BOX, COL, ROW, UNITS, SolveResult, solve_digits
+from puzzles.sudoku_solver import UNITS, SolveResult, solve_digits, unit_masks
 
 __all__ = [
     "CODEC",
@@ -255,17 +255,7 @@ def _text(cells: Sequence[int]) -> str:
 
 def _check_givens(cells: Sequence[int]) -> None:
     """Reject contradictory givens, naming both cells of the first clash found."""
-    rows, cols, boxes = [0] * 9, [0] * 9, [0] * 9
-    for i, v in enumerate(cells):  # one pass over unit masks finds whether there is a clash at all
-        if v:
-            b = 1 << v
-            r, c, x = ROW[i], COL[i], BOX[i]
-            if (rows[r] | cols[c] | boxes[x]) & b:
-                break
-            rows[r] |= b
-            cols[c] |= b
-            boxes[x] |= b
-    else:
+    if unit_masks(cells) is not None:  # one pass over unit masks finds whether there is a clash at all
         return
     for u, unit in enumerate(UNITS):  # there is one: name the first in unit order, as the message always did
         seen: dict[int, int] = {}

@@ -122,21 +122,31 @@ def _propagate(cands: list[int], queue: list[int]) -> bool:
             return True
 
 
-def initial_candidates(givens: Sequence[int]) -> list[int] | None:
-    """Candidate bitmasks after placing the givens and propagating singles; None if they contradict.
-
-    The givens are struck from their rows, columns and boxes in one pass over unit masks (what propagating each
-    given to its 20 peers did, at a third of the cost: 115 -> 82 us for a medium puzzle, all of it solved here)."""
+def unit_masks(givens: Sequence[int]) -> tuple[list[int], list[int], list[int]] | None:
+    """The digits each row, column and box holds (bit d-1 for digit d), in one pass; None when a digit stands
+    twice in one unit."""
     rows, cols, boxes = [0] * 9, [0] * 9, [0] * 9
     for i, v in enumerate(givens):
         if v:
             b = 1 << (v - 1)
             r, c, x = ROW[i], COL[i], BOX[i]
             if (rows[r] | cols[c] | boxes[x]) & b:
-                return None  # the same digit twice in a unit
+                return None
             rows[r] |= b
             cols[c] |= b
             boxes[x] |= b
+    return rows, cols, boxes
+
+
+def initial_candidates(givens: Sequence[int]) -> list[int] | None:
+    """Candidate bitmasks after placing the givens and propagating singles; None if they contradict.
+
+    The givens are struck from their rows, columns and boxes through unit masks (what propagating each given to
+    its 20 peers did, at a third of the cost: 115 -> 82 us for a medium puzzle, all of it solved here)."""
+    masks = unit_masks(givens)
+    if masks is None:
+        return None
+    rows, cols, boxes = masks
     cands = [0] * 81
     queue = []
     for i, v in enumerate(givens):
