@@ -137,7 +137,6 @@ class Scheduler:
         self._deadlines: list[tuple[float, int, RequestState]] = []
         self._deadline_seq = 0
         self._cancelled_waiting = 0
-        self._escalations_waiting = 0  # escalations queue at the front of _waiting, in their own order
         self.accepting = True
         self.avg_request_s = 1.0  # EWMA of admitted-to-resolved time, for Retry-After
 
@@ -269,7 +268,6 @@ class Scheduler:
                 else:
                     keep.append(s)
             self._waiting = keep
-            self._escalations_waiting = sum(s.first is not None for s in keep)  # still the front of the queue
         admitted: list[Admission] = []
         while self._waiting and len(self._free) >= self._waiting[0].request.rows:  # FIFO, no backfill
             admitted.append(self._admit(self._waiting.popleft(), now))
@@ -297,8 +295,6 @@ class Scheduler:
         self._waiting_rows -= s.request.rows
         self._waiting_bytes -= s.request.nbytes
         rows = [heapq.heappop(self._free) for _ in range(s.request.rows)]
-        if s.first is not None:
-            self._escalations_waiting -= 1
         s.admitted_at = now
         s.rows = rows
         for row in rows:
@@ -473,8 +469,10 @@ class Scheduler:
         s.request = msgspec.structs.replace(s.request, options=esc, escalation=None)
         s.trajectories = [Trajectory() for _ in range(esc.trajectories)]
         self._states[s.id] = s
-        self._waiting.insert(self._escalations_waiting, s)
-        self._escalations_waiting += 1
+        ahead = 0  # the escalations already waiting: they stand at the front, in the order they came
+        while ahead < len(self._waiting) and self._waiting[ahead].first is not None:
+            ahead += 1
+        self._waiting.insert(ahead, s)
         self._waiting_rows += s.request.rows
         self._waiting_bytes += s.request.nbytes
         self._watch_deadline(s)
@@ -512,7 +510,6 @@ class Scheduler:
         for s in targets:
             if s.admitted_at is None:  # still queued
                 self._waiting.remove(s)
-                self._escalations_waiting -= s.first is not None
                 self._waiting_rows -= s.request.rows
                 self._waiting_bytes -= s.request.nbytes
                 del self._states[s.id]
@@ -542,7 +539,6 @@ class Scheduler:
         self._waiting.clear()
         self._deadlines.clear()
         self._cancelled_waiting = 0
-        self._escalations_waiting = 0
         self._waiting_rows = 0
         self._waiting_bytes = 0
         return failed
