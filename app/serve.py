@@ -92,13 +92,17 @@ class DrainingServer(uvicorn.Server):
             super().handle_exit(sig, frame)
 
 
+def _family(host: str) -> socket.AddressFamily:
+    return socket.AF_INET6 if ":" in host else socket.AF_INET
+
+
 def listening_socket(host: str, port: int, backlog: int = 2048, reuse_port: bool = False) -> socket.socket:
     """A socket API processes accept on, bound by the supervisor.
 
     proto=IPPROTO_TCP, not the default 0: asyncio turns Nagle off (TCP_NODELAY) only on connections of a socket
     that says it is TCP, and with Nagle on, each response waited for the client's delayed ACK (/healthz took
     44 ms instead of 1 on the standard event loop; uvloop sets TCP_NODELAY whatever the socket says)."""
-    sock = socket.socket(socket.AF_INET6 if ":" in host else socket.AF_INET, socket.SOCK_STREAM, socket.IPPROTO_TCP)
+    sock = socket.socket(_family(host), socket.SOCK_STREAM, socket.IPPROTO_TCP)
     sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
     if reuse_port:
         sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEPORT, 1)
@@ -118,12 +122,12 @@ def listening_sockets(host: str, port: int, count: int, reuse_port: bool = True)
     and 11 connections per process, so the busiest queued requests while others idled. The supervisor keeps
     every socket, so a replaced API process takes over its predecessor's socket and the connections waiting in
     its backlog. Where SO_REUSEPORT does not balance (not Linux), for one process, or with reuse_port False (the
-RECURSOLVE_REUSE_PORT setting): one shared socket."""
+    RECURSOLVE_REUSE_PORT setting): one shared socket."""
     if count <= 1 or not reuse_port or not sys.platform.startswith("linux") or not hasattr(socket, "SO_REUSEPORT"):
         return [listening_socket(host, port)]
     # A plain bind first: SO_REUSEPORT would silently share the port with a server of ours already running on it
     # (same user), where a second server must fail to start as it always did (EADDRINUSE). Port 0 picks one here.
-    with socket.socket(socket.AF_INET6 if ":" in host else socket.AF_INET, socket.SOCK_STREAM) as probe:
+    with socket.socket(_family(host), socket.SOCK_STREAM) as probe:
         probe.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
         probe.bind((host, port))
         port = probe.getsockname()[1]
