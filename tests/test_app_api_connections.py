@@ -14,7 +14,7 @@ import pytest
 import pytest_asyncio
 import uvicorn
 
-from app.api.server_options import FD_RESERVE, connection_cap, uvicorn_options
+from app.api.server_options import FD_RESERVE, MAX_HEADER_BYTES, connection_cap, uvicorn_options
 from app.main import create_app
 from app.settings import Settings
 from app_engine_support import make_specs, solve_body, variant, wait_for
@@ -61,7 +61,7 @@ async def test_options_are_what_serve_passes():
     opts = uvicorn_options(s, port=0)
     assert (opts["host"], opts["port"], opts["workers"], opts["limit_concurrency"]) == ("127.0.0.1", 0, 1, None)
     assert (opts["timeout_keep_alive"], opts["timeout_graceful_shutdown"]) == (3, 23)
-    assert issubclass(opts["http"], uvicorn.protocols.http.h11_impl.H11Protocol)
+    assert issubclass(opts["http"], uvicorn.protocols.http.httptools_impl.HttpToolsProtocol)
     # A cap above the descriptor limit is lowered under it, so accept() never runs out of descriptors.
     assert connection_cap(10**9) == resource.getrlimit(resource.RLIMIT_NOFILE)[0] - FD_RESERVE
     uvicorn.Config(object(), **opts)  # every key is a uvicorn.Config argument
@@ -105,6 +105,30 @@ async def test_a_keep_alive_connection_gets_a_fresh_header_deadline_per_request(
         await reader.readexactly(length)
     writer.write(b"GET /healthz HTTP/1.1\r\nHo")  # then stalls mid-headers on the kept-alive connection
     assert (await read_all(reader, HEADER_TIMEOUT_S + 5)).startswith(b"HTTP/1.1 408 ")
+    writer.close()
+
+
+async def test_headers_over_the_cap_get_431_and_big_ones_under_it_pass(port):
+    async def send(head: bytes) -> bytes:
+        reader, writer = await asyncio.open_connection("127.0.0.1", port)
+        writer.write(head)
+        try:
+            return await read_all(reader, 5)
+        finally:
+            writer.close()
+
+    filler = b"X-Pad: " + b"a" * 1000 + b"\r\n"
+    ok = await send(b"GET /healthz HTTP/1.1\r\nHost: x\r\nConnection: close\r\n" + filler * 12 + b"\r\n")
+    assert ok.startswith(b"HTTP/1.1 200 "), ok[:200]
+    # Headers past the cap that have not ended: refused at once, not after the header deadline. (All of it is
+    # written before the server answers, so it closes with nothing unread and the client sees the answer.)
+    reader, writer = await asyncio.open_connection("127.0.0.1", port)
+    t0 = time.monotonic()
+    writer.write(b"GET /healthz HTTP/1.1\r\nHost: x\r\n" + filler * (MAX_HEADER_BYTES // len(filler) + 1))
+    answer = await read_all(reader, 5)
+    assert time.monotonic() - t0 < HEADER_TIMEOUT_S
+    head, body = answer.split(b"\r\n\r\n", 1)
+    assert head.startswith(b"HTTP/1.1 431 ") and orjson.loads(body)["error"]["code"] == "headers_too_large"
     writer.close()
 
 

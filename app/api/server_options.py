@@ -2,11 +2,15 @@
 
 uvicorn alone keeps a connection that never finishes its headers open forever (its keep-alive timer only
 runs between requests) and takes sockets until the process runs out of file descriptors, which then fills
-the log with "Too many open files". `guarded_protocol` is uvicorn's h11 protocol with two additions:
+the log with "Too many open files". `guarded_protocol` is uvicorn's httptools protocol (llhttp, in C: half
+the per-request CPU of its pure-Python h11 protocol, and the API processes' CPU is what caps GPU serving)
+with three additions:
 
 - a header deadline: armed when a connection opens and when a kept-alive connection starts a new request,
   cleared once the request's headers are complete; when it fires the socket gets a 408 (if anything was
   sent) and is closed. The body has its own deadline at the ASGI level (app/api/limits.py).
+- a header size cap (llhttp has none of its own): a request whose headers run past MAX_HEADER_BYTES gets a
+  431 with the JSON error body and is closed, so a client cannot grow a header buffer without bound.
 - a cap on open connections: one over it gets a 503 with Retry-After and the JSON error body at once and
   is closed, so it costs a file descriptor for microseconds, not until the client gives up. The cap is
   also kept under the process's file-descriptor limit, so accept() itself never fails.
@@ -25,14 +29,14 @@ import time
 from typing import Any
 
 import orjson
-from uvicorn.protocols.http.h11_impl import H11Protocol
+from uvicorn.protocols.http.httptools_impl import HttpToolsProtocol
 
 from app.settings import Settings
 
 log = logging.getLogger(__name__)
 
 FD_RESERVE = 64  # descriptors kept for model files, Redis, logs and the listening socket
-MAX_HEADER_BYTES = 16 * 1024  # h11's default; a bigger header block is a 400 from uvicorn
+MAX_HEADER_BYTES = 16 * 1024  # request line and headers together; more is a 431 (h11's default cap)
 
 
 def fd_limit() -> int:
@@ -46,7 +50,7 @@ def connection_cap(configured: int) -> int:
 
 
 def _raw_response(status: int, reason: str, code: str, message: str, headers: dict[str, str] | None = None) -> bytes:
-    """A complete HTTP/1.1 response with the JSON error body, for a socket h11 has no request on yet."""
+    """A complete HTTP/1.1 response with the JSON error body, for a socket with no request cycle (yet)."""
     body = orjson.dumps({"error": {"code": code, "message": message}})
     head = [f"HTTP/1.1 {status} {reason}", "content-type: application/json", f"content-length: {len(body)}",
             "connection: close", *(f"{k}: {v}" for k, v in (headers or {}).items())]
@@ -68,22 +72,27 @@ class _RateLimitedWarning:
             self.count, self.last = 0, now
 
 
-def guarded_protocol(header_timeout_s: float, max_connections: int, retry_after_s: int = 1) -> type[H11Protocol]:
-    """uvicorn's H11Protocol with a header deadline and an open-connection cap (a class per setting values,
-    because uvicorn builds protocols with its own fixed arguments)."""
+def guarded_protocol(header_timeout_s: float, max_connections: int, retry_after_s: int = 1
+                     ) -> type[HttpToolsProtocol]:
+    """uvicorn's HttpToolsProtocol with a header deadline, a header size cap and an open-connection cap (a class
+    per setting values, because uvicorn builds protocols with its own fixed arguments)."""
     cap = connection_cap(max_connections)
     refused = _RateLimitedWarning(f"open-connection cap {cap} reached: refused %d connections with 503 "
                                   "(RECURSOLVE_MAX_CONNECTIONS)")
     timed_out = _RateLimitedWarning(f"closed %d connections whose request headers did not arrive within "
                                     f"{header_timeout_s:g} s (RECURSOLVE_HEADER_TIMEOUT_S)")
+    oversized = _RateLimitedWarning(f"closed %d connections whose request headers ran past {MAX_HEADER_BYTES} bytes")
     busy = _raw_response(503, "Service Unavailable", "too_many_connections",
                          f"the server has {cap} open connections, its limit; retry after {retry_after_s} s",
                          {"retry-after": str(retry_after_s)})
     late = _raw_response(408, "Request Timeout", "header_timeout",
                          f"the request headers did not arrive within {header_timeout_s:g} s")
+    too_large = _raw_response(431, "Request Header Fields Too Large", "headers_too_large",
+                              f"the request line and headers are over {MAX_HEADER_BYTES} bytes")
 
-    class GuardedH11Protocol(H11Protocol):
+    class GuardedHttpToolsProtocol(HttpToolsProtocol):
         header_timer: asyncio.TimerHandle | None = None
+        header_bytes = 0  # bytes received since the deadline was armed, while the headers are incomplete
         got_bytes = False
 
         def connection_made(self, transport: asyncio.Transport) -> None:  # type: ignore[override]
@@ -99,10 +108,19 @@ def guarded_protocol(header_timeout_s: float, max_connections: int, retry_after_
             self.got_bytes = True
             if self.header_timer is None and (self.cycle is None or self.cycle.response_complete):
                 self._arm()  # a kept-alive connection starting its next request
-            before = self.cycle
-            super().data_received(data)
-            if self.cycle is not before:  # h11 produced a Request: the headers are complete
+            if self.header_timer is not None:
+                self.header_bytes += len(data)
+            super().data_received(data)  # on_headers_complete disarms once the headers are in
+            if self.header_timer is not None and self.header_bytes > MAX_HEADER_BYTES \
+                    and not self.transport.is_closing():
                 self._disarm()
+                oversized()
+                self.transport.write(too_large)
+                self.transport.close()
+
+        def on_headers_complete(self) -> None:
+            self._disarm()
+            super().on_headers_complete()
 
         def connection_lost(self, exc: Exception | None) -> None:
             self._disarm()
@@ -110,6 +128,7 @@ def guarded_protocol(header_timeout_s: float, max_connections: int, retry_after_
 
         def _arm(self) -> None:
             self._disarm()
+            self.header_bytes = 0
             self.header_timer = self.loop.call_later(header_timeout_s, self._headers_late)
 
         def _disarm(self) -> None:
@@ -126,7 +145,7 @@ def guarded_protocol(header_timeout_s: float, max_connections: int, retry_after_
                 self.transport.write(late)
             self.transport.close()
 
-    return GuardedH11Protocol
+    return GuardedHttpToolsProtocol
 
 
 def uvicorn_options(settings: Settings, *, host: str | None = None, port: int | None = None) -> dict[str, Any]:
@@ -141,7 +160,6 @@ def uvicorn_options(settings: Settings, *, host: str | None = None, port: int | 
         "timeout_graceful_shutdown": math.ceil(settings.drain_grace_seconds) + 3,
         "timeout_keep_alive": max(1, math.ceil(settings.keep_alive_timeout_s)),
         "http": guarded_protocol(settings.header_timeout_s, settings.max_connections, settings.retry_after_s),
-        "h11_max_incomplete_event_size": MAX_HEADER_BYTES,
         "limit_concurrency": None,  # see the module docstring: our caps answer with JSON + Retry-After
         "backlog": 2048,
         "server_header": False,  # no server version to fingerprint
