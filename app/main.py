@@ -23,10 +23,12 @@ step it halted in and a waiting request takes its place at the next step.
 """
 
 
-def create_app(settings: Settings | None = None, specs: list[ModelSpec] | None = None) -> FastAPI:
-    """The app; `specs` overrides the models list from settings (tests pass small models this way)."""
+def create_app(settings: Settings | None = None, specs: list[ModelSpec] | None = None, *,
+               freeze_heap: bool = False) -> FastAPI:
+    """The app; `specs` overrides the models list from settings (tests pass small models this way).
+    `freeze_heap` (an API process of `recursolve serve`): once ready, the startup heap leaves GC passes."""
     settings = settings or get_settings()
-    runtime = Runtime(settings, specs)
+    runtime = Runtime(settings, specs, freeze_heap=freeze_heap)
 
     @asynccontextmanager
     async def lifespan(_: FastAPI) -> AsyncIterator[None]:
@@ -57,12 +59,14 @@ _worker_app: FastAPI | None = None
 def create_worker_app() -> FastAPI:
     """The app of one API process under `recursolve serve` (uvicorn factory): settings from the environment,
     which the supervisor filled with the engine core's address."""
+    from app.gc_pauses import record_pauses
     from app.logs import configure_logging
 
     global _worker_app
     settings = get_settings()
     configure_logging(settings.log_level)
-    _worker_app = create_app(settings)
+    record_pauses("api")
+    _worker_app = create_app(settings, freeze_heap=True)
     return _worker_app
 
 
@@ -72,7 +76,8 @@ def worker_runtime() -> Runtime | None:
 
 
 def __getattr__(name: str) -> FastAPI:
-    """`app.main:app` for `uvicorn app.main:app`, built on first access (importing stays side-effect free)."""
+    """`app.main:app` for `uvicorn app.main:app`, built on first access (importing stays side-effect free): a
+    serving process, so its startup heap is frozen once ready (app/gc_pauses.py)."""
     if name == "app":
-        return create_app()
+        return create_app(freeze_heap=True)
     raise AttributeError(name)

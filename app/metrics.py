@@ -43,6 +43,9 @@ REQUEST_BUCKETS = (0.001, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.
 ACT_STEP_BUCKETS = (1, 2, 3, 4, 6, 8, 12, 16, 24, 32, 48, 64)
 # Rows in one step: batch_rows defaults to 32; 512 is the largest queue a model accepts by default.
 ROW_BUCKETS = (1, 2, 4, 8, 16, 32, 64, 128, 256, 512)
+# One pass of the cyclic garbage collector: ~0.1 ms for the youngest generation, up to ~100 ms for a full pass
+# over an unfrozen startup heap (app/gc_pauses.py).
+GC_BUCKETS = (0.0001, 0.0005, 0.001, 0.002, 0.005, 0.01, 0.02, 0.05, 0.1, 0.2)
 # PTRM trajectories per request (K): 1 for plain TRM/HRM; the papers use 25 and 100.
 TRAJECTORY_BUCKETS = (1, 2, 4, 8, 16, 25, 32, 64, 100, 128)
 
@@ -80,6 +83,9 @@ ANSWERS = Counter("recursolve_answers_total", "Answers returned, by whether the 
                   ["model", "verified"])
 REQUEST_TRAJECTORIES = Histogram("recursolve_request_trajectories", "Trajectories (PTRM K) per request.",
                                  ["model"], buckets=TRAJECTORY_BUCKETS)
+GC_PAUSE = Histogram("recursolve_gc_pause_seconds", "Garbage collector passes of the serving processes "
+                     "(role: engine or api), by generation (2: a full pass); each stalls its whole process.",
+                     ["role", "generation"], buckets=GC_BUCKETS)
 
 # Cache series exist from the start, so a dashboard shows 0 rather than "no data" before the first lookup.
 for _backend in CACHE_BACKENDS:

@@ -22,15 +22,17 @@ from app.api.service import ServedModel, SolveService, default_per_task
 from app.cache import ResultCache, make_cache
 from app.engine.client import EngineClient, InprocEngine
 from app.engine.protocol import Ready
+from app.gc_pauses import freeze_startup_heap
 from app.settings import ModelSpec, Settings, load_model_specs, with_server_defaults
 
 log = logging.getLogger(__name__)
 
 
 class Runtime:
-    def __init__(self, settings: Settings, specs: list[ModelSpec] | None = None) -> None:
+    def __init__(self, settings: Settings, specs: list[ModelSpec] | None = None, *, freeze_heap: bool = False) -> None:
         self.settings = settings
         self._specs = specs
+        self._freeze_heap = freeze_heap
         self.service: SolveService | None = None
         self.cache: ResultCache | None = None
         self.engine: EngineClient | None = None
@@ -105,6 +107,8 @@ class Runtime:
         if not models:
             log.warning("no models to serve: put model folders under %s or set RECURSOLVE_MODELS_FILE",
                         self.settings.weights_dir.name)
+        if self._freeze_heap:  # the app, its routes and the served models are built: app/gc_pauses.py
+            freeze_startup_heap("API process")
 
     def begin_drain(self) -> None:
         """SIGTERM: stop admitting (readyz 503, new solves 503) and start the grace-period clock: running

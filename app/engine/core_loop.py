@@ -35,6 +35,7 @@ from app.engine.protocol import (
     decode_to_engine,
     encode,
 )
+from app.gc_pauses import freeze_startup_heap, record_pauses
 from app.settings import ModelSpec
 
 log = logging.getLogger(__name__)
@@ -43,8 +44,9 @@ IDLE_POLL_MS = 100  # how long an idle loop waits on the socket before looking a
 
 
 def run_engine_loop(address: str, specs: list[ModelSpec], *, ctx: zmq.Context | None = None, warmup: bool = True,
-                    max_share: float = 1.0, cuda_graphs: bool | None = None) -> None:
-    """Bind `address`, load the models, then serve until a Shutdown message arrives."""
+                    max_share: float = 1.0, cuda_graphs: bool | None = None, freeze_heap: bool = False) -> None:
+    """Bind `address`, load the models, then serve until a Shutdown message arrives. `freeze_heap` (the
+    engine-core process, not a thread of a test): what loading and warm-up left is frozen out of GC passes."""
     ctx = ctx or zmq.Context.instance()
     sock = ctx.socket(zmq.ROUTER)
     sock.setsockopt(zmq.LINGER, 0)
@@ -55,6 +57,8 @@ def run_engine_loop(address: str, specs: list[ModelSpec], *, ctx: zmq.Context | 
     except Exception as e:  # stay up to tell every API process why nothing is served
         log.exception("loading models failed")
         core, ready = None, Ready(models=[], error=f"{type(e).__name__}: {e}", pid=os.getpid())
+    if freeze_heap:
+        freeze_startup_heap("engine core")
     try:
         _serve(sock, core, ready)
     finally:
@@ -132,6 +136,7 @@ def engine_process_main(address: str, specs: list[ModelSpec], options: dict[str,
     from app.logs import configure_logging
 
     configure_logging(options.get("log_level", "info"))
+    record_pauses("engine")
     # Ctrl-C reaches the whole process group: the supervisor decides when the engine stops (after the API
     # processes drained), so the engine ignores SIGINT and ends on SIGTERM.
     signal.signal(signal.SIGINT, signal.SIG_IGN)
@@ -142,4 +147,4 @@ def engine_process_main(address: str, specs: list[ModelSpec], options: dict[str,
 
         torch.set_num_threads(int(threads))
     run_engine_loop(address, specs, warmup=options.get("warmup", True), max_share=options.get("max_share", 1.0),
-                    cuda_graphs=options.get("cuda_graphs"))
+                    cuda_graphs=options.get("cuda_graphs"), freeze_heap=True)
