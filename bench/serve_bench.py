@@ -73,7 +73,7 @@ import traceback
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, NamedTuple
 
 import aiohttp
 import httpx
@@ -82,6 +82,7 @@ import orjson
 import torch
 
 from app.engine.backends import make_backend
+from app.gc_pauses import freeze_startup_heap
 from models import ModelConfig, build_model, default_dtype, save_model
 from puzzles import get_codec
 from puzzles.sudoku import CODEC as SUDOKU
@@ -175,8 +176,10 @@ def cuda_sync(device: str) -> None:
 # -- measurements ------------------------------------------------------------------------------------------
 
 
-@dataclass
-class Sample:
+class Sample(NamedTuple):
+    """One answer. Load keeps them as plain tuples (Sample's fields), which the garbage collector stops
+    tracking: an object per answer (600k in a 60 s run at 10k/s) made every full GC pass of a client process
+    scan them all (~160 ms for 600k here), a stall of its clients that the latencies would include."""
     start: float
     end: float
     ok: bool
@@ -193,7 +196,7 @@ class Load:
     puzzles: list[SudokuPuzzle]
     per_call: int = 1  # puzzles a client sends in one call (/v1/solve/batch: --batch-items)
     _next: int = 0
-    samples: list[Sample] = field(default_factory=list)
+    samples: list[tuple[Any, ...]] = field(default_factory=list)  # Sample's fields, see Sample
 
     def next_puzzles(self) -> list[SudokuPuzzle]:
         out = [self.puzzles[(self._next + i) % len(self.puzzles)] for i in range(self.per_call)]
@@ -239,9 +242,7 @@ async def closed_loop(load: Load, one_call: OneCall, t0: float | None = None) ->
             start = time.monotonic()
             samples = await one_call(puzzles)
             end = time.monotonic()
-            for s in samples:
-                s.start, s.end = start, end
-            load.samples.extend(samples)
+            load.samples.extend(tuple(s._replace(start=start, end=end)) for s in samples)
 
     tasks = [asyncio.create_task(client()) for _ in range(load.concurrency)]
     done, _ = await asyncio.wait(tasks, timeout=t_end - time.monotonic())
@@ -312,7 +313,7 @@ class Server:
             if api_workers is not None:
                 argv += ["--api-workers", str(api_workers)]
         else:
-            argv = [sys.executable, "-m", "uvicorn", "--factory", "app.main:create_app", "--host", "127.0.0.1",
+            argv = [sys.executable, "-m", "uvicorn", "app.main:app", "--host", "127.0.0.1",
                     "--port", str(self.port), "--log-level", "warning", "--no-access-log"]
         self.log_path = tmp / f"server-{tag}.log"
         self.log = self.log_path.open("wb")
@@ -417,10 +418,11 @@ def _client_process(i: int, url: str, mode: HttpMode, load: Load, ready: Any, go
     """One client process of --client-procs: says it is ready (imports done), waits for the common start time,
     runs its share of the clients and sends back its samples as plain tuples."""
     try:
+        freeze_startup_heap("bench client")  # as the server's processes do: no full GC pass over the imports
         ready.put(i)
         go.wait()
         asyncio.run(run_http(load, url, mode, t0.value))
-        results.put((i, [(s.start, s.end, s.ok, s.steps, s.verified, s.status) for s in load.samples], None))
+        results.put((i, load.samples, None))
     except BaseException as e:  # the parent must hear about it, not wait forever
         results.put((i, [], f"{type(e).__name__}: {e}"))
 
@@ -450,7 +452,7 @@ def run_http_procs(load: Load, url: str, mode: HttpMode, procs: int,
             i, rows, error = results.get(timeout=load.warmup + load.duration + 120)
             if error is not None:
                 raise RuntimeError(f"client process {i} failed: {error}")
-            load.samples.extend(Sample(*r) for r in rows)
+            load.samples.extend(rows)
     finally:
         for c in children:
             c.join(10)
@@ -659,6 +661,7 @@ async def run_inproc(load: Load, spec: Any, max_steps: int) -> tuple[tuple[float
         ready = await client.wait_ready(timeout=600)
         if ready.error is not None:
             raise RuntimeError(f"the in-process engine could not load the model: {ready.error}")
+        freeze_startup_heap("bench inproc")  # what a serving process does once ready (app/gc_pauses.py)
         t0 = time.monotonic()
 
         async def probe() -> tuple[float, float]:
@@ -754,6 +757,7 @@ async def run_static(load: Load, model: Path, batch_rows: int, steps: int,
     codec = get_codec("sudoku")
     engine = StaticLoop(model, batch_rows, steps, device)
     await asyncio.to_thread(engine.warmup)
+    freeze_startup_heap("bench static")  # as inproc and the server's processes: no full GC pass over the imports
     engine.start()
 
     async def one(puzzles: list[SudokuPuzzle]) -> list[Sample]:
@@ -842,7 +846,7 @@ def run_mode(mode: str, args: argparse.Namespace, model: Path, puzzles: list[Sud
                 profiler.timer.cancel()  # a mode that failed early must not start py-spy on a stopped server
             server.stop()
     info["loadavg_after"] = [round(x, 2) for x in os.getloadavg()]
-    summary = summarise(load.samples, t_measure, t_end)
+    summary = summarise([Sample._make(t) for t in load.samples], t_measure, t_end)
     if cpu := info.get("server_cpu_s"):
         summary |= cpu_per_answer(cpu, summary["answers"], t_end - t_measure, info["api_workers"])
     return summary | info
