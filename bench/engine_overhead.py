@@ -132,9 +132,10 @@ def measure_inproc(spec: ModelSpec, seconds: float, steps: int) -> dict[str, flo
     rng = random.Random(1)
     load = sb.Load(ROWS, seconds, min(2.0, seconds / 4), [generate(rng, "medium") for _ in range(200)])
     window, extra = asyncio.run(sb.run_inproc(load, sb.bench_spec(spec.path, "cpu", ROWS, 16 * ROWS), steps))
-    if not load.samples or not all(s.ok for s in load.samples):
-        raise SystemExit(f"inproc: {sum(not s.ok for s in load.samples)} of {len(load.samples)} calls failed")
-    return {k: v for k, v in sb.summarise(load.samples, *window).items()
+    samples = load.results()
+    if not samples or not all(s.ok for s in samples):
+        raise SystemExit(f"inproc: {sum(not s.ok for s in samples)} of {len(samples)} calls failed")
+    return {k: v for k, v in sb.summarise(samples, *window).items()
             if k in ("throughput_rps", "mean_act_steps")} | {
         "mean_rows_per_step": extra.get("mean_rows_per_step")}
 

@@ -198,6 +198,9 @@ class Load:
     _next: int = 0
     samples: list[tuple[Any, ...]] = field(default_factory=list)  # Sample's fields, see Sample
 
+    def results(self) -> list[Sample]:
+        return [Sample._make(t) for t in self.samples]
+
     def next_puzzles(self) -> list[SudokuPuzzle]:
         out = [self.puzzles[(self._next + i) % len(self.puzzles)] for i in range(self.per_call)]
         self._next += self.per_call
@@ -846,7 +849,7 @@ def run_mode(mode: str, args: argparse.Namespace, model: Path, puzzles: list[Sud
                 profiler.timer.cancel()  # a mode that failed early must not start py-spy on a stopped server
             server.stop()
     info["loadavg_after"] = [round(x, 2) for x in os.getloadavg()]
-    summary = summarise([Sample._make(t) for t in load.samples], t_measure, t_end)
+    summary = summarise(load.results(), t_measure, t_end)
     if cpu := info.get("server_cpu_s"):
         summary |= cpu_per_answer(cpu, summary["answers"], t_end - t_measure, info["api_workers"])
     return summary | info
