@@ -9,10 +9,16 @@ the latency tail. `freeze_startup_heap` moves what exists once the process is re
 generation (gc.freeze, as long-running CPython servers do after start-up): later passes scan only what was
 allocated since. Objects are still freed by reference counting as before; only cycles among frozen objects
 would outlive their last reference, and startup objects live as long as the process.
+
+Pauses are timed in a gc callback but recorded into the histogram later, by `flush_pauses` (the engine loop
+calls it every iteration, an API process every second and before /metrics renders): a pass can start inside
+prometheus_client's multiprocess lock (any allocation can trigger one), and observing from the callback took
+that non-reentrant lock again and hung the process.
 """
 
 from __future__ import annotations
 
+import asyncio
 import gc
 import logging
 import time
@@ -22,6 +28,9 @@ from typing import Any
 from app import metrics
 
 log = logging.getLogger(__name__)
+
+_pending: list[list[float]] = [[], [], []]  # pause seconds by generation, not yet in the histogram
+_role: str | None = None
 
 
 def freeze_startup_heap(role: str) -> int:
@@ -34,16 +43,38 @@ def freeze_startup_heap(role: str) -> int:
 
 
 def record_pauses(role: str) -> Callable[[str, dict[str, Any]], None]:
-    """Observe every collector pass of this process in recursolve_gc_pause_seconds{role, generation}; returns
-    the callback installed in gc.callbacks."""
-    children = [metrics.GC_PAUSE.labels(role=role, generation=str(g)) for g in range(3)]
+    """Time every collector pass of this process for recursolve_gc_pause_seconds{role, generation} (recorded by
+    `flush_pauses`); returns the callback installed in gc.callbacks."""
+    global _role
+    _role = role
     started = [0.0]
 
     def on_gc(phase: str, info: dict[str, Any]) -> None:
+        # No locks and no metrics here: this runs wherever an allocation started the pass.
         if phase == "start":
             started[0] = time.perf_counter()
         else:
-            children[info["generation"]].observe(time.perf_counter() - started[0])
+            _pending[info["generation"]].append(time.perf_counter() - started[0])
 
     gc.callbacks.append(on_gc)
     return on_gc
+
+
+def flush_pauses() -> None:
+    """Move the timed passes into the histogram (from ordinary code, never from a gc callback)."""
+    if _role is None:
+        return
+    for generation, pauses in enumerate(_pending):
+        if pauses:
+            taken = pauses[:]
+            del pauses[:len(taken)]
+            child = metrics.GC_PAUSE.labels(role=_role, generation=str(generation))
+            for seconds in taken:
+                child.observe(seconds)
+
+
+async def flush_pauses_every(seconds: float) -> None:
+    """An API process's flusher task (its event loop has no step loop to do it)."""
+    while True:
+        await asyncio.sleep(seconds)
+        flush_pauses()

@@ -24,11 +24,11 @@ step it halted in and a waiting request takes its place at the next step.
 
 
 def create_app(settings: Settings | None = None, specs: list[ModelSpec] | None = None, *,
-               freeze_heap: bool = False) -> FastAPI:
+               serving_process: bool = False) -> FastAPI:
     """The app; `specs` overrides the models list from settings (tests pass small models this way).
-    `freeze_heap` (an API process of `recursolve serve`): once ready, the startup heap leaves GC passes."""
+    `serving_process`: the process does nothing but serve this app (see Runtime)."""
     settings = settings or get_settings()
-    runtime = Runtime(settings, specs, freeze_heap=freeze_heap)
+    runtime = Runtime(settings, specs, serving_process=serving_process)
 
     @asynccontextmanager
     async def lifespan(_: FastAPI) -> AsyncIterator[None]:
@@ -59,14 +59,12 @@ _worker_app: FastAPI | None = None
 def create_worker_app() -> FastAPI:
     """The app of one API process under `recursolve serve` (uvicorn factory): settings from the environment,
     which the supervisor filled with the engine core's address."""
-    from app.gc_pauses import record_pauses
     from app.logs import configure_logging
 
     global _worker_app
     settings = get_settings()
     configure_logging(settings.log_level)
-    record_pauses("api")
-    _worker_app = create_app(settings, freeze_heap=True)
+    _worker_app = create_app(settings, serving_process=True)
     return _worker_app
 
 
@@ -77,7 +75,7 @@ def worker_runtime() -> Runtime | None:
 
 def __getattr__(name: str) -> FastAPI:
     """`app.main:app` for `uvicorn app.main:app`, built on first access (importing stays side-effect free): a
-    serving process, so its startup heap is frozen once ready (app/gc_pauses.py)."""
+    serving process (see Runtime)."""
     if name == "app":
-        return create_app(freeze_heap=True)
+        return create_app(serving_process=True)
     raise AttributeError(name)

@@ -22,17 +22,22 @@ from app.api.service import ServedModel, SolveService, default_per_task
 from app.cache import ResultCache, make_cache
 from app.engine.client import EngineClient, InprocEngine
 from app.engine.protocol import Ready
-from app.gc_pauses import freeze_startup_heap
+from app.gc_pauses import flush_pauses_every, freeze_startup_heap, record_pauses
 from app.settings import ModelSpec, Settings, load_model_specs, with_server_defaults
 
 log = logging.getLogger(__name__)
 
 
 class Runtime:
-    def __init__(self, settings: Settings, specs: list[ModelSpec] | None = None, *, freeze_heap: bool = False) -> None:
+    def __init__(self, settings: Settings, specs: list[ModelSpec] | None = None, *,
+                 serving_process: bool = False) -> None:
+        """`serving_process`: this process only serves (an API process of `recursolve serve`, or `uvicorn
+        app.main:app`), so it times its GC passes and freezes its startup heap once ready (app/gc_pauses.py);
+        tests and `recursolve solve` leave their process's collector alone."""
         self.settings = settings
         self._specs = specs
-        self._freeze_heap = freeze_heap
+        self._serving_process = serving_process
+        self._gc_flusher: asyncio.Task[None] | None = None
         self.service: SolveService | None = None
         self.cache: ResultCache | None = None
         self.engine: EngineClient | None = None
@@ -61,6 +66,9 @@ class Runtime:
 
     async def start(self) -> None:
         self.loop = asyncio.get_running_loop()
+        if self._serving_process:
+            record_pauses("api")
+            self._gc_flusher = asyncio.create_task(flush_pauses_every(1.0), name="recursolve-gc-pauses")
         self.cache = make_cache(self.settings)
         address = self.settings.engine_address
         if address is None:
@@ -107,7 +115,7 @@ class Runtime:
         if not models:
             log.warning("no models to serve: put model folders under %s or set RECURSOLVE_MODELS_FILE",
                         self.settings.weights_dir.name)
-        if self._freeze_heap:  # the app, its routes and the served models are built: app/gc_pauses.py
+        if self._serving_process:  # the app, its routes and the served models are built: app/gc_pauses.py
             freeze_startup_heap("API process")
 
     def begin_drain(self) -> None:
@@ -139,6 +147,8 @@ class Runtime:
     async def stop(self) -> None:
         if self._loader is not None and not self._loader.done():
             self._loader.cancel()
+        if self._gc_flusher is not None:
+            self._gc_flusher.cancel()
         self.begin_drain()
         if self._drainer is not None:
             await self._drainer

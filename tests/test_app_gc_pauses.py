@@ -3,7 +3,10 @@
 from __future__ import annotations
 
 import gc
+import os
 import re
+import subprocess
+import sys
 import time
 from pathlib import Path
 
@@ -11,7 +14,8 @@ import httpx
 import pytest
 from prometheus_client import REGISTRY
 
-from app.gc_pauses import freeze_startup_heap, record_pauses
+from app import gc_pauses
+from app.gc_pauses import flush_pauses, freeze_startup_heap, record_pauses
 from app_engine_support import save_random, served, solve_body
 
 
@@ -32,7 +36,7 @@ def test_freezing_takes_the_startup_heap_out_of_full_passes() -> None:
         gc.unfreeze()
 
 
-def test_every_pass_is_timed_by_generation() -> None:
+def test_every_pass_is_timed_by_generation_and_recorded_on_flush() -> None:
     def count(generation: str) -> float:
         return REGISTRY.get_sample_value("recursolve_gc_pause_seconds_count",
                                          {"role": "test", "generation": generation}) or 0.0
@@ -42,9 +46,35 @@ def test_every_pass_is_timed_by_generation() -> None:
         before = count("2")
         gc.collect()
         gc.collect(1)
+        assert count("2") == before  # timed, but not recorded from inside the pass
+        flush_pauses()
         assert count("2") == before + 1 and count("1") >= 1
     finally:
         gc.callbacks.remove(callback)
+        gc_pauses._role = None
+
+
+def test_a_pass_that_starts_inside_the_multiprocess_metrics_lock_does_not_hang(tmp_path: Path) -> None:
+    # Any allocation can start a pass, including those under prometheus_client's one non-reentrant lock in
+    # multiprocess mode (a new label set's mmap key is built under it): observing from the gc callback took
+    # that lock again and hung the engine core under load. A collector pass at every allocation makes it
+    # happen at once; the script must finish.
+    script = """
+import gc
+from app import gc_pauses, metrics
+gc_pauses.record_pauses("engine")
+gc.set_threshold(1)
+for i in range(300):
+    metrics.HALTS.labels(model=f"m{i}", reason="q_head").inc()
+gc.set_threshold(700)
+gc_pauses.flush_pauses()
+print("done")
+"""
+    root = Path(__file__).resolve().parent.parent
+    env = os.environ | {"PROMETHEUS_MULTIPROC_DIR": str(tmp_path),
+                        "PYTHONPATH": f"{root}{os.pathsep}{os.environ.get('PYTHONPATH', '')}"}
+    out = subprocess.run([sys.executable, "-c", script], env=env, capture_output=True, text=True, timeout=60)
+    assert out.returncode == 0 and out.stdout.strip() == "done", out.stderr[-2000:]
 
 
 @pytest.mark.slow

@@ -27,6 +27,7 @@ from app.api.schemas import (
 )
 from app.api.service import ClientGone, Outcome, Prepared, SolveService
 from app.engine.protocol import StepUpdate, tokens_from_bytes
+from app.gc_pauses import flush_pauses
 from app.logs import current_request_id
 from app.runtime import Runtime
 
@@ -268,5 +269,6 @@ async def prometheus_metrics(request: Request) -> Response:
     rt = _runtime(request)
     # Set at scrape time, so it follows /readyz exactly (the RecursolveNotReady alert uses it).
     metrics.READY.set(float(rt.ready and rt.service is not None and not rt.service.draining))
+    flush_pauses()  # this process's GC passes up to now (the others flush every second)
     data, content_type = metrics.render_metrics()
     return Response(data, media_type=content_type)

@@ -35,7 +35,7 @@ from app.engine.protocol import (
     decode_to_engine,
     encode,
 )
-from app.gc_pauses import freeze_startup_heap, record_pauses
+from app.gc_pauses import flush_pauses, freeze_startup_heap, record_pauses
 from app.settings import ModelSpec
 
 log = logging.getLogger(__name__)
@@ -71,6 +71,7 @@ def _serve(sock: zmq.Socket, core: EngineCore | None, ready: Ready) -> None:
     poller.register(sock, zmq.POLLIN)
     ready_msg = encode(ready)
     while True:
+        flush_pauses()  # GC passes timed since the last iteration (app/gc_pauses.py)
         busy = core is not None and core.has_work()
         pending: dict[bytes, Outputs] = {}
         if poller.poll(0 if busy else IDLE_POLL_MS):
