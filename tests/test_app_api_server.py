@@ -1,4 +1,4 @@
-"""A real uvicorn server on 127.0.0.1: client disconnects free rows (plain and SSE), the CLI as a client."""
+"""A real uvicorn server on 127.0.0.1: client disconnects free rows (plain, batch and SSE), the CLI as a client."""
 
 from __future__ import annotations
 
@@ -12,6 +12,7 @@ import uvicorn
 from typer.testing import CliRunner
 
 from app import metrics
+from app.api.service import DISCONNECT_POLL_S, SharedDisconnect
 from app.cli import app as cli_app
 from app.main import create_app
 from app.settings import Settings
@@ -65,6 +66,45 @@ async def test_client_disconnect_frees_rows(server):
     async with httpx.AsyncClient(timeout=30) as c:
         r = await c.post(f"{base}/v1/solve", json=solve_body(max_steps=3, halting="max_steps", cache=False))
     assert r.json()["timings"]["queue_ms"] < 200
+
+
+async def test_batch_disconnect_frees_every_items_rows(server):
+    _, base = server
+    before = cancelled_halts()
+
+    async def long_batch():
+        async with httpx.AsyncClient(timeout=60) as c:
+            item = {"task": "sudoku", "puzzle": solve_body()["puzzle"]}
+            await c.post(f"{base}/v1/solve/batch", json={
+                "items": [item, {**item, "options": {"seed": 2}}],
+                "options": {"max_steps": 4096, "halting": "max_steps", "cache": False, "seed": 1, "noise": 0.1}})
+
+    call = asyncio.create_task(long_batch())
+    await wait_for(lambda: _is(rows(base), 2))
+    call.cancel()  # the items share one probe of the connection (SharedDisconnect): it sees it go for both
+    with contextlib.suppress(asyncio.CancelledError):
+        await call
+    await wait_for(lambda: _is(rows(base), 0), timeout=2)
+    assert cancelled_halts() - before == 2
+
+
+async def test_a_shared_disconnect_probes_the_connection_once_per_interval():
+    probes = []
+
+    async def probe() -> bool:
+        probes.append(1)
+        await asyncio.sleep(0)
+        return len(probes) >= 2
+
+    gone = SharedDisconnect(probe)
+    assert await asyncio.gather(*(gone() for _ in range(64))) == [False] * 64
+    assert len(probes) == 1
+    await asyncio.sleep(DISCONNECT_POLL_S)
+    seen = await asyncio.gather(*(gone() for _ in range(64)))
+    assert seen[0] and len(probes) == 2  # the second probe finds the client gone (the others saw the last answer)
+    await asyncio.sleep(DISCONNECT_POLL_S)
+    assert all(await asyncio.gather(*(gone() for _ in range(64))))
+    assert len(probes) == 2  # gone stays gone without probing again
 
 
 async def test_sse_disconnect_frees_rows(server):

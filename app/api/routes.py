@@ -25,7 +25,7 @@ from app.api.schemas import (
     SolveRequest,
     SolveResponse,
 )
-from app.api.service import ClientGone, Outcome, Prepared, SolveService
+from app.api.service import ClientGone, Outcome, Prepared, SharedDisconnect, SolveService
 from app.engine.protocol import StepUpdate, tokens_from_bytes
 from app.gc_pauses import flush_pauses
 from app.logs import current_request_id
@@ -132,6 +132,7 @@ async def solve_batch(body: BatchRequest, request: Request) -> Response:
         count_error(err := classify(exc))
         raise err from None
     rid = current_request_id()
+    gone = SharedDisconnect(request.is_disconnected)  # one probe of the connection for all the items
 
     async def one(i: int, raw: dict[str, Any]) -> dict[str, Any]:
         try:
@@ -143,7 +144,7 @@ async def solve_batch(body: BatchRequest, request: Request) -> Response:
         if shared:
             item = item.model_copy(update={"options": item.options.model_copy(
                 update={k: v for k, v in shared.items() if getattr(item.options, k) is None})})
-        status, payload, _ = await run_solve(service, item, f"{rid}-{i}", started, request.is_disconnected)
+        status, payload, _ = await run_solve(service, item, f"{rid}-{i}", started, gone)
         return {"status": status, "result": payload} if status == 200 else {"status": status, **payload}
 
     results = await asyncio.gather(*(one(i, raw) for i, raw in enumerate(body.items)))
