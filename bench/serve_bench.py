@@ -295,7 +295,7 @@ class Server:
     kind "oneproc": one uvicorn process whose app runs the engine core in a thread (the pre-split shape)."""
 
     def __init__(self, kind: str, model: Path, spec: dict[str, Any], tmp: Path, tag: str,
-                 api_workers: int | None = None, max_batch_items: int = 64) -> None:
+                 api_workers: int | None = None, max_batch_items: int = 64, repo: Path = REPO) -> None:
         self.port = free_port()
         self.url = f"http://127.0.0.1:{self.port}"
         models_file = tmp / f"models-{tag}.yaml"
@@ -320,7 +320,7 @@ class Server:
                     "--port", str(self.port), "--log-level", "warning", "--no-access-log"]
         self.log_path = tmp / f"server-{tag}.log"
         self.log = self.log_path.open("wb")
-        self.proc = subprocess.Popen(argv, cwd=REPO, env=env, stdout=self.log, stderr=subprocess.STDOUT)
+        self.proc = subprocess.Popen(argv, cwd=repo, env=env, stdout=self.log, stderr=subprocess.STDOUT)
 
     def wait_ready(self, timeout: float = 300.0) -> float:
         t0 = time.monotonic()

@@ -1,0 +1,128 @@
+"""The API tier's cost per /v1/solve answer: `recursolve serve` with one API process and a tiny model, so
+the engine is cheap and the API process (pinned to a core of its own when there are two or more) is the
+busy part, as on a GPU machine. Closed-loop aiohttp clients, cache off, {"halting": "max_steps"} (the
+tiny model never verifies, so auto would escalate every request).
+
+Reports answers/s, latency p50/p99/p99.9, the API process's CPU per answer (from /proc, the measured
+window), how busy it was, and its garbage-collector passes by generation (recursolve_gc_pause_seconds).
+`--repo PATH` serves another checkout (a `git worktree` of an older commit) for an A/B in one session:
+
+    git worktree add /tmp/old 951c977 && ln -s $PWD/.venv /tmp/old/.venv
+    for i in 1 2; do .venv/bin/python bench/api_tier.py --repo /tmp/old --out /tmp/old.json
+                     .venv/bin/python bench/api_tier.py; done
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import os
+import random
+import re
+import sys
+import tempfile
+import time
+from pathlib import Path
+from typing import Any
+
+import httpx
+import torch
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+import serve_bench as sb  # the load generator and server helpers of the serving benchmark
+
+from models import ModelConfig, build_model, save_model
+from puzzles.sudoku import generate
+
+TINY = dict(arch="trm", task="sudoku", seq_len=81, vocab_size=11, hidden_size=16, num_heads=2, expansion=2,
+            H_cycles=1, L_cycles=1, L_layers=1, mlp_t=True, puzzle_emb_len=1, puzzle_emb_ndim=16,
+            pos_encodings="none", forward_dtype="float32", halt_max_steps=2)
+GC = re.compile(r'^recursolve_gc_pause_seconds_(count|sum)\{generation="(\d)",role="api"\} (\S+)$', re.M)
+
+
+def gc_passes(url: str) -> dict[str, float]:
+    text = httpx.get(url + "/metrics", timeout=30).text
+    return {f"{kind}_{gen}": float(v) for kind, gen, v in GC.findall(text)}
+
+
+def pin(roles: dict[str, list[int]]) -> str:
+    """The API process alone on the last CPU, everything else (engine, supervisor, clients) on the others."""
+    cpus = sorted(os.sched_getaffinity(0))
+    if len(cpus) < 2:
+        return "not pinned (one CPU)"
+    api_cpu, rest = {cpus[-1]}, set(cpus[:-1])
+    for role, pids in roles.items():
+        for pid in pids:
+            for task in Path(f"/proc/{pid}/task").iterdir():  # every thread (ZMQ's I/O thread, torch's pool)
+                os.sched_setaffinity(int(task.name), api_cpu if role == "api" else rest)
+    os.sched_setaffinity(0, rest)
+    return f"API process on CPU {cpus[-1]}, the rest on {sorted(rest)}"
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    ap.add_argument("--concurrency", type=int, default=32)
+    ap.add_argument("--duration", type=float, default=20.0)
+    ap.add_argument("--warmup", type=float, default=3.0)
+    ap.add_argument("--repo", type=Path, default=sb.REPO, help="the checkout to serve (default: this one)")
+    ap.add_argument("--out", type=Path, default=sb.REPO / "bench" / "results" / "api-tier-vm.json")
+    args = ap.parse_args()
+
+    rng = random.Random(2)
+    puzzles = [generate(rng, "medium") for _ in range(300)]
+    os.environ["RECURSOLVE_ENGINE_THREADS"] = "1"  # one engine thread: OpenMP spinning would take the API's core
+    with tempfile.TemporaryDirectory() as tmp_dir:
+        tmp = Path(tmp_dir)
+        torch.manual_seed(0)
+        save_model(build_model(ModelConfig(**TINY)), tmp / "tiny")
+        server = sb.Server("serve", tmp / "tiny", {"device": "cpu", "batch_rows": 256, "max_queue_rows": 4096},
+                           tmp, "api-tier", api_workers=1, repo=args.repo)
+        try:
+            server.wait_ready()
+            pinned = pin(sb.server_roles(server.proc.pid))
+            mode = sb.HttpMode(None, {"halting": "max_steps"}, "solve", "serve")
+            load = sb.Load(args.concurrency, args.duration, args.warmup, puzzles)
+            t0 = time.monotonic()
+
+            async def run() -> tuple[tuple[float, float], dict[str, float], dict[str, float]]:
+                async def cpu_at(t: float) -> dict[str, float]:
+                    await asyncio.sleep(max(0.0, t - time.monotonic()))
+                    return sb.server_cpu_seconds(server.proc.pid) | gc_passes(server.url)
+
+                probes = asyncio.gather(cpu_at(t0 + args.warmup), cpu_at(t0 + args.warmup + args.duration))
+                window = await sb.run_http(load, server.url, mode, t0)
+                before, after = await probes
+                return window, before, after
+
+            (t_measure, t_end), before, after = asyncio.run(run())
+        finally:
+            server.stop()
+    summary = sb.summarise(load.results(), t_measure, t_end)
+    answers = summary["answers"]
+    api_s = after["api"] - before["api"]
+    report: dict[str, Any] = {
+        "benchmark": "api_tier", "command": " ".join(sys.argv), "repo": str(args.repo), "host": os.uname().nodename,
+        "when": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()), "pinned": pinned,
+        "load": {"clients": args.concurrency, "duration_s": args.duration, "warmup_s": args.warmup,
+                 "options": mode.options, "model": TINY},
+        "answers_per_s": summary["throughput_rps"], "latency_ms": summary["latency_ms"],
+        "errors": summary["errors"],
+        "api_cpu_us_per_answer": round(1e6 * api_s / answers, 1) if answers else None,
+        "api_busy": round(api_s / (t_end - t_measure), 3),
+        "api_gc": {f"gen{g}": {"passes": int(after.get(f"count_{g}", 0) - before.get(f"count_{g}", 0)),
+                               "ms": round(1000 * (after.get(f"sum_{g}", 0) - before.get(f"sum_{g}", 0)), 1)}
+                   for g in range(3)},
+    }
+    lat = report["latency_ms"]
+    print(f"{report['answers_per_s']:.0f} answers/s, p50 {lat['p50']:.1f} p99 {lat['p99']:.1f} "
+          f"max {lat['max']:.1f} ms, "
+          f"API {report['api_cpu_us_per_answer']} us CPU per answer (busy {report['api_busy']}), "
+          f"GC {report['api_gc']}; {pinned}")
+    args.out.parent.mkdir(parents=True, exist_ok=True)
+    args.out.write_text(json.dumps(report, indent=2) + "\n")
+    print(f"wrote {args.out}")
+
+
+if __name__ == "__main__":
+    main()
