@@ -132,6 +132,15 @@ async def test_headers_over_the_cap_get_431_and_big_ones_under_it_pass(port):
     writer.close()
 
 
+async def test_bytes_that_are_not_http_get_a_json_400(port):
+    for raw in (b"GARBAGE\r\n\r\n", b"POST /v1/solve HTTP/1.1\r\nHost: x\r\nContent-Length: abc\r\n\r\n"):
+        reader, writer = await asyncio.open_connection("127.0.0.1", port)
+        writer.write(raw)
+        head, body = (await read_all(reader, 5)).split(b"\r\n\r\n", 1)
+        assert head.startswith(b"HTTP/1.1 400 ") and orjson.loads(body)["error"]["code"] == "invalid_http", head
+        writer.close()
+
+
 async def test_a_stalled_body_gets_408(port):
     reader, writer = await asyncio.open_connection("127.0.0.1", port)
     writer.write(b"POST /v1/solve HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\nContent-Length: 100\r\n"

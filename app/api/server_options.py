@@ -10,7 +10,8 @@ with three additions:
   cleared once the request's headers are complete; when it fires the socket gets a 408 (if anything was
   sent) and is closed. The body has its own deadline at the ASGI level (app/api/limits.py).
 - a header size cap (llhttp has none of its own): a request whose headers run past MAX_HEADER_BYTES gets a
-  431 with the JSON error body and is closed, so a client cannot grow a header buffer without bound.
+  431 with the JSON error body and is closed, so a client cannot grow a header buffer without bound; bytes
+  that are not HTTP get a 400 with the JSON error body (uvicorn's own is plain text).
 - a cap on open connections: one over it gets a 503 with Retry-After and the JSON error body at once and
   is closed, so it costs a file descriptor for microseconds, not until the client gives up. The cap is
   also kept under the process's file-descriptor limit, so accept() itself never fails.
@@ -89,6 +90,8 @@ def guarded_protocol(header_timeout_s: float, max_connections: int, retry_after_
                          f"the request headers did not arrive within {header_timeout_s:g} s")
     too_large = _raw_response(431, "Request Header Fields Too Large", "headers_too_large",
                               f"the request line and headers are over {MAX_HEADER_BYTES} bytes")
+    not_http = _raw_response(400, "Bad Request", "invalid_http",
+                             "the request is not valid HTTP/1.1 (request line, header syntax or framing)")
 
     class GuardedHttpToolsProtocol(HttpToolsProtocol):
         header_timer: asyncio.TimerHandle | None = None
@@ -117,6 +120,11 @@ def guarded_protocol(header_timeout_s: float, max_connections: int, retry_after_
                 oversized()
                 self.transport.write(too_large)
                 self.transport.close()
+
+        def send_400_response(self, msg: str) -> None:  # uvicorn's is plain text; every other error is JSON
+            self._disarm()
+            self.transport.write(not_http)
+            self.transport.close()
 
         def on_headers_complete(self) -> None:
             self._disarm()
