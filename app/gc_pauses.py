@@ -21,6 +21,7 @@ from __future__ import annotations
 import asyncio
 import gc
 import logging
+import threading
 import time
 from collections.abc import Callable
 from typing import Any
@@ -31,6 +32,7 @@ log = logging.getLogger(__name__)
 
 _pending: list[list[float]] = [[], [], []]  # pause seconds by generation, not yet in the histogram
 _role: str | None = None
+_flushing = threading.Lock()  # never taken in the gc callback
 
 
 def freeze_startup_heap(role: str) -> int:
@@ -61,16 +63,20 @@ def record_pauses(role: str) -> Callable[[str, dict[str, Any]], None]:
 
 
 def flush_pauses() -> None:
-    """Move the timed passes into the histogram (from ordinary code, never from a gc callback)."""
-    if _role is None:
+    """Move the timed passes into the histogram (from ordinary code, never from a gc callback). One flusher at a
+    time: in a one-process server the engine thread and the event loop both call it."""
+    if _role is None or not _flushing.acquire(blocking=False):
         return
-    for generation, pauses in enumerate(_pending):
-        if pauses:
-            taken = pauses[:]
-            del pauses[:len(taken)]
-            child = metrics.GC_PAUSE.labels(role=_role, generation=str(generation))
-            for seconds in taken:
-                child.observe(seconds)
+    try:
+        for generation, pauses in enumerate(_pending):
+            if pauses:
+                taken = pauses[:]  # a pass may append meanwhile: remove only what was taken
+                del pauses[:len(taken)]
+                child = metrics.GC_PAUSE.labels(role=_role, generation=str(generation))
+                for seconds in taken:
+                    child.observe(seconds)
+    finally:
+        _flushing.release()
 
 
 async def flush_pauses_every(seconds: float) -> None:
