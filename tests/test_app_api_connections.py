@@ -130,6 +130,20 @@ async def test_headers_over_the_cap_get_431_and_big_ones_under_it_pass(port):
     head, body = answer.split(b"\r\n\r\n", 1)
     assert head.startswith(b"HTTP/1.1 431 ") and orjson.loads(body)["error"]["code"] == "headers_too_large"
     writer.close()
+    # The same on a kept-alive connection after a request with a large body: the body does not count towards
+    # the next request's headers, which do.
+    reader, writer = await asyncio.open_connection("127.0.0.1", port)
+    body = orjson.dumps({"task": "sudoku", "puzzle": "x" * 20_000})
+    writer.write(b"POST /v1/solve HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\nContent-Length: "
+                 + str(len(body)).encode() + b"\r\n\r\n" + body)
+    head = await asyncio.wait_for(reader.readuntil(b"\r\n\r\n"), 5)
+    length = int(next(line.split(b":")[1] for line in head.split(b"\r\n") if line.lower().startswith(
+        b"content-length")))
+    await reader.readexactly(length)
+    writer.write(b"GET /healthz HTTP/1.1\r\nHost: x\r\n" + filler * (MAX_HEADER_BYTES // len(filler) + 1))
+    answer = head + await read_all(reader, 5)
+    assert answer.startswith(b"HTTP/1.1 422 ") and b"HTTP/1.1 431 " in answer, answer[:300]
+    writer.close()
 
 
 async def test_bytes_that_are_not_http_get_a_json_400(port):

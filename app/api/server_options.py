@@ -95,7 +95,10 @@ def guarded_protocol(header_timeout_s: float, max_connections: int, retry_after_
 
     class GuardedHttpToolsProtocol(HttpToolsProtocol):
         header_timer: asyncio.TimerHandle | None = None
-        header_bytes = 0  # bytes received since the deadline was armed, while the headers are incomplete
+        # Between requests or inside a request line and headers, not in a body. A read that ends one request's
+        # body and starts the next request's headers counts for neither: the cap is loose by one read at most.
+        in_headers = True
+        header_bytes = 0  # bytes received while in_headers, since the last request's headers or body ended
         got_bytes = False
 
         def connection_made(self, transport: asyncio.Transport) -> None:  # type: ignore[override]
@@ -111,11 +114,10 @@ def guarded_protocol(header_timeout_s: float, max_connections: int, retry_after_
             self.got_bytes = True
             if self.header_timer is None and (self.cycle is None or self.cycle.response_complete):
                 self._arm()  # a kept-alive connection starting its next request
-            if self.header_timer is not None:
+            if self.in_headers:  # counted whatever the deadline: a pipelined request's headers arrive unarmed
                 self.header_bytes += len(data)
             super().data_received(data)  # on_headers_complete disarms once the headers are in
-            if self.header_timer is not None and self.header_bytes > MAX_HEADER_BYTES \
-                    and not self.transport.is_closing():
+            if self.in_headers and self.header_bytes > MAX_HEADER_BYTES and not self.transport.is_closing():
                 self._disarm()
                 oversized()
                 self.transport.write(too_large)
@@ -128,7 +130,12 @@ def guarded_protocol(header_timeout_s: float, max_connections: int, retry_after_
 
         def on_headers_complete(self) -> None:
             self._disarm()
+            self.in_headers, self.header_bytes = False, 0
             super().on_headers_complete()
+
+        def on_message_complete(self) -> None:
+            self.in_headers, self.header_bytes = True, 0
+            super().on_message_complete()
 
         def connection_lost(self, exc: Exception | None) -> None:
             self._disarm()
@@ -136,7 +143,6 @@ def guarded_protocol(header_timeout_s: float, max_connections: int, retry_after_
 
         def _arm(self) -> None:
             self._disarm()
-            self.header_bytes = 0
             self.header_timer = self.loop.call_later(header_timeout_s, self._headers_late)
 
         def _disarm(self) -> None:
