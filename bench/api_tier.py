@@ -41,9 +41,15 @@ TINY = dict(arch="trm", task="sudoku", seq_len=81, vocab_size=11, hidden_size=16
 GC = re.compile(r'^recursolve_gc_pause_seconds_(count|sum)\{generation="(\d)",role="api"\} (\S+)$', re.M)
 
 
-def gc_passes(url: str) -> dict[str, float]:
-    text = httpx.get(url + "/metrics", timeout=30).text
-    return {f"{kind}_{gen}": float(v) for kind, gen, v in GC.findall(text)}
+def gc_probe(url: str) -> sb.Probe:
+    """The API process's GC pass counts and seconds by generation, from /metrics (without blocking the clients'
+    event loop)."""
+    async def probe() -> dict[str, float]:
+        async with httpx.AsyncClient(timeout=30.0) as client:
+            r = await client.get(url + "/metrics")
+            r.raise_for_status()
+            return {f"{kind}_{gen}": float(v) for kind, gen, v in GC.findall(r.text)}
+    return probe
 
 
 def pin(roles: dict[str, list[int]]) -> str:
@@ -85,22 +91,19 @@ def main() -> None:
             load = sb.Load(args.concurrency, args.duration, args.warmup, puzzles)
             t0 = time.monotonic()
 
-            async def run() -> tuple[tuple[float, float], dict[str, float], dict[str, float]]:
-                async def cpu_at(t: float) -> dict[str, float]:
-                    await asyncio.sleep(max(0.0, t - time.monotonic()))
-                    return sb.server_cpu_seconds(server.proc.pid) | gc_passes(server.url)
-
-                probes = asyncio.gather(cpu_at(t0 + args.warmup), cpu_at(t0 + args.warmup + args.duration))
+            async def run() -> tuple[tuple[float, float], dict[str, float], dict[str, float], dict[str, float]]:
+                probing = asyncio.create_task(sb.probe_window(t0 + args.warmup, t0 + args.warmup + args.duration,
+                                                              gc_probe(server.url), server.proc.pid))
                 window = await sb.run_http(load, server.url, mode, t0)
-                before, after = await probes
-                return window, before, after
+                before, after, cpu = await probing
+                return window, before, after, cpu
 
-            (t_measure, t_end), before, after = asyncio.run(run())
+            (t_measure, t_end), before, after, cpu = asyncio.run(run())
         finally:
             server.stop()
     summary = sb.summarise(load.results(), t_measure, t_end)
     answers = summary["answers"]
-    api_s = after["api"] - before["api"]
+    api_s = cpu["api"]
     report: dict[str, Any] = {
         "benchmark": "api_tier", "command": " ".join(sys.argv), "repo": str(args.repo), "host": os.uname().nodename,
         "when": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()), "pinned": pinned,

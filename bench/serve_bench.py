@@ -258,13 +258,14 @@ async def closed_loop(load: Load, one_call: OneCall, t0: float | None = None) ->
     return t_measure, t_end
 
 
-Probe = Callable[[], Awaitable[tuple[float, float]]]
+Probe = Callable[[], Awaitable[Any]]  # a snapshot of the server's /metrics (metrics_probe: the step-rows sums)
 
 
 async def probe_window(t_measure: float, t_end: float, probe: Probe, server_pid: int | None = None
-                       ) -> tuple[tuple[float, float], tuple[float, float], dict[str, float]]:
-    """The step-rows histogram (sum, count) at the start and the end of the measured window, and the CPU seconds
-    each role of the server (`server_pid`, when given) used in between."""
+                       ) -> tuple[Any, Any, dict[str, float]]:
+    """The probe's snapshot at the start and the end of the measured window (metrics_probe: the step-rows
+    histogram's sum and count), and the CPU seconds each role of the server (`server_pid`, when given) used in
+    between."""
     await asyncio.sleep(max(0.0, t_measure - time.monotonic()))
     cpu_before = server_cpu_seconds(server_pid) if server_pid is not None else {}
     before = await probe()
