@@ -10,6 +10,10 @@ step (its outputs cost nothing to make and never halt a row before max_steps), i
   core        EngineCore.add + step on a 256-row pool kept full, the runner included, no messages (us per answer)
   inproc      InprocEngine + EngineClient + 256 asyncio clients in this process, as serve_bench's inproc mode
               (answers/s: the ceiling of that mode when the network costs nothing)
+  process     the engine-core process of `recursolve serve` fed over ZMQ by 256 clients in a client process, as
+              serve_bench's engine mode (answers/s and the engine process's CPU per answer: the engine core's
+              ceiling, messages included, when the network costs nothing); one torch thread: a GPU step needs no
+              CPU threads, and more would spin on the core the client process needs
 
 Every request runs exactly --steps ACT steps (halting on max_steps), so figures compare across machines and
 commits; compare them as ratios within one run.
@@ -140,6 +144,32 @@ def measure_inproc(spec: ModelSpec, seconds: float, steps: int) -> dict[str, flo
         "mean_rows_per_step": extra.get("mean_rows_per_step")}
 
 
+def null_engine_process(address: str, specs: list[ModelSpec], options: dict[str, Any]) -> None:
+    """The engine-core process's entry with the null network step (a spawned process imports this module anew)."""
+    from app.engine.core_loop import engine_process_main
+
+    backends.TorchBackend.act_step = null_act_step  # type: ignore[method-assign]
+    engine_process_main(address, specs, options)
+
+
+def measure_process(spec: ModelSpec, seconds: float, steps: int) -> dict[str, float]:
+    import serve_bench as sb
+
+    rng = random.Random(1)
+    load = sb.Load(ROWS, seconds, min(2.0, seconds / 4), [generate(rng, "medium") for _ in range(200)])
+    with tempfile.TemporaryDirectory(prefix="engine-overhead-ipc-") as tmp:
+        window, extra = sb.run_engine(load, sb.bench_spec(spec.path, "cpu", ROWS, 16 * ROWS), steps, 1, Path(tmp),
+                                      entry=null_engine_process, torch_threads=1)
+    samples = load.results()
+    if not samples or not all(s.ok for s in samples):
+        raise SystemExit(f"process: {sum(not s.ok for s in samples)} of {len(samples)} calls failed")
+    summary = sb.summarise(samples, *window)
+    answers = summary["answers"]
+    return {"throughput_rps": summary["throughput_rps"], "mean_act_steps": summary["mean_act_steps"],
+            "mean_rows_per_step": extra.get("mean_rows_per_step"),
+            "engine_cpu_us_per_answer": round(1e6 * extra["engine_cpu_s"] / answers, 1) if answers else None}
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--seconds", type=float, default=8.0, help="measured seconds of the core and inproc layers")
@@ -168,6 +198,8 @@ def main() -> None:
         print("core       " + ", ".join(f"{k} {v}" for k, v in c.items()))
         report["inproc"] = i = measure_inproc(spec, args.seconds, args.steps)
         print("inproc     " + ", ".join(f"{k} {v}" for k, v in i.items()))
+        report["process"] = e = measure_process(spec, args.seconds, args.steps)
+        print("process    " + ", ".join(f"{k} {v}" for k, v in e.items()))
     out = args.out or REPO / "bench" / "results" / f"engine-overhead-{socket.gethostname()}.json"
     out.parent.mkdir(parents=True, exist_ok=True)
     out.write_text(json.dumps(report, indent=2) + "\n")

@@ -9,6 +9,9 @@ send the next, for a fixed time. Modes, same model, same weights, same device an
               of the continuous mode of the same run, else of inproc)
   inproc      the engine core in a thread of this process (InprocEngine + EngineClient), no HTTP: asyncio
               clients submit EngineRequests and await the outputs (the engine shares this process's GIL)
+  engine      the engine-core process as `recursolve serve` starts it, fed over ZMQ by EngineClients in
+              --client-procs processes (as API processes hold them), no HTTP and no API tier: what the engine
+              core alone can answer, the ceiling of every HTTP mode; reports its CPU per answer and how busy it was
   continuous  `recursolve serve` (engine-core process + --api-workers API processes), HTTP /v1/solve
   batch       as continuous, HTTP /v1/solve/batch: each call carries --batch-items puzzles (answers = items;
               latency is the call's)
@@ -27,7 +30,7 @@ process), and for the HTTP modes the server's CPU ms per answer by role (engine,
 together, supervisor; from /proc over the same window) with api_busy, the API processes' mean share of a core
 (near 1.0: the API tier bounds the answers/s), over the answers completed in the measured window (after the
 warm-up; requests still in flight at the end are cut, so a slow mode cannot stretch the run). The summary adds
-the ratios continuous/static, inproc/graph, batch/inproc and continuous/oneproc.
+the ratios continuous/static, inproc/graph, engine/graph, batch/inproc and continuous/oneproc.
 The result cache is disabled in the servers; puzzles cycle through a seeded pool (--puzzles, default 600), so
 a repeat is hundreds of requests away and never coalesces with an identical request in flight.
 
@@ -90,7 +93,7 @@ from puzzles.sudoku import SudokuPuzzle, generate
 
 REPO = Path(__file__).resolve().parent.parent
 
-MODES = ("graph", "inproc", "continuous", "batch", "oneproc", "single", "static", "verifier")
+MODES = ("graph", "inproc", "engine", "continuous", "batch", "oneproc", "single", "static", "verifier")
 MODEL_NAME = "bench"
 
 
@@ -625,26 +628,21 @@ def registry_rows() -> tuple[float, float]:
     return (REGISTRY.get_sample_value(ROWS_SUM, labels) or 0.0, REGISTRY.get_sample_value(ROWS_COUNT, labels) or 0.0)
 
 
-async def run_inproc(load: Load, spec: Any, max_steps: int) -> tuple[tuple[float, float], dict[str, Any]]:
-    """InprocEngine + EngineClient, as an app without RECURSOLVE_ENGINE_ADDRESS runs them, without the app."""
-    from app.engine.client import EngineClient, EngineRejected, EngineUnavailable, InprocEngine
+def engine_call(client: Any, prefix: str, max_steps: int) -> OneCall:
+    """One call of the engine modes: a Sudoku encoded and submitted as an EngineRequest, its output awaited."""
+    from app.engine.client import EngineRejected, EngineUnavailable
     from app.engine.protocol import EngineRequest, SolveOptions, tokens_from_bytes
-    from app.settings import Settings
 
-    share = Settings.model_fields["max_request_share"].default
-    engine = InprocEngine([spec], warmup=True, max_share=share)
-    engine.start()
-    client = EngineClient(engine.address, engine.ctx)
     codec = get_codec("sudoku")
     # /v1/solve's default (halting=auto) starts with this plain run, halting on the batched verifier; its
-    # escalation of the few unverified answers (K noisy trajectories) is the API's, so it is not here.
+    # escalation of the few unverified answers (K noisy trajectories) is left out here.
     options = SolveOptions(max_steps=max_steps, halting="verifier", deadline_ms=DEFAULT_DEADLINE_MS)
     ids = itertools.count()
 
     async def one(puzzles: list[SudokuPuzzle]) -> list[Sample]:
         puzzle = puzzles[0]
         tokens = np.asarray(codec.encode(puzzle, 81), dtype=np.int32)
-        request = EngineRequest(f"bench-{next(ids)}", MODEL_NAME, inputs=tokens.tobytes(), puzzle_identifier=0,
+        request = EngineRequest(f"{prefix}-{next(ids)}", MODEL_NAME, inputs=tokens.tobytes(), puzzle_identifier=0,
                                 options=options, arrival=time.monotonic())
         try:
             out = await client.submit(request)
@@ -655,11 +653,22 @@ async def run_inproc(load: Load, spec: Any, max_steps: int) -> tuple[tuple[float
         if out.tokens is None:
             return [Sample(0, 0, ok=False, status=504)]
         # The engine's batched verifier ruled on every step (tests hold it equal to the codec's check); checking
-        # again here would spend this process's GIL, which the engine thread shares, on the client's side.
+        # again here would spend the client's CPU (inproc: the GIL the engine thread shares).
         verified = out.valid if out.valid is not None else codec.verify(
             puzzle, codec.decode(tokens_from_bytes(out.tokens), puzzle)).valid
         return [Sample(0, 0, ok=True, steps=out.steps, verified=verified)]
+    return one
 
+
+async def run_inproc(load: Load, spec: Any, max_steps: int) -> tuple[tuple[float, float], dict[str, Any]]:
+    """InprocEngine + EngineClient, as an app without RECURSOLVE_ENGINE_ADDRESS runs them, without the app."""
+    from app.engine.client import EngineClient, InprocEngine
+    from app.settings import Settings
+
+    share = Settings.model_fields["max_request_share"].default
+    engine = InprocEngine([spec], warmup=True, max_share=share)
+    engine.start()
+    client = EngineClient(engine.address, engine.ctx)
     try:
         await client.start()
         ready = await client.wait_ready(timeout=600)
@@ -672,12 +681,120 @@ async def run_inproc(load: Load, spec: Any, max_steps: int) -> tuple[tuple[float
             return registry_rows()
 
         probing = asyncio.create_task(probe_window(t0 + load.warmup, t0 + load.warmup + load.duration, probe))
-        window = await closed_loop(load, one, t0)
+        window = await closed_loop(load, engine_call(client, "bench", max_steps), t0)
         before, after, _ = await probing
     finally:
         await client.close()
         await engine.stop()
     return window, rows_per_step(before, after, window[1] - window[0]) | {"max_request_share": share}
+
+
+# -- engine: the engine-core process of `recursolve serve`, fed over ZMQ by client processes, no HTTP -----------
+
+
+def _engine_client_process(i: int, address: str, load: Load, max_steps: int, ready: Any, go: Any, t0: Any,
+                           results: Any) -> None:
+    """One client process of the engine mode: an EngineClient (as an API process holds one) connects, waits for
+    the engine's Ready, says so, then runs its share of the clients from the common start time."""
+    from app.engine.client import EngineClient
+
+    async def run() -> None:
+        client = EngineClient(address)
+        try:
+            await client.start()
+            if (r := await client.wait_ready(timeout=900)).error is not None:
+                raise RuntimeError(f"the engine core could not load the model: {r.error}")
+            ready.put(i)
+            await asyncio.to_thread(go.wait)
+            await closed_loop(load, engine_call(client, f"bench{i}", max_steps), t0.value)
+        finally:
+            await client.close()
+
+    try:
+        freeze_startup_heap("bench client")
+        asyncio.run(run())
+        results.put((i, load.samples, None))
+    except BaseException as e:  # the parent must hear about it, not wait forever
+        results.put((i, [], f"{type(e).__name__}: {e}"))
+
+
+def process_cpu_seconds(pid: int) -> float:
+    """User + system CPU seconds of one process (all its threads) so far, from /proc/<pid>/stat."""
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / CLOCK_TICKS
+
+
+def run_engine(load: Load, spec: Any, max_steps: int, procs: int, tmp: Path,
+               entry: Callable[..., None] | None = None, torch_threads: int | None = None
+               ) -> tuple[tuple[float, float], dict[str, Any]]:
+    """The engine-core process started as `recursolve serve` starts it (engine_process_main, spawned, ipc://),
+    driven by `procs` client processes of EngineClients: the engine core's own answers/s with no HTTP and no API
+    tier, and its CPU per answer. Rows per step: the answers' ACT steps over the engine's steps (Stats).
+    `entry`: the engine process's target instead of engine_process_main (bench/engine_overhead.py's null step);
+    `torch_threads`: its intra-op threads (default: as `recursolve serve`, every available CPU)."""
+    from app.engine.client import EngineClient
+    from app.engine.core_loop import engine_process_main
+    from app.serve import available_cpus
+    from app.settings import Settings
+
+    ctx = multiprocessing.get_context("spawn")
+    address = f"ipc://{tmp}/bench-engine.sock"
+    share = Settings.model_fields["max_request_share"].default
+    options = {"warmup": True, "max_share": share, "log_level": "warning",
+               "torch_threads": torch_threads or available_cpus()}
+    engine = ctx.Process(target=entry or engine_process_main, args=(address, [spec], options), name="bench-engine",
+                         daemon=True)
+    engine.start()
+    ready, results, go, t0 = ctx.Queue(), ctx.Queue(), ctx.Event(), ctx.Value("d", 0.0)
+    shares = [load.concurrency // procs + (1 if i < load.concurrency % procs else 0) for i in range(procs)]
+    children = [ctx.Process(target=_engine_client_process,
+                            args=(i, address, Load(n, load.duration, load.warmup, load.puzzles,
+                                                   _next=load._next + i * len(load.puzzles) // procs),
+                                  max_steps, ready, go, t0, results), name=f"bench-engine-client-{i}", daemon=True)
+                for i, n in enumerate(shares)]
+    for c in children:
+        c.start()
+
+    async def steps_run(client: EngineClient) -> float:
+        stats = await client.stats(timeout=10.0)
+        return float(stats[MODEL_NAME]["steps_run"])  # type: ignore[arg-type]
+
+    async def watch(t_measure: float, t_end: float) -> tuple[float, float, float]:
+        client = EngineClient(address)
+        try:
+            await client.start()
+            await client.wait_ready(timeout=60)
+            await asyncio.sleep(max(0.0, t_measure - time.monotonic()))
+            cpu, steps = process_cpu_seconds(engine.pid), await steps_run(client)  # type: ignore[arg-type]
+            await asyncio.sleep(max(0.0, t_end - time.monotonic()))
+            return process_cpu_seconds(engine.pid) - cpu, await steps_run(client) - steps, t_end - t_measure  # type: ignore[arg-type]
+        finally:
+            await client.close()
+
+    try:
+        for _ in children:
+            ready.get(timeout=900)  # the engine's warm-up (a CUDA compile) comes first
+        t0.value = time.monotonic() + 0.2
+        go.set()
+        t_measure, t_end = t0.value + load.warmup, t0.value + load.warmup + load.duration
+        cpu, steps, window = asyncio.run(watch(t_measure, t_end))
+        for _ in children:
+            i, rows, error = results.get(timeout=load.warmup + load.duration + 120)
+            if error is not None:
+                raise RuntimeError(f"engine client process {i} failed: {error}")
+            load.samples.extend(rows)
+    finally:
+        for c in children:
+            c.join(10)
+            if c.is_alive():
+                c.kill()
+        engine.terminate()
+        engine.join(30)
+    row_steps = sum(s.steps for s in load.results() if s.ok and t_measure <= s.end <= t_end)
+    return (t_measure, t_end), {
+        "mean_rows_per_step": round(row_steps / steps, 2) if steps else None,
+        "engine_steps_per_s": round(steps / window, 1), "client_procs": procs, "max_request_share": share,
+        "engine_cpu_s": round(cpu, 3)}
 
 
 # -- static: the official evaluation loop ------------------------------------------------------------------------
@@ -812,6 +929,13 @@ def run_mode(mode: str, args: argparse.Namespace, model: Path, puzzles: list[Sud
         spec = bench_spec(model, args.device, args.batch_rows, max(512, 4 * args.concurrency), **model_entry(args))
         (t_measure, t_end), extra = asyncio.run(run_inproc(load, spec, max_steps))
         info |= extra
+    elif mode == "engine":
+        info |= {"batch_rows": args.batch_rows,
+                 "transport": "EngineClients in --client-procs processes -> ZMQ ipc -> the engine-core process of "
+                              "`recursolve serve` (no HTTP, no API tier)"}
+        spec = bench_spec(model, args.device, args.batch_rows, max(512, 4 * args.concurrency), **model_entry(args))
+        (t_measure, t_end), extra = run_engine(load, spec, max_steps, args.client_procs, tmp)
+        info |= extra
     else:
         http = HTTP_MODES[mode]
         rows = http.rows or args.batch_rows
@@ -853,10 +977,15 @@ def run_mode(mode: str, args: argparse.Namespace, model: Path, puzzles: list[Sud
     summary = summarise(load.results(), t_measure, t_end)
     if cpu := info.get("server_cpu_s"):
         summary |= cpu_per_answer(cpu, summary["answers"], t_end - t_measure, info["api_workers"])
+    if (cpu_s := info.pop("engine_cpu_s", None)) is not None:
+        summary["cpu_ms_per_answer"] = {"engine": round(1000.0 * cpu_s / summary["answers"], 3)
+                                        if summary["answers"] else None}
+        summary["engine_busy"] = round(cpu_s / (t_end - t_measure), 3)
     return summary | info
 
 
-RATIOS = (("continuous", "static"), ("inproc", "graph"), ("batch", "inproc"), ("continuous", "oneproc"))
+RATIOS = (("continuous", "static"), ("inproc", "graph"), ("engine", "graph"), ("batch", "inproc"),
+          ("continuous", "oneproc"))
 
 
 def graph_answers(results: dict[str, Any]) -> str | None:
@@ -1038,7 +1167,7 @@ def _fmt(v: Any, spec: str) -> str:
 
 def print_table(results: dict[str, Any], ratios: dict[str, float]) -> None:
     print(f"\n{'mode':<11} {'rows':>4} {'answers/s':>10} {'p50 ms':>8} {'p99 ms':>8} {'steps':>6} {'verified':>8} "
-          f"{'rows/step':>9} {'errors':>6} {'api ms/ans':>10} {'api busy':>8}")
+          f"{'rows/step':>9} {'errors':>6} {'api ms/ans':>10} {'api busy':>8} {'eng ms/ans':>10}")
     for mode, r in results.items():
         lat = r.get("latency_ms", {})  # graph has none: it serves no requests
         cpu = r.get("cpu_ms_per_answer", {})
@@ -1046,7 +1175,7 @@ def print_table(results: dict[str, Any], ratios: dict[str, float]) -> None:
               f"{_fmt(lat.get('p50'), '8.1f')} {_fmt(lat.get('p99'), '8.1f')} {_fmt(r.get('mean_act_steps'), '6')} "
               f"{_fmt(r.get('verified_fraction'), '8')} {_fmt(r.get('mean_rows_per_step'), '9')} "
               f"{_fmt(r.get('errors'), '6')} {_fmt(cpu.get('api', cpu.get('server')), '10.3f')} "
-              f"{_fmt(r.get('api_busy'), '8')}")
+              f"{_fmt(r.get('api_busy'), '8')} {_fmt(cpu.get('engine'), '10.3f')}")
     if "graph" in results:
         g = results["graph"]
         print(f"graph: {g['row_steps_per_s']:.0f} row-steps/s, {g['step_ms']} ms/step at {g['batch_rows']} rows, "
