@@ -62,7 +62,9 @@ REQUEST_ACT_STEPS = Histogram("recursolve_request_act_steps", "ACT steps a reque
 HALTS = Counter("recursolve_halts_total", "Trajectories that stopped, by reason.", ["model", "reason"])
 STEP_ACTIVE_ROWS = Histogram("recursolve_step_active_rows", "Rows (trajectories) computed in one ACT step.",
                              ["model"], buckets=ROW_BUCKETS)
-STEP_DURATION = Histogram("recursolve_step_duration_seconds", "Wall time of one batched ACT step.",
+STEP_DURATION = Histogram("recursolve_step_duration_seconds",
+                          "Wall time of one batched ACT step, from its launch until its results are on the host "
+                          "(overlapped steps: the engine's work on the previous step included).",
                           ["model"], buckets=STEP_BUCKETS)
 # Written by the engine core process only: "livesum" shows its value while it lives, and none once it died.
 QUEUE_DEPTH = Gauge("recursolve_queue_depth", "Rows waiting for a batch slot.", ["model"],

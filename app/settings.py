@@ -85,6 +85,10 @@ class ModelSpec(BaseModel):
     # the compile (~80 s cold, ~20 s from inductor's on-disk cache). None: on for CUDA, off on a CPU (where it
     # gained 1.5x at 32 rows but lost at 8, for a minute of start-up).
     compile: bool | None = None
+    # Overlap the engine core's Python with the device: launch step t+1, then collect step t while it runs (one
+    # wasted row-step per request). None: on for CUDA, where a launch returns at once; off on a CPU, where the
+    # launch is the work and the wasted step would cost time.
+    overlap: bool | None = None
     default_options: dict[str, Any] = Field(default_factory=dict)  # per-model solve option defaults
     # This model answers requests that name only the task (else: the best held-out accuracy on its card).
     default_for_task: bool = False

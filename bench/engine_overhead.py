@@ -8,6 +8,9 @@ step (its outputs cost nothing to make and never halt a row before max_steps), i
   scheduler   Scheduler alone: add, schedule, update for rounds of 128 requests on 256 rows (us per request)
   queue       Scheduler.schedule() on a full pool with 16,384 requests waiting (us per call, i.e. per step)
   core        EngineCore.add + step on a 256-row pool kept full, the runner included, no messages (us per answer)
+  overlap     core, with the null step behind a simulated device that takes --device-ms per step (the H200's
+              compiled step at ~170 rows: 1.5 ms) while the host goes on: launch-and-wait against the overlapped
+              step (runner.overlap, CUDA's default), a model of what the overlap buys on a GPU, not a GPU figure
   inproc      InprocEngine + EngineClient + 256 asyncio clients in this process, as serve_bench's inproc mode
               (answers/s: the ceiling of that mode when the network costs nothing)
   process     the engine-core process of `recursolve serve` fed over ZMQ by 256 clients in a client process, as
@@ -25,6 +28,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import contextlib
 import itertools
 import json
 import os
@@ -33,6 +37,7 @@ import random
 import socket
 import tempfile
 import time
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -41,6 +46,7 @@ import torch
 
 from app.engine import backends
 from app.engine.protocol import EngineRequest, SolveOptions
+from app.engine.runner import Launched, ModelRunner, StepArrays
 from app.engine.scheduler import Scheduler
 from app.settings import ModelSpec
 from models import ModelConfig, build_model, save_model
@@ -130,6 +136,42 @@ def measure_core(spec: ModelSpec, seconds: float, steps: int) -> dict[str, float
             "steps_per_s": round(step_count / elapsed, 1), "ms_per_step": round(elapsed / step_count * 1e3, 3)}
 
 
+@contextlib.contextmanager
+def simulated_device(step_ms: float) -> Iterator[None]:
+    """ModelRunner.launch queues `step_ms` of work on a device that runs one step at a time, beside the host;
+    collect waits (spinning, as a CUDA sync does by default) until that step is done."""
+    launch, collect = ModelRunner.launch, ModelRunner.collect
+    free_at, ready = 0.0, {}
+
+    def sim_launch(self: ModelRunner, idx: np.ndarray) -> Launched:
+        nonlocal free_at
+        launched = launch(self, idx)
+        free_at = max(time.perf_counter(), free_at) + step_ms / 1e3
+        ready[id(launched)] = free_at
+        return launched
+
+    def sim_collect(self: ModelRunner, launched: Launched) -> StepArrays:
+        until = ready.pop(id(launched))
+        while time.perf_counter() < until:
+            pass
+        return collect(self, launched)
+
+    ModelRunner.launch, ModelRunner.collect = sim_launch, sim_collect  # type: ignore[method-assign]
+    try:
+        yield
+    finally:
+        ModelRunner.launch, ModelRunner.collect = launch, collect  # type: ignore[method-assign]
+
+
+def measure_overlap(spec: ModelSpec, seconds: float, steps: int, device_ms: float) -> dict[str, Any]:
+    out: dict[str, Any] = {"device_ms": device_ms}
+    with simulated_device(device_ms):
+        for name, overlap in (("launch_and_wait", False), ("overlapped", True)):
+            out[name] = measure_core(spec.model_copy(update={"overlap": overlap}), seconds, steps)
+    out["answers_ratio"] = round(out["overlapped"]["answers_per_s"] / out["launch_and_wait"]["answers_per_s"], 3)
+    return out
+
+
 def measure_inproc(spec: ModelSpec, seconds: float, steps: int) -> dict[str, float]:
     import serve_bench as sb  # the benchmark's own inproc mode, so both measure the same thing
 
@@ -175,6 +217,7 @@ def main() -> None:
     ap.add_argument("--seconds", type=float, default=8.0, help="measured seconds of the core and inproc layers")
     ap.add_argument("--steps", type=int, default=2, help="ACT steps every request runs (default 2)")
     ap.add_argument("--rounds", type=int, default=200, help="scheduler rounds of 128 requests")
+    ap.add_argument("--device-ms", type=float, default=1.5, help="the overlap layer's simulated step time")
     ap.add_argument("--out", type=Path, default=None, help="default bench/results/engine-overhead-<host>.json")
     args = ap.parse_args()
     backends.TorchBackend.act_step = null_act_step  # type: ignore[method-assign]
@@ -196,6 +239,9 @@ def main() -> None:
         print("queue      " + ", ".join(f"{k} {v}" for k, v in q.items()))
         report["core"] = c = measure_core(spec, args.seconds, args.steps)
         print("core       " + ", ".join(f"{k} {v}" for k, v in c.items()))
+        report["overlap"] = o = measure_overlap(spec, args.seconds, args.steps, args.device_ms)
+        print(f"overlap    device {o['device_ms']} ms/step: launch-and-wait {o['launch_and_wait']['answers_per_s']}, "
+              f"overlapped {o['overlapped']['answers_per_s']} answers/s ({o['answers_ratio']}x)")
         report["inproc"] = i = measure_inproc(spec, args.seconds, args.steps)
         print("inproc     " + ", ".join(f"{k} {v}" for k, v in i.items()))
         report["process"] = e = measure_process(spec, args.seconds, args.steps)

@@ -8,13 +8,14 @@
 # device tool returns 8 files). Logs are appended, so several calls in one command share them.
 # A failing step does not stop the next one: each figure that can be had comes back.
 # Environment: SKIP_TESTS=1 runs the benchmark alone; API_WORKERS=N API processes of `recursolve serve`;
-# TAG names this call's JSON; EXTRA adds serve_bench arguments (e.g. '--compile off'); BENCH_TIMEOUT (s, default 400).
+# TAG names this call's JSON; EXTRA adds serve_bench arguments (e.g. '--compile off', '--overlap off'); BENCH_TIMEOUT
+# (s, default 400).
 set -u
 export PYTHONUNBUFFERED=1
 OUT=${OUT:-gpu-out}
 mkdir -p "$OUT"
 duration=${1:-12}
-modes=${2:-graph,inproc,continuous,batch,static}
+modes=${2:-graph,inproc,engine,continuous,batch,static}
 tag=${TAG:+-$TAG}
 
 if [ ! -d /tmp/site/fastapi ]; then  # installed once per machine

@@ -2,7 +2,8 @@
 
 `EngineCore.step()` is one iteration for every model with work:
     batch = scheduler.schedule(now)   # pure policy
-    out   = runner.execute(batch)     # tensors (a CUDA graph replay on GPUs)
+    step  = runner.launch(batch)      # tensors (a CUDA graph replay on GPUs)
+    out   = runner.collect(step)      # on CUDA the previous iteration's step, collected while this one runs
     res   = scheduler.update(out)     # pure policy
 and returns the plain `Outputs` to send. It does no I/O: `app.engine.core_loop` moves messages between
 it and the API processes (over ZMQ, in its own process or in a thread for tests and the CLI).
@@ -31,7 +32,7 @@ from app.engine.protocol import (
     Rejected,
     tokens_from_bytes,
 )
-from app.engine.runner import ModelRunner
+from app.engine.runner import Launched, ModelRunner
 from app.engine.scheduler import Scheduler, StepResult
 from app.settings import ModelSpec
 from models.checkpoint import confidence_temperature
@@ -74,6 +75,15 @@ def default_batch_rows(device: str) -> int:
 
 
 @dataclass
+class InFlight:
+    """A launched step not yet collected, with what is needed to apply its results to the right rows."""
+
+    launched: Launched
+    epochs: np.ndarray  # the scheduler's row_epoch of its rows at launch
+    t0: float  # perf_counter at launch
+
+
+@dataclass
 class ModelEngine:
     """One served model inside the engine core: its runner, its scheduler and what the API is told about it."""
 
@@ -81,9 +91,12 @@ class ModelEngine:
     runner: ModelRunner
     scheduler: Scheduler
     steps_run: int = 0
+    in_flight: InFlight | None = None  # runner.overlap: the step launched last, collected in the next iteration
 
     @classmethod
-    def load(cls, spec: ModelSpec, *, max_share: float = 1.0, cuda_graphs: bool | None = None) -> ModelEngine:
+    def load(cls, spec: ModelSpec, *, max_share: float = 1.0, cuda_graphs: bool | None = None,
+             overlap: bool | None = None) -> ModelEngine:
+        """`overlap` (tests) overrides the spec's."""
         device = resolve_device(spec.device)
         rows = spec.batch_rows or default_batch_rows(device)
         queue_rows = spec.max_queue_rows or max(512, 4 * rows)
@@ -91,7 +104,8 @@ class ModelEngine:
         loaded, cfg = backend.loaded, backend.loaded.config
         verify_task = spec.task if has_token_verifier(spec.task) else None
         compile_step = spec.compile if spec.compile is not None else device.startswith("cuda")
-        runner = ModelRunner(backend, rows, verify_task, cuda_graphs=cuda_graphs, compile_step=compile_step)
+        runner = ModelRunner(backend, rows, verify_task, cuda_graphs=cuda_graphs, compile_step=compile_step,
+                             overlap=overlap if overlap is not None else spec.overlap)
         folder = Path(spec.path) if Path(spec.path).is_dir() else Path(spec.path).parent
         card = _read_json(folder / CARD_FILE)
         temperature = confidence_temperature(spec.path)
@@ -125,8 +139,15 @@ class ModelEngine:
         verify_each = request.options.needs_step_verifier and self.runner.verify_task is not None
         return self.scheduler.add(request, verify_each=verify_each)
 
+    def has_work(self) -> bool:
+        return self.scheduler.has_work() or self.in_flight is not None
+
     def step(self, now: float) -> StepResult:
-        """Admit, step the active rows once, apply the halting rules."""
+        """Admit, launch a step of the active rows, and apply the halting rules to the step collected: this one,
+        or with runner.overlap the one launched in the previous iteration (the device runs this one meanwhile).
+        Rows that halted or changed hands after an overlapped step was launched ran it for nothing: their results
+        are dropped (a request gets one wasted row-step at its end, against Python that no longer waits on the
+        device)."""
         name, sched, runner = self.info.name, self.scheduler, self.runner
         batch = sched.schedule(now)
         result = StepResult(finished=batch.finished, dropped=batch.dropped)
@@ -144,15 +165,24 @@ class ModelEngine:
         idx = batch.active
         metrics.QUEUE_DEPTH.labels(model=name).set(sched.queued_rows)
         metrics.RUNNING_ROWS.labels(model=name).set(len(idx))
-        if len(idx) == 0:
+        launched = None
+        if len(idx):
+            t0 = time.perf_counter()
+            self._add_noise(idx)
+            launched = InFlight(runner.launch(idx), sched.row_epoch[idx], t0)
+            self.steps_run += 1
+            metrics.STEP_ACTIVE_ROWS.labels(model=name).observe(len(idx))
+        if runner.overlap:
+            launched, self.in_flight = self.in_flight, launched
+        if launched is None:
             return result
-        t0 = time.perf_counter()
-        self._add_noise(idx)
-        out = runner.execute(idx)
-        self.steps_run += 1
-        metrics.STEP_ACTIVE_ROWS.labels(model=name).observe(len(idx))
-        metrics.STEP_DURATION.labels(model=name).observe(time.perf_counter() - t0)
-        step = sched.update(idx, out.tokens, out.q_halt, out.model_halted, out.verified, time.monotonic())
+        out = runner.collect(launched.launched)
+        metrics.STEP_DURATION.labels(model=name).observe(time.perf_counter() - launched.t0)
+        ran = launched.launched.idx
+        keep = sched.still_running(ran, launched.epochs)
+        if not keep.all():
+            ran, out = ran[keep], out.take(keep)
+        step = sched.update(ran, out.tokens, out.q_halt, out.model_halted, out.verified, time.monotonic())
         result.finished += step.finished
         result.steps = step.steps
         result.halts.update(step.halts)
@@ -188,10 +218,10 @@ class EngineCore:
 
     @classmethod
     def load(cls, specs: list[ModelSpec], *, warmup: bool = True, max_share: float = 1.0,
-             cuda_graphs: bool | None = None) -> EngineCore:
+             cuda_graphs: bool | None = None, overlap: bool | None = None) -> EngineCore:
         models: dict[str, ModelEngine] = {}
         for spec in specs:
-            engine = ModelEngine.load(spec, max_share=max_share, cuda_graphs=cuda_graphs)
+            engine = ModelEngine.load(spec, max_share=max_share, cuda_graphs=cuda_graphs, overlap=overlap)
             if warmup:
                 engine.runner.warmup()
             models[spec.name] = engine
@@ -206,7 +236,7 @@ class EngineCore:
         return {name: m.stats() for name, m in self.models.items()}
 
     def has_work(self) -> bool:
-        return any(m.scheduler.has_work() for m in self.models.values())
+        return any(m.has_work() for m in self.models.values())
 
     def add(self, requests: list[EngineRequest]) -> Outputs:
         out = Outputs()
@@ -241,7 +271,7 @@ class EngineCore:
     def step(self) -> Outputs:
         out = Outputs()
         for name, model in self.models.items():
-            if not model.scheduler.has_work():
+            if not model.has_work():
                 continue
             try:
                 with torch.inference_mode():
@@ -253,6 +283,7 @@ class EngineCore:
                 # Cancelled requests get no rejection but must be forgotten too (or _owner grows per failure).
                 self._owner = {rid: m for rid, m in self._owner.items() if m != name}
                 model.runner.generators.clear()
+                model.in_flight = None
                 continue
             self._collect(out, name, result)
         return out

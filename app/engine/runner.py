@@ -11,6 +11,10 @@ Tensors only; it knows nothing of requests beyond the rows it is told to load an
   graph captured at warm-up, so a step is one graph replay instead of hundreds of kernel launches (the step
   of a tiny model is launch-bound: 8 ms eager vs 1 ms replayed for one row on an H100).
 - CPU: eager, gathering only the active rows (the whole pool as is when every row is busy).
+- A step is `launch` then `collect`. On CUDA, `launch` only queues the work and an asynchronous copy of the
+  packed results into pinned host memory, so the engine core can launch step t+1 and then, while the device
+  runs it, collect step t and apply the halting rules to it (`overlap`: the engine's Python hides behind the
+  device's step instead of following it). On a CPU the work is done in `launch`.
 """
 
 from __future__ import annotations
@@ -47,6 +51,15 @@ def batch_buckets(batch_rows: int) -> list[int]:
 
 
 @dataclass
+class Launched:
+    """A step on its way: the rows it runs and the host tensor its packed results land in."""
+
+    idx: np.ndarray  # int64 [n], the rows stepped
+    packed: torch.Tensor  # float32 [n, seq_len + 3] on the host
+    done: torch.cuda.Event | None  # recorded after the copy to `packed` (CUDA); None: `packed` is ready
+
+
+@dataclass
 class StepArrays:
     """One step's results on the host, row-aligned with the rows that ran."""
 
@@ -55,14 +68,22 @@ class StepArrays:
     model_halted: np.ndarray  # bool [n]
     verified: np.ndarray | None  # bool [n], or None when the model has no batched verifier
 
+    def take(self, keep: np.ndarray) -> StepArrays:
+        """The rows where `keep` (bool [n]) is true."""
+        return StepArrays(self.tokens[keep], self.q_halt[keep], self.model_halted[keep],
+                          None if self.verified is None else self.verified[keep])
+
 
 class ModelRunner:
     def __init__(self, backend: Backend, batch_rows: int, verify_task: str | None = None,
-                 cuda_graphs: bool | None = None, pad_to_buckets: bool = False, compile_step: bool = False) -> None:
+                 cuda_graphs: bool | None = None, pad_to_buckets: bool = False, compile_step: bool = False,
+                 overlap: bool | None = None) -> None:
         """verify_task: the task whose batched token verifier (models.verify) runs on every step, or None.
         pad_to_buckets: run the CUDA-graph path's padding eagerly (tests check the padding on a CPU).
         compile_step: torch.compile the step (inductor fuses its many small elementwise kernels); on CUDA each
-        bucket's graph captures the compiled step. The compile runs at warm-up, tens of seconds."""
+        bucket's graph captures the compiled step. The compile runs at warm-up, tens of seconds.
+        overlap: the engine core collects step t after launching step t+1 (default: on CUDA, where the launch
+        returns at once; on a CPU it would only cost each request one wasted step). Tests turn it on on a CPU."""
         self.backend = backend
         self.model = backend.loaded.model
         cfg = backend.loaded.config
@@ -86,9 +107,15 @@ class ModelRunner:
         self.compiled = compile_step and backend.name == "torch"
         # dynamic: one compile serves every row count (the CPU path's n varies per step; CUDA has a bucket each).
         self._step = torch.compile(self._step_rows, dynamic=True) if self.compiled else self._step_rows
+        self.overlap = self.device.type == "cuda" if overlap is None else overlap
+        # Two pinned buffers the packed results are copied into, taken in turn: step t+1's copy is queued while
+        # step t's is still being read.
+        self._host: list[torch.Tensor] = []
+        self._turn = 0
 
     def describe(self) -> dict[str, object]:
         return {**self.backend.describe(), "cuda_graphs": self.cuda_graphs, "compiled": self.compiled,
+                "overlap": self.overlap,
                 "buckets": self.buckets if self.cuda_graphs else None}
 
     # -- rows in -----------------------------------------------------------------------------------
@@ -170,7 +197,12 @@ class ModelRunner:
                           verified.float()[:, None]], dim=1)
 
     def execute(self, idx: np.ndarray) -> StepArrays:
-        """One ACT step of the active rows `idx` (sorted row numbers); one device-to-host copy."""
+        """One ACT step of the active rows `idx` (sorted row numbers), waited for."""
+        return self.collect(self.launch(idx))
+
+    def launch(self, idx: np.ndarray) -> Launched:
+        """Start one ACT step of the rows `idx` (sorted row numbers); on CUDA it returns before the device is done.
+        The rows' buffers may be rewritten (load_rows) before it is collected: the device runs both in order."""
         n = len(idx)
         if self.pad_to_buckets:  # the active rows, then the scratch row up to the bucket size
             bucket = next(b for b in self.buckets if b >= n)
@@ -180,14 +212,30 @@ class ModelRunner:
                 graph, static_idx, static_out = self._graphs[bucket]
                 static_idx.copy_(torch.from_numpy(padded), non_blocking=True)
                 graph.replay()
-                packed = static_out[:n].cpu()
+                out = static_out[:n]
             else:
-                packed = self._step(torch.from_numpy(padded).to(self.device))[:n].cpu()
+                out = self._step(torch.from_numpy(padded).to(self.device))[:n]
         elif n == self.batch_rows:
-            packed = self._step(None).cpu()
+            out = self._step(None)
         else:
-            packed = self._step(torch.from_numpy(idx).to(self.device)).cpu()
-        arr = packed.numpy()
+            out = self._step(torch.from_numpy(idx).to(self.device))
+        if self.device.type != "cuda":
+            return Launched(idx, out, None)
+        if not self._host:
+            self._host = [torch.empty(self.batch_rows, self.seq_len + 3, pin_memory=True) for _ in range(2)]
+        host = self._host[self._turn][:n]
+        self._turn ^= 1
+        host.copy_(out, non_blocking=True)  # the step's one device-to-host copy
+        done = torch.cuda.Event()
+        done.record()
+        return Launched(idx, host, done)
+
+    def collect(self, launched: Launched) -> StepArrays:
+        """Wait for a launched step (the GIL is released while waiting) and unpack its results (copies, so the
+        pinned buffer can take a later step's)."""
+        if launched.done is not None:
+            launched.done.synchronize()
+        arr = launched.packed.numpy()
         s = self.seq_len
         return StepArrays(tokens=arr[:, :s].astype(np.int64), q_halt=arr[:, s].copy(), model_halted=arr[:, s + 1] > 0.5,
                           verified=arr[:, s + 2] > 0.5 if self.verify_task is not None else None)

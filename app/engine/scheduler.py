@@ -144,6 +144,9 @@ class Scheduler:
         self.row_state: list[RequestState | None] = [None] * r
         self.row_traj = np.zeros(r, np.int64)
         self.active = np.zeros(r, bool)
+        # How many times each row was handed to a request: the engine core collects a step after launching the
+        # next (runner overlap), so a row can halt and change hands while a step that ran it is still out.
+        self.row_epoch = np.zeros(r, np.int64)
         self.steps = np.zeros(r, np.int64)
         self.unchanged = np.zeros(r, np.int64)
         self.max_steps = np.zeros(r, np.int64)
@@ -243,6 +246,11 @@ class Scheduler:
     def state_of(self, row: int) -> RequestState | None:
         return self.row_state[row]
 
+    def still_running(self, idx: np.ndarray, epochs: np.ndarray) -> np.ndarray:
+        """bool [n]: which rows `idx`, launched when their epochs were `epochs`, still run the same trajectory
+        (not halted, freed or handed to another request since; only an overlapped step can see such rows)."""
+        return self.active[idx] & (self.row_epoch[idx] == epochs)
+
     def is_live(self, request_id: str) -> bool:
         """Waiting or running (not yet resolved, cancelled or cut)."""
         return request_id in self._states
@@ -313,6 +321,7 @@ class Scheduler:
         states = [a.state for a in admitted]
         opts = [s.request.options for s in states]
         self.active[idx] = True
+        self.row_epoch[idx] += 1
         self.row_traj[idx] = np.fromiter((k for c in counts for k in range(c)), np.int64, len(idx))
         self.cancelled[idx] = per_row([s.cancelled for s in states], bool)
         self.stream[idx] = per_row([s.request.stream for s in states], bool)
