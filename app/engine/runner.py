@@ -121,24 +121,32 @@ class ModelRunner:
     # -- rows in -----------------------------------------------------------------------------------
 
     def load_rows(self, inputs: np.ndarray, puzzle_ids: np.ndarray, rows_per_request: list[list[int]]) -> None:
-        """Embed each admitted request once and copy it into its rows; fresh carry for those rows.
+        """Embed each admitted request's inputs into its rows (a PTRM request's K rows get the same); fresh carry.
 
         inputs [m, seq_len] int32, puzzle_ids [m], rows_per_request: the rows of each of the m requests.
+        Nothing here waits for the device: with the step overlapped, a step is running while rows are loaded
+        (a blocking host-to-device copy would sync the stream and wait for it).
         """
-        tokens = torch.from_numpy(np.array(inputs, dtype=np.int32))  # a copy: the inputs may be a read-only buffer
-        x = self.backend.embed(tokens, torch.from_numpy(np.asarray(puzzle_ids, dtype=np.int32))).to(self.x.dtype)
-        counts = torch.tensor([len(r) for r in rows_per_request], device=x.device)
-        rows = torch.tensor([r for rs in rows_per_request for r in rs], device=self.device)
-        self.x.index_copy_(0, rows, x.repeat_interleave(counts, dim=0).to(self.device))
-        row_inputs = tokens.long().to(self.device).repeat_interleave(counts.to(self.device), dim=0)
+        counts = [len(r) for r in rows_per_request]
+        rows = self._to_device(np.fromiter((r for rs in rows_per_request for r in rs), np.int64))
+        tokens = self._to_device(np.repeat(np.asarray(inputs, np.int32), counts, axis=0))
+        ids = self._to_device(np.repeat(np.asarray(puzzle_ids, np.int32), counts))
+        self.x.index_copy_(0, rows, self.backend.embed(tokens, ids).to(self.x.dtype))
+        row_inputs = tokens.long()
         self.inputs.index_copy_(0, rows, row_inputs)
         if self.verify_task is not None:
-            prepared = prepare_batch(self.verify_task, row_inputs)
+            prepared = prepare_batch(self.verify_task, row_inputs)  # maze: a BFS on the device (it may sync)
             if prepared is not None:
                 self.prepared.index_copy_(0, rows, prepared.to(self.device, torch.int64))
         z_H, z_L = self.backend.fresh_carry(len(rows))
         self.z_H.index_copy_(0, rows, z_H.to(self.z_H.dtype))
         self.z_L.index_copy_(0, rows, z_L.to(self.z_L.dtype))
+
+    def _to_device(self, a: np.ndarray) -> torch.Tensor:
+        """A host array on the runner's device; on CUDA through pinned memory, asynchronously (the caching host
+        allocator keeps the pinned block until the copy is done)."""
+        t = torch.from_numpy(np.ascontiguousarray(a))
+        return t.pin_memory().to(self.device, non_blocking=True) if self.device.type == "cuda" else t
 
     def start_noise(self, key: str, seed: int | None) -> None:
         """A noisy request's generator (seeded fresh when the request gave no seed)."""
@@ -159,8 +167,8 @@ class ModelRunner:
         zeros_H = torch.zeros(shape, dtype=self.z_H.dtype, device=self.device)
         zeros_L = torch.zeros(shape, dtype=self.z_L.dtype, device=self.device)
         n_H, n_L = inject_noise(zeros_H, zeros_L, sigma, noise_on, self.generators[key])
-        pos = torch.as_tensor(rows, device=self.device)
-        sel = torch.as_tensor(trajs, device=self.device)
+        pos = self._to_device(np.asarray(rows, np.int64))
+        sel = self._to_device(np.asarray(trajs, np.int64))
         if n_H is not zeros_H:
             self.z_H.index_add_(0, pos, n_H.index_select(0, sel))
         if n_L is not zeros_L:
@@ -210,15 +218,15 @@ class ModelRunner:
             padded[:n] = idx
             if self.cuda_graphs:
                 graph, static_idx, static_out = self._graphs[bucket]
-                static_idx.copy_(torch.from_numpy(padded), non_blocking=True)
+                static_idx.copy_(self._to_device(padded))  # device to device: queued, like the replay
                 graph.replay()
                 out = static_out[:n]
             else:
-                out = self._step(torch.from_numpy(padded).to(self.device))[:n]
+                out = self._step(self._to_device(padded))[:n]
         elif n == self.batch_rows:
             out = self._step(None)
         else:
-            out = self._step(torch.from_numpy(idx).to(self.device))
+            out = self._step(self._to_device(idx))
         if self.device.type != "cuda":
             return Launched(idx, out, None)
         if not self._host:
