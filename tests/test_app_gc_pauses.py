@@ -15,12 +15,13 @@ import pytest
 from prometheus_client import REGISTRY
 
 from app import gc_pauses
-from app.gc_pauses import flush_pauses, freeze_startup_heap, record_pauses
+from app.gc_pauses import YOUNG_THRESHOLD, flush_pauses, freeze_startup_heap, record_pauses
 from app_engine_support import save_random, served, solve_body
 
 
 def test_freezing_takes_the_startup_heap_out_of_full_passes() -> None:
     heap = [[i] for i in range(200_000)]  # long-lived containers, as a process's imports and app leave behind
+    thresholds = gc.get_threshold()
     try:
         t0 = time.perf_counter()
         gc.collect()
@@ -32,8 +33,10 @@ def test_freezing_takes_the_startup_heap_out_of_full_passes() -> None:
         gc.collect()
         assert time.perf_counter() - t0 < unfrozen_s / 2
         del heap[:100]  # reference counting still frees frozen objects
+        assert gc.get_threshold() == (YOUNG_THRESHOLD, *thresholds[1:])
     finally:
         gc.unfreeze()
+        gc.set_threshold(*thresholds)
 
 
 def test_every_pass_is_timed_by_generation_and_recorded_on_flush() -> None:
