@@ -10,7 +10,9 @@ step (its outputs cost nothing to make and never halt a row before max_steps), i
   core        EngineCore.add + step on a 256-row pool kept full, the runner included, no messages (us per answer)
   overlap     core, with the null step behind a simulated device that takes --device-ms per step (the H200's
               compiled step at ~170 rows: 1.5 ms) while the host goes on: launch-and-wait against the overlapped
-              step (runner.overlap, CUDA's default), a model of what the overlap buys on a GPU, not a GPU figure
+              step (runner.overlap, CUDA's default), for requests that end at max_steps and for requests whose
+              Q-head halts them at random (half the rows each step); a model of what the overlap buys on a GPU,
+              not a GPU figure (the host here also computes the null step that a GPU would run)
   inproc      InprocEngine + EngineClient + 256 asyncio clients in this process, as serve_bench's inproc mode
               (answers/s: the ceiling of that mode when the network costs nothing)
   process     the engine-core process of `recursolve serve` fed over ZMQ by 256 clients in a client process, as
@@ -66,6 +68,14 @@ def null_act_step(self: Any, x: torch.Tensor, z_H: torch.Tensor, z_L: torch.Tens
                       torch.zeros(n, device=x.device))
 
 
+def coin_act_step(self: Any, x: torch.Tensor, z_H: torch.Tensor, z_L: torch.Tensor) -> StepOutput:
+    """The null step with a Q-head that halts each row with probability 1/2 per step: halts the scheduler cannot
+    foresee, as a verifier's or a trained Q-head's (2 steps per request on average)."""
+    n = x.shape[0]
+    q_halt = torch.where(torch.rand(n, device=x.device) < 0.5, 5.0, -5.0)
+    return StepOutput(z_H, z_L, torch.zeros(n, 81, 11, device=x.device), q_halt, torch.zeros(n, device=x.device))
+
+
 def tiny_weights(folder: Path) -> Path:
     cfg = ModelConfig(arch="trm", task="sudoku", hidden_size=16, num_heads=2, expansion=2, H_cycles=1, L_cycles=1,
                       L_layers=1, mlp_t=True, pos_encodings="none", puzzle_emb_ndim=16, puzzle_emb_len=1,
@@ -115,13 +125,14 @@ def measure_long_queue(waiting: int = 16_384, calls: int = 200) -> dict[str, flo
     return {"waiting": waiting, "schedule_us": round((time.perf_counter() - t) / calls * 1e6, 1)}
 
 
-def measure_core(spec: ModelSpec, seconds: float, steps: int) -> dict[str, float]:
+def measure_core(spec: ModelSpec, seconds: float, steps: int, options: SolveOptions | None = None
+                 ) -> dict[str, float]:
     from app.engine.core import EngineCore
 
     core = EngineCore.load([spec], warmup=True)
     codec, rng = get_codec("sudoku"), random.Random(0)
     pool = [codec.encode(generate(rng, "easy"), 81).astype(np.int32).tobytes() for _ in range(64)]
-    opts = SolveOptions(max_steps=steps, halting="max_steps")
+    opts = options or SolveOptions(max_steps=steps, halting="max_steps")
     ids = itertools.count()
     done, step_count, t0 = 0, 0, time.perf_counter()
     while time.perf_counter() - t0 < seconds:
@@ -164,11 +175,23 @@ def simulated_device(step_ms: float) -> Iterator[None]:
 
 
 def measure_overlap(spec: ModelSpec, seconds: float, steps: int, device_ms: float) -> dict[str, Any]:
+    """Launch-and-wait against overlapped, for requests that end at max_steps (the engine sees the end coming and
+    launches no wasted step) and for requests whose Q-head halts them at random (one wasted row-step each)."""
     out: dict[str, Any] = {"device_ms": device_ms}
-    with simulated_device(device_ms):
-        for name, overlap in (("launch_and_wait", False), ("overlapped", True)):
-            out[name] = measure_core(spec.model_copy(update={"overlap": overlap}), seconds, steps)
-    out["answers_ratio"] = round(out["overlapped"]["answers_per_s"] / out["launch_and_wait"]["answers_per_s"], 3)
+    null_step = backends.TorchBackend.act_step
+    cases = (("max_steps", null_step, SolveOptions(max_steps=steps, halting="max_steps")),
+             ("q_head", coin_act_step, SolveOptions(max_steps=16, halting="q_head")))
+    try:
+        with simulated_device(device_ms):
+            for case, act_step, options in cases:
+                backends.TorchBackend.act_step = act_step  # type: ignore[method-assign]
+                runs = {name: measure_core(spec.model_copy(update={"overlap": overlap}), seconds, steps, options)
+                        for name, overlap in (("launch_and_wait", False), ("overlapped", True))}
+                runs["answers_ratio"] = round(runs["overlapped"]["answers_per_s"]
+                                              / runs["launch_and_wait"]["answers_per_s"], 3)
+                out[case] = runs
+    finally:
+        backends.TorchBackend.act_step = null_step  # type: ignore[method-assign]
     return out
 
 
@@ -240,8 +263,11 @@ def main() -> None:
         report["core"] = c = measure_core(spec, args.seconds, args.steps)
         print("core       " + ", ".join(f"{k} {v}" for k, v in c.items()))
         report["overlap"] = o = measure_overlap(spec, args.seconds, args.steps, args.device_ms)
-        print(f"overlap    device {o['device_ms']} ms/step: launch-and-wait {o['launch_and_wait']['answers_per_s']}, "
-              f"overlapped {o['overlapped']['answers_per_s']} answers/s ({o['answers_ratio']}x)")
+        for case in ("max_steps", "q_head"):
+            c = o[case]
+            print(f"overlap    device {o['device_ms']} ms/step, {case} halting: launch-and-wait "
+                  f"{c['launch_and_wait']['answers_per_s']}, overlapped {c['overlapped']['answers_per_s']} answers/s "
+                  f"({c['answers_ratio']}x)")
         report["inproc"] = i = measure_inproc(spec, args.seconds, args.steps)
         print("inproc     " + ", ".join(f"{k} {v}" for k, v in i.items()))
         report["process"] = e = measure_process(spec, args.seconds, args.steps)

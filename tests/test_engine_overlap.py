@@ -94,16 +94,29 @@ def test_overlapped_steps_give_the_answers_of_the_plain_loop(specs, one_torch_th
         assert all(m.in_flight is None and m.scheduler.running_rows == 0 for m in core.models.values())
 
 
-def test_an_overlapped_request_costs_one_wasted_row_step_and_the_loop_drains(specs, one_torch_thread):
-    core = EngineCore.load(specs[:1], overlap=True)
-    model = core.models["random"]
-    core.add([request("only", "random", PUZZLE, max_steps=1, halting="max_steps")])
+def test_an_overlapped_request_that_halts_on_its_q_head_costs_one_wasted_row_step(specs, one_torch_thread):
+    core = EngineCore.load(specs[1:2], overlap=True)  # "eager": its Q-head halts every row after one step
+    model = core.models["eager"]
+    core.add([request("only", "eager", PUZZLE, max_steps=8, halting="q_head")])
     with torch.inference_mode():
         assert core.step().finished == [] and model.in_flight is not None  # step 1 launched, not yet collected
         # Its row still runs as far as the scheduler knows, so step 2 is launched before step 1 is collected.
         (done,) = core.step().finished
-        assert (done.id, done.steps, done.halted_by) == ("only", 1, "max_steps")
+        assert (done.id, done.steps, done.halted_by) == ("only", 1, "q_head")
         assert model.steps_run == 2 and model.in_flight is not None and core.has_work()
         out = core.step()  # nothing to launch: step 2 is collected, and its row's result dropped
         assert not out.finished and not out.steps
     assert model.in_flight is None and not core.has_work() and model.scheduler.running_rows == 0
+
+
+def test_a_row_the_step_in_flight_brings_to_max_steps_is_not_launched_again(specs, one_torch_thread):
+    core = EngineCore.load(specs[:1], overlap=True)
+    model = core.models["random"]
+    core.add([request("short", "random", PUZZLE, max_steps=2, halting="max_steps"),
+              request("long", "random", variant(1), max_steps=5, halting="max_steps")])
+    finished = {}
+    with torch.inference_mode():
+        while core.has_work():
+            finished |= {o.id: o.steps for o in core.step().finished}
+    assert finished == {"short": 2, "long": 5}
+    assert model.steps_run == 5  # launch-and-wait's count: no step ran only to be dropped

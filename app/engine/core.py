@@ -146,8 +146,9 @@ class ModelEngine:
         """Admit, launch a step of the active rows, and apply the halting rules to the step collected: this one,
         or with runner.overlap the one launched in the previous iteration (the device runs this one meanwhile).
         Rows that halted or changed hands after an overlapped step was launched ran it for nothing: their results
-        are dropped (a request gets one wasted row-step at its end, against Python that no longer waits on the
-        device)."""
+        are dropped (a request that halts on its verifier or Q-head gets one wasted row-step at its end, against
+        Python that no longer waits on the device; a row the step in flight brings to max_steps is not launched
+        again)."""
         name, sched, runner = self.info.name, self.scheduler, self.runner
         batch = sched.schedule(now)
         result = StepResult(finished=batch.finished, dropped=batch.dropped)
@@ -163,6 +164,8 @@ class ModelEngine:
                 if o.noise > 0:
                     runner.start_noise(a.state.id, o.seed)
         idx = batch.active
+        if self.in_flight is not None:  # overlapped: the step in flight surely ends some rows (max_steps)
+            idx = sched.worth_launching(idx, self.in_flight.launched.idx, self.in_flight.epochs)
         metrics.QUEUE_DEPTH.labels(model=name).set(sched.queued_rows)
         metrics.RUNNING_ROWS.labels(model=name).set(len(idx))
         launched = None

@@ -251,6 +251,13 @@ class Scheduler:
         (not halted, freed or handed to another request since; only an overlapped step can see such rows)."""
         return self.active[idx] & (self.row_epoch[idx] == epochs)
 
+    def worth_launching(self, idx: np.ndarray, in_flight: np.ndarray, epochs: np.ndarray) -> np.ndarray:
+        """The rows of `idx` (active) to launch while a step of the rows `in_flight` (their epochs then: `epochs`)
+        is still out: not those that step brings to their max_steps, whose next step would surely be wasted."""
+        running = in_flight[self.still_running(in_flight, epochs)]
+        ending = running[self.steps[running] + 1 >= self.max_steps[running]]
+        return np.setdiff1d(idx, ending, assume_unique=True) if len(ending) else idx
+
     def is_live(self, request_id: str) -> bool:
         """Waiting or running (not yet resolved, cancelled or cut)."""
         return request_id in self._states
