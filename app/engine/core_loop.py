@@ -2,11 +2,11 @@
 
     loop:
         messages = everything waiting on the socket (Submit, Abort, Cut, Drain, Hello, StatsQuery)
-        outputs  = core.step()            # every model with work: schedule -> execute -> update
+        outputs  = core.step()            # every model with work: schedule -> launch -> collect -> update
         send each API process its outputs (one message per process per iteration)
 
-It blocks on the socket only when no row is active. The socket is a ZMQ ROUTER: every API process
-connects a DEALER, and outputs go back to the process that sent the request. The same loop runs in the
+It blocks on the socket only when no row is active and no step is in flight. The socket is a ZMQ ROUTER:
+every API process connects a DEALER, and outputs go back to the process that sent the request. The same loop runs in the
 engine-core process (ipc://) and, for tests and `recursolve solve`, in a thread of the API process
 (inproc://, the ZMQ context shared).
 """
