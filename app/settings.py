@@ -192,6 +192,9 @@ class Settings(BaseSettings):
     # The compile of models whose entry leaves `compile` out (ModelSpec.compile): None keeps its default (on for
     # CUDA); False suits short-lived processes such as `recursolve solve` without a server.
     compile: bool | None = None
+    # The same for `overlap` (ModelSpec.overlap): None keeps its default (on for CUDA); true turns it on for a CPU,
+    # which CI does to run the engine and API tests through the overlapped step that GPUs run.
+    overlap: bool | None = None
     log_level: str = "info"
     access_log: bool = False  # one JSON line per HTTP request (off: at thousands of requests/s it costs CPU)
     # Engine v2: `recursolve serve` runs one engine-core process and this many API processes (None: from the
@@ -299,8 +302,8 @@ def load_model_specs(settings: Settings) -> list[ModelSpec]:
 
 
 def with_server_defaults(specs: list[ModelSpec], settings: Settings) -> list[ModelSpec]:
-    """Fill what a spec leaves to the server (the queue's byte limit, the compile) from settings, so the engine core
-    needs only its specs (applied where specs are handed to the engine: app/serve.py, app/runtime.py)."""
+    """Fill what a spec leaves to the server (the queue's byte limit, the compile, the overlap) from settings, so the
+    engine core needs only its specs (applied where specs are handed to the engine: app/serve.py, app/runtime.py)."""
     filled = []
     for s in specs:
         update: dict[str, Any] = {}
@@ -308,6 +311,8 @@ def with_server_defaults(specs: list[ModelSpec], settings: Settings) -> list[Mod
             update["max_queue_bytes"] = settings.max_queue_bytes
         if s.compile is None and settings.compile is not None:
             update["compile"] = settings.compile
+        if s.overlap is None and settings.overlap is not None:
+            update["overlap"] = settings.overlap
         filled.append(s.model_copy(update=update) if update else s)
     return filled
 

@@ -239,3 +239,16 @@ def test_the_server_wide_compile_fills_only_entries_that_leave_it_out(tmp_path):
     assert a.compile is False and b.compile is True
     a, b = with_server_defaults([left_out, chosen], Settings())
     assert a.compile is None and b.compile is True  # None: the engine's default (on for CUDA)
+
+
+def test_the_server_wide_overlap_fills_only_entries_that_leave_it_out(tmp_path, monkeypatch):
+    from app.settings import ModelSpec, Settings, with_server_defaults
+
+    left_out = ModelSpec(name="a", task="sudoku", path=tmp_path)
+    chosen = ModelSpec(name="b", task="sudoku", path=tmp_path, overlap=False)
+    monkeypatch.setenv("RECURSOLVE_OVERLAP", "true")  # how CI runs the engine tests through the overlapped step
+    a, b = with_server_defaults([left_out, chosen], Settings())
+    assert a.overlap is True and b.overlap is False
+    monkeypatch.delenv("RECURSOLVE_OVERLAP")
+    a, b = with_server_defaults([left_out, chosen], Settings())
+    assert a.overlap is None and b.overlap is False  # None: the engine's default (on for CUDA)
