@@ -436,9 +436,13 @@ def _client_process(i: int, url: str, mode: HttpMode, load: Load, ready: Any, go
         results.put((i, [], f"{type(e).__name__}: {e}"))
 
 
-def run_http_procs(load: Load, url: str, mode: HttpMode, procs: int,
-                   server_pid: int) -> tuple[tuple[float, float], dict[str, Any]]:
-    """The clients split over `procs` processes (spawned: safe beside CUDA), one common start time."""
+def run_client_procs(load: Load, procs: int, target: Callable[..., None], args: tuple[Any, ...],
+                     watch: Callable[[float, float], Awaitable[Any]], ready_timeout: float = 120.0,
+                     name: str = "bench-client") -> tuple[tuple[float, float], Any]:
+    """The clients split over `procs` processes (spawned: safe beside CUDA), one common start time. Process i runs
+    target(i, *args, its share of `load`, ready, go, t0, results); once every one is ready, `watch(t_measure,
+    t_end)` runs here over the measured window. Their samples are merged into `load`; returns the window and what
+    `watch` returned."""
     ctx = multiprocessing.get_context("spawn")
     ready, results, go, t0 = ctx.Queue(), ctx.Queue(), ctx.Event(), ctx.Value("d", 0.0)
     shares = [load.concurrency // procs + (1 if i < load.concurrency % procs else 0) for i in range(procs)]
@@ -446,27 +450,37 @@ def run_http_procs(load: Load, url: str, mode: HttpMode, procs: int,
     for i, n in enumerate(shares):
         part = Load(n, load.duration, load.warmup, load.puzzles, load.per_call,
                     _next=load._next + i * len(load.puzzles) // procs)
-        children.append(ctx.Process(target=_client_process, args=(i, url, mode, part, ready, go, t0, results),
-                                    name=f"bench-client-{i}", daemon=True))
+        children.append(ctx.Process(target=target, args=(i, *args, part, ready, go, t0, results),
+                                    name=f"{name}-{i}", daemon=True))
     for c in children:
         c.start()
     try:
         for _ in children:
-            ready.get(timeout=120)
+            ready.get(timeout=ready_timeout)
         t0.value = time.monotonic() + 0.2
         go.set()
         t_measure, t_end = t0.value + load.warmup, t0.value + load.warmup + load.duration
-        before, after, cpu = asyncio.run(probe_window(t_measure, t_end, metrics_probe(url), server_pid))
+        watched = asyncio.run(watch(t_measure, t_end))
         for _ in children:
             i, rows, error = results.get(timeout=load.warmup + load.duration + 120)
             if error is not None:
-                raise RuntimeError(f"client process {i} failed: {error}")
+                raise RuntimeError(f"{name} process {i} failed: {error}")
             load.samples.extend(rows)
     finally:
         for c in children:
             c.join(10)
             if c.is_alive():
                 c.kill()
+    return (t_measure, t_end), watched
+
+
+def run_http_procs(load: Load, url: str, mode: HttpMode, procs: int,
+                   server_pid: int) -> tuple[tuple[float, float], dict[str, Any]]:
+    """The HTTP clients in `procs` processes; /metrics and the server's CPU times read at both ends of the window."""
+    async def watch(t_measure: float, t_end: float) -> tuple[Any, Any, dict[str, float]]:
+        return await probe_window(t_measure, t_end, metrics_probe(url), server_pid)
+
+    (t_measure, t_end), (before, after, cpu) = run_client_procs(load, procs, _client_process, (url, mode), watch)
     return (t_measure, t_end), rows_per_step(before, after, t_end - t_measure) | {"client_procs": procs,
                                                                                   "server_cpu_s": cpu}
 
@@ -694,7 +708,7 @@ async def run_inproc(load: Load, spec: Any, max_steps: int) -> tuple[tuple[float
 # -- engine: the engine-core process of `recursolve serve`, fed over ZMQ by client processes, no HTTP -----------
 
 
-def _engine_client_process(i: int, address: str, load: Load, max_steps: int, ready: Any, go: Any, t0: Any,
+def _engine_client_process(i: int, address: str, max_steps: int, load: Load, ready: Any, go: Any, t0: Any,
                            results: Any) -> None:
     """One client process of the engine mode: an EngineClient (as an API process holds one) connects, waits for
     the engine's Ready, says so, then runs its share of the clients from the common start time."""
@@ -747,21 +761,12 @@ def run_engine(load: Load, spec: Any, max_steps: int, procs: int, tmp: Path,
     engine = ctx.Process(target=entry or engine_process_main, args=(address, [spec], options), name="bench-engine",
                          daemon=True)
     engine.start()
-    ready, results, go, t0 = ctx.Queue(), ctx.Queue(), ctx.Event(), ctx.Value("d", 0.0)
-    shares = [load.concurrency // procs + (1 if i < load.concurrency % procs else 0) for i in range(procs)]
-    children = [ctx.Process(target=_engine_client_process,
-                            args=(i, address, Load(n, load.duration, load.warmup, load.puzzles,
-                                                   _next=load._next + i * len(load.puzzles) // procs),
-                                  max_steps, ready, go, t0, results), name=f"bench-engine-client-{i}", daemon=True)
-                for i, n in enumerate(shares)]
-    for c in children:
-        c.start()
 
     async def steps_run(client: EngineClient) -> float:
         stats = await client.stats(timeout=10.0)
         return float(stats[MODEL_NAME]["steps_run"])  # type: ignore[arg-type]
 
-    async def watch(t_measure: float, t_end: float) -> tuple[float, float, float]:
+    async def watch(t_measure: float, t_end: float) -> tuple[float, float]:
         client = EngineClient(address)
         try:
             await client.start()
@@ -769,29 +774,17 @@ def run_engine(load: Load, spec: Any, max_steps: int, procs: int, tmp: Path,
             await asyncio.sleep(max(0.0, t_measure - time.monotonic()))
             cpu, steps = process_cpu_seconds(engine.pid), await steps_run(client)  # type: ignore[arg-type]
             await asyncio.sleep(max(0.0, t_end - time.monotonic()))
-            return process_cpu_seconds(engine.pid) - cpu, await steps_run(client) - steps, t_end - t_measure  # type: ignore[arg-type]
+            return process_cpu_seconds(engine.pid) - cpu, await steps_run(client) - steps  # type: ignore[arg-type]
         finally:
             await client.close()
 
-    try:
-        for _ in children:
-            ready.get(timeout=900)  # the engine's warm-up (a CUDA compile) comes first
-        t0.value = time.monotonic() + 0.2
-        go.set()
-        t_measure, t_end = t0.value + load.warmup, t0.value + load.warmup + load.duration
-        cpu, steps, window = asyncio.run(watch(t_measure, t_end))
-        for _ in children:
-            i, rows, error = results.get(timeout=load.warmup + load.duration + 120)
-            if error is not None:
-                raise RuntimeError(f"engine client process {i} failed: {error}")
-            load.samples.extend(rows)
+    try:  # the clients wait for the engine's warm-up (a CUDA compile) before they say they are ready
+        (t_measure, t_end), (cpu, steps) = run_client_procs(load, procs, _engine_client_process, (address, max_steps),
+                                                            watch, ready_timeout=900, name="bench-engine-client")
     finally:
-        for c in children:
-            c.join(10)
-            if c.is_alive():
-                c.kill()
         engine.terminate()
         engine.join(30)
+    window = t_end - t_measure
     row_steps = sum(s.steps for s in load.results() if s.ok and t_measure <= s.end <= t_end)
     return (t_measure, t_end), {
         "mean_rows_per_step": round(row_steps / steps, 2) if steps else None,
