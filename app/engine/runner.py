@@ -227,8 +227,8 @@ class ModelRunner:
             out = self._step(None)
         else:
             out = self._step(self._to_device(idx))
-        if self.device.type != "cuda":
-            return Launched(idx, out, None)
+        if self.device.type != "cuda":  # the work is done (a CPU), or waited for here (MPS): no copy in flight
+            return Launched(idx, out.cpu(), None)
         if not self._host:
             self._host = [torch.empty(self.batch_rows, self.seq_len + 3, pin_memory=True) for _ in range(2)]
         host = self._host[self._turn][:n]
