@@ -146,7 +146,7 @@ class ModelRunner:
         """A host array on the runner's device; on CUDA through pinned memory, asynchronously (the caching host
         allocator keeps the pinned block until the copy is done)."""
         t = torch.from_numpy(np.ascontiguousarray(a))
-        return t.pin_memory().to(self.device, non_blocking=True) if self.device.type == "cuda" else t
+        return t.pin_memory().to(self.device, non_blocking=True) if self.device.type == "cuda" else t.to(self.device)
 
     def start_noise(self, key: str, seed: int | None) -> None:
         """A noisy request's generator (seeded fresh when the request gave no seed)."""
