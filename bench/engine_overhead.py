@@ -90,7 +90,7 @@ def measure_scheduler(rounds: int, steps: int) -> dict[str, float]:
     opts = SolveOptions(max_steps=steps, halting="max_steps")
     inputs = np.zeros(81, np.int32).tobytes()
     spent = {"add": 0.0, "schedule": 0.0, "update": 0.0}
-    tokens = np.zeros((ROWS, 81), np.int64)
+    tokens = np.zeros((ROWS, 81), np.int32)  # as the runner hands them over
     n = 0
     for r in range(rounds):
         t = time.perf_counter()

@@ -63,7 +63,7 @@ class Launched:
 class StepArrays:
     """One step's results on the host, row-aligned with the rows that ran."""
 
-    tokens: np.ndarray  # int64 [n, seq_len]
+    tokens: np.ndarray  # int32 [n, seq_len] (the wire's dtype)
     q_halt: np.ndarray  # float32 [n]
     model_halted: np.ndarray  # bool [n]
     verified: np.ndarray | None  # bool [n], or None when the model has no batched verifier
@@ -245,7 +245,7 @@ class ModelRunner:
             launched.done.synchronize()
         arr = launched.packed.numpy()
         s = self.seq_len
-        return StepArrays(tokens=arr[:, :s].astype(np.int64), q_halt=arr[:, s].copy(), model_halted=arr[:, s + 1] > 0.5,
+        return StepArrays(tokens=arr[:, :s].astype(np.int32), q_halt=arr[:, s].copy(), model_halted=arr[:, s + 1] > 0.5,
                           verified=arr[:, s + 2] > 0.5 if self.verify_task is not None else None)
 
     # -- warm-up -----------------------------------------------------------------------------------

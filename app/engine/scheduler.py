@@ -157,7 +157,7 @@ class Scheduler:
         self.verify_each = np.zeros(r, bool)
         self.cancelled = np.zeros(r, bool)
         self.stream = np.zeros(r, bool)
-        self.last_tokens = np.zeros((r, seq_len), np.int64)
+        self.last_tokens = np.zeros((r, seq_len), np.int32)  # as answers: a cut request's answer is one of these
         self.last_q = np.full(r, -np.inf)
         self._free = list(range(r))  # a heap: the lowest free rows are handed out first
 
@@ -329,7 +329,7 @@ class Scheduler:
         opts = [s.request.options for s in states]
         self.active[idx] = True
         self.row_epoch[idx] += 1
-        self.row_traj[idx] = np.fromiter((k for c in counts for k in range(c)), np.int64, len(idx))
+        self.row_traj[idx] = np.arange(len(idx)) - np.repeat(np.cumsum(counts) - counts, counts)  # 0..K-1 each
         self.cancelled[idx] = per_row([s.cancelled for s in states], bool)
         self.stream[idx] = per_row([s.request.stream for s in states], bool)
         self.steps[idx] = 0
@@ -379,7 +379,7 @@ class Scheduler:
             # What every halted row needs, read out of the arrays once (per-row numpy reads cost more than the
             # values); `answers` is a fresh array, so each trajectory keeps a row of it without a copy of its own.
             rows = idx[halted]
-            answers = tokens[halted]
+            answers = np.asarray(tokens[halted], np.int32)  # the wire's dtype: tokens_to_bytes then copies nothing
             codes = code[halted]
             self.active[rows] = False
             self.cancelled[rows] = False
