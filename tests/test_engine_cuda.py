@@ -122,7 +122,7 @@ def test_overlapped_engine_on_cuda_gives_the_answers_of_launch_and_wait():
     assert sorted(plain) == sorted(overlapped) and len(plain) == 200
     same = np.mean([plain[k] == overlapped[k] for k in plain])
     assert same >= 0.98, f"only {same:.0%} of outputs agree between overlapped and launch-and-wait"
-    assert sum(v[3] for v in plain.values()) >= 150  # the shipped model verifies most medium puzzles
+    assert sum(bool(v[3]) for v in plain.values()) >= 150  # the shipped model verifies most medium puzzles
 
 
 async def test_server_on_cuda_answers_the_readme_puzzle(tmp_path):
