@@ -168,21 +168,21 @@ class ModelEngine:
             idx = sched.worth_launching(idx, self.in_flight.launched.idx, self.in_flight.epochs)
         metrics.QUEUE_DEPTH.labels(model=name).set(sched.queued_rows)
         metrics.RUNNING_ROWS.labels(model=name).set(len(idx))
-        launched = None
+        flight = None  # the step launched now; with runner.overlap, swapped for the one launched before
         if len(idx):
             t0 = time.perf_counter()
             self._add_noise(idx)
-            launched = InFlight(runner.launch(idx), sched.row_epoch[idx], t0)
+            flight = InFlight(runner.launch(idx), sched.row_epoch[idx], t0)
             self.steps_run += 1
             metrics.STEP_ACTIVE_ROWS.labels(model=name).observe(len(idx))
         if runner.overlap:
-            launched, self.in_flight = self.in_flight, launched
-        if launched is None:
+            flight, self.in_flight = self.in_flight, flight
+        if flight is None:
             return result
-        out = runner.collect(launched.launched)
-        metrics.STEP_DURATION.labels(model=name).observe(time.perf_counter() - launched.t0)
-        ran = launched.launched.idx
-        keep = sched.still_running(ran, launched.epochs)
+        out = runner.collect(flight.launched)
+        metrics.STEP_DURATION.labels(model=name).observe(time.perf_counter() - flight.t0)
+        ran = flight.launched.idx
+        keep = sched.still_running(ran, flight.epochs)
         if not keep.all():
             ran, out = ran[keep], out.take(keep)
         step = sched.update(ran, out.tokens, out.q_halt, out.model_halted, out.verified, time.monotonic())

@@ -6,9 +6,9 @@
         send each API process its outputs (one message per process per iteration)
 
 It blocks on the socket only when no row is active and no step is in flight. The socket is a ZMQ ROUTER:
-every API process connects a DEALER, and outputs go back to the process that sent the request. The same loop runs in the
-engine-core process (ipc://) and, for tests and `recursolve solve`, in a thread of the API process
-(inproc://, the ZMQ context shared).
+every API process connects a DEALER, and outputs go back to the process that sent the request. The same
+loop runs in the engine-core process (ipc://) and, for tests and `recursolve solve`, in a thread of the API
+process (inproc://, the ZMQ context shared).
 """
 
 from __future__ import annotations

@@ -142,11 +142,15 @@ class ModelRunner:
         self.z_H.index_copy_(0, rows, z_H.to(self.z_H.dtype))
         self.z_L.index_copy_(0, rows, z_L.to(self.z_L.dtype))
 
-    def _to_device(self, a: np.ndarray) -> torch.Tensor:
-        """A host array on the runner's device; on CUDA through pinned memory, asynchronously (the caching host
-        allocator keeps the pinned block until the copy is done)."""
+    def _from_host(self, a: np.ndarray) -> torch.Tensor:
+        """A host array as a tensor to copy from without waiting: pinned on CUDA (the caching host allocator keeps
+        the pinned block until the copy is done)."""
         t = torch.from_numpy(np.ascontiguousarray(a))
-        return t.pin_memory().to(self.device, non_blocking=True) if self.device.type == "cuda" else t.to(self.device)
+        return t.pin_memory() if self.device.type == "cuda" else t
+
+    def _to_device(self, a: np.ndarray) -> torch.Tensor:
+        """A host array on the runner's device; on CUDA asynchronously."""
+        return self._from_host(a).to(self.device, non_blocking=True)
 
     def start_noise(self, key: str, seed: int | None) -> None:
         """A noisy request's generator (seeded fresh when the request gave no seed)."""
@@ -218,7 +222,7 @@ class ModelRunner:
             padded[:n] = idx
             if self.cuda_graphs:
                 graph, static_idx, static_out = self._graphs[bucket]
-                static_idx.copy_(self._to_device(padded))  # device to device: queued, like the replay
+                static_idx.copy_(self._from_host(padded), non_blocking=True)  # queued, like the replay
                 graph.replay()
                 out = static_out[:n]
             else:
