@@ -195,16 +195,21 @@ def measure_overlap(spec: ModelSpec, seconds: float, steps: int, device_ms: floa
     return out
 
 
+def all_answered(load: Any, layer: str) -> list[Any]:
+    """The layer's samples; it fails the run when a call went unanswered (the null step never fails one)."""
+    samples = load.results()
+    if not samples or not all(s.ok for s in samples):
+        raise SystemExit(f"{layer}: {sum(not s.ok for s in samples)} of {len(samples)} calls failed")
+    return samples
+
+
 def measure_inproc(spec: ModelSpec, seconds: float, steps: int) -> dict[str, float]:
     import serve_bench as sb  # the benchmark's own inproc mode, so both measure the same thing
 
     rng = random.Random(1)
     load = sb.Load(ROWS, seconds, min(2.0, seconds / 4), [generate(rng, "medium") for _ in range(200)])
     window, extra = asyncio.run(sb.run_inproc(load, sb.bench_spec(spec.path, "cpu", ROWS, 16 * ROWS), steps))
-    samples = load.results()
-    if not samples or not all(s.ok for s in samples):
-        raise SystemExit(f"inproc: {sum(not s.ok for s in samples)} of {len(samples)} calls failed")
-    return {k: v for k, v in sb.summarise(samples, *window).items()
+    return {k: v for k, v in sb.summarise(all_answered(load, "inproc"), *window).items()
             if k in ("throughput_rps", "mean_act_steps")} | {
         "mean_rows_per_step": extra.get("mean_rows_per_step")}
 
@@ -225,10 +230,7 @@ def measure_process(spec: ModelSpec, seconds: float, steps: int) -> dict[str, fl
     with tempfile.TemporaryDirectory(prefix="engine-overhead-ipc-") as tmp:
         window, extra = sb.run_engine(load, sb.bench_spec(spec.path, "cpu", ROWS, 16 * ROWS), steps, 1, Path(tmp),
                                       entry=null_engine_process, torch_threads=1)
-    samples = load.results()
-    if not samples or not all(s.ok for s in samples):
-        raise SystemExit(f"process: {sum(not s.ok for s in samples)} of {len(samples)} calls failed")
-    summary = sb.summarise(samples, *window)
+    summary = sb.summarise(all_answered(load, "process"), *window)
     answers = summary["answers"]
     return {"throughput_rps": summary["throughput_rps"], "mean_act_steps": summary["mean_act_steps"],
             "mean_rows_per_step": extra.get("mean_rows_per_step"),

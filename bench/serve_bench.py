@@ -517,15 +517,20 @@ def server_cpu_seconds(pid: int) -> dict[str, float]:
     and torch's pool included), from /proc/<pid>/stat; a process that is gone counts nothing."""
     out: dict[str, float] = {}
     for role, pids in server_roles(pid).items():
-        total = 0
+        total = 0.0
         for p in pids:
             try:
-                fields = Path(f"/proc/{p}/stat").read_text().rsplit(")", 1)[1].split()
+                total += process_cpu_seconds(p)
             except OSError:
                 continue
-            total += int(fields[11]) + int(fields[12])  # utime, stime (fields 14 and 15 of proc(5))
-        out[role] = total / CLOCK_TICKS
+        out[role] = total
     return out
+
+
+def process_cpu_seconds(pid: int) -> float:
+    """User + system CPU seconds of one process (all its threads) so far, from /proc/<pid>/stat."""
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / CLOCK_TICKS  # utime, stime (fields 14 and 15 of proc(5))
 
 
 def cpu_per_answer(cpu_s: dict[str, float], answers: int, window_s: float, api_workers: int) -> dict[str, Any]:
@@ -732,12 +737,6 @@ def _engine_client_process(i: int, address: str, max_steps: int, load: Load, rea
         results.put((i, load.samples, None))
     except BaseException as e:  # the parent must hear about it, not wait forever
         results.put((i, [], f"{type(e).__name__}: {e}"))
-
-
-def process_cpu_seconds(pid: int) -> float:
-    """User + system CPU seconds of one process (all its threads) so far, from /proc/<pid>/stat."""
-    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
-    return (int(fields[11]) + int(fields[12])) / CLOCK_TICKS
 
 
 def run_engine(load: Load, spec: Any, max_steps: int, procs: int, tmp: Path,
