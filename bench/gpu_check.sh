@@ -9,7 +9,7 @@
 # A failing step does not stop the next one: each figure that can be had comes back.
 # Environment: SKIP_TESTS=1 runs the benchmark alone; API_WORKERS=N API processes of `recursolve serve`;
 # TAG names this call's JSON; EXTRA adds serve_bench arguments (e.g. '--compile off', '--overlap off'); BENCH_TIMEOUT
-# (s, default 400).
+# (s, default 400); TEST_TIMEOUT (s, default 300) bounds the cuda tests.
 set -u
 export PYTHONUNBUFFERED=1
 OUT=${OUT:-gpu-out}
@@ -29,7 +29,7 @@ export PYTHONPATH=/tmp/site:$PWD PATH=/tmp/site/bin:$PATH
 
 t=$(date +%s)
 if [ -z "${SKIP_TESTS:-}" ]; then
-timeout 300 python3 -m pytest -q -p no:cacheprovider -m cuda --durations=6 tests/test_engine_cuda.py 2>&1 \
+timeout "${TEST_TIMEOUT:-300}" python3 -m pytest -q -p no:cacheprovider -m cuda --durations=6 tests/test_engine_cuda.py 2>&1 \
   | tee -a "$OUT/check.log"
 # The two tests that failed on the 16-core GPU machine before (issue 9, item 7).
 timeout 120 python3 -m pytest -q -p no:cacheprovider \

@@ -96,8 +96,12 @@ async def test_queue_full_is_429_with_retry_after(client):
     # PTRM asking for more rows than the model has is too large, not overloaded.
     r = await client.post("/v1/solve", json=solve_body(model="copy", trajectories=2))
     assert r.status_code == 413 and r.json()["error"]["location"] == "options.trajectories"
-    results = [(await t).json() for t in tasks]
-    assert all(res["halted_by"] == "deadline" for res in results)
+    # Every accepted request is answered. Here the deadline stops each one; a GPU steps the 1-row copy model fast
+    # enough to run all 4096 steps within 1.5 s (seen on an H100), so either ending is the request served.
+    done = [await t for t in tasks]
+    assert [d.status_code for d in done] == [200, 200, 200]
+    assert all(b["halted_by"] == "deadline" or (b["halted_by"], b["steps"]) == ("max_steps", 4096)
+               for b in (d.json() for d in done))
 
 
 async def test_identical_requests_share_one_computation(client):
