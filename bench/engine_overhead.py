@@ -237,14 +237,21 @@ def measure_process(spec: ModelSpec, seconds: float, steps: int) -> dict[str, fl
             "engine_cpu_us_per_answer": round(1e6 * extra["engine_cpu_s"] / answers, 1) if answers else None}
 
 
+LAYERS = ("scheduler", "queue", "core", "overlap", "inproc", "process")
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--seconds", type=float, default=8.0, help="measured seconds of the core and inproc layers")
     ap.add_argument("--steps", type=int, default=2, help="ACT steps every request runs (default 2)")
     ap.add_argument("--rounds", type=int, default=200, help="scheduler rounds of 128 requests")
     ap.add_argument("--device-ms", type=float, default=1.5, help="the overlap layer's simulated step time")
+    ap.add_argument("--layers", default=",".join(LAYERS), help=f"comma-separated, of {','.join(LAYERS)}")
     ap.add_argument("--out", type=Path, default=None, help="default bench/results/engine-overhead-<host>.json")
     args = ap.parse_args()
+    layers = set(args.layers.split(","))
+    if not layers <= set(LAYERS):
+        ap.error(f"--layers: unknown {', '.join(sorted(layers - set(LAYERS)))}")
     backends.TorchBackend.act_step = null_act_step  # type: ignore[method-assign]
     report: dict[str, Any] = {
         "benchmark": "engine_overhead", "host": socket.gethostname(),
@@ -258,22 +265,28 @@ def main() -> None:
     with tempfile.TemporaryDirectory(prefix="engine-overhead-") as tmp:
         spec = ModelSpec(name=NAME, task="sudoku", path=tiny_weights(Path(tmp) / "w"), device="cpu", batch_rows=ROWS,
                          max_queue_rows=16 * ROWS)
-        report["scheduler"] = s = measure_scheduler(args.rounds, args.steps)
-        print("scheduler  " + ", ".join(f"{k} {v}" for k, v in s.items()))
-        report["long_queue"] = q = measure_long_queue()
-        print("queue      " + ", ".join(f"{k} {v}" for k, v in q.items()))
-        report["core"] = c = measure_core(spec, args.seconds, args.steps)
-        print("core       " + ", ".join(f"{k} {v}" for k, v in c.items()))
-        report["overlap"] = o = measure_overlap(spec, args.seconds, args.steps, args.device_ms)
-        for case in ("max_steps", "q_head"):
-            c = o[case]
-            print(f"overlap    device {o['device_ms']} ms/step, {case} halting: launch-and-wait "
-                  f"{c['launch_and_wait']['answers_per_s']}, overlapped {c['overlapped']['answers_per_s']} answers/s "
-                  f"({c['answers_ratio']}x)")
-        report["inproc"] = i = measure_inproc(spec, args.seconds, args.steps)
-        print("inproc     " + ", ".join(f"{k} {v}" for k, v in i.items()))
-        report["process"] = e = measure_process(spec, args.seconds, args.steps)
-        print("process    " + ", ".join(f"{k} {v}" for k, v in e.items()))
+        if "scheduler" in layers:
+            report["scheduler"] = s = measure_scheduler(args.rounds, args.steps)
+            print("scheduler  " + ", ".join(f"{k} {v}" for k, v in s.items()))
+        if "queue" in layers:
+            report["long_queue"] = q = measure_long_queue()
+            print("queue      " + ", ".join(f"{k} {v}" for k, v in q.items()))
+        if "core" in layers:
+            report["core"] = c = measure_core(spec, args.seconds, args.steps)
+            print("core       " + ", ".join(f"{k} {v}" for k, v in c.items()))
+        if "overlap" in layers:
+            report["overlap"] = o = measure_overlap(spec, args.seconds, args.steps, args.device_ms)
+            for case in ("max_steps", "q_head"):
+                c = o[case]
+                print(f"overlap    device {o['device_ms']} ms/step, {case} halting: launch-and-wait "
+                      f"{c['launch_and_wait']['answers_per_s']}, overlapped {c['overlapped']['answers_per_s']} "
+                      f"answers/s ({c['answers_ratio']}x)")
+        if "inproc" in layers:
+            report["inproc"] = i = measure_inproc(spec, args.seconds, args.steps)
+            print("inproc     " + ", ".join(f"{k} {v}" for k, v in i.items()))
+        if "process" in layers:
+            report["process"] = e = measure_process(spec, args.seconds, args.steps)
+            print("process    " + ", ".join(f"{k} {v}" for k, v in e.items()))
     out = args.out or REPO / "bench" / "results" / f"engine-overhead-{socket.gethostname()}.json"
     out.parent.mkdir(parents=True, exist_ok=True)
     out.write_text(json.dumps(report, indent=2) + "\n")

@@ -28,8 +28,10 @@ steps per answer, verified fraction, mean rows per step (HTTP modes: the server'
 recursolve_step_active_rows_sum/_count deltas over the measured window; inproc: the same histogram in this
 process), and for the HTTP modes the server's CPU ms per answer by role (engine, api: all API processes
 together, supervisor; from /proc over the same window) with api_busy, the API processes' mean share of a core
-(near 1.0: the API tier bounds the answers/s), over the answers completed in the measured window (after the
-warm-up; requests still in flight at the end are cut, so a slow mode cannot stretch the run). The summary adds
+(near 1.0: the API tier bounds the answers/s), and for the HTTP and engine modes clients_busy, the load
+generator's client processes' mean share of a core (near 1.0: the clients bound it), over the answers completed
+in the measured window (after the warm-up; requests still in flight at the end are cut, so a slow mode cannot
+stretch the run). The summary adds
 the ratios continuous/static, inproc/graph, engine/graph, batch/inproc and continuous/oneproc.
 The result cache is disabled in the servers; puzzles cycle through a seeded pool (--puzzles, default 600), so
 a repeat is hundreds of requests away and never coalesces with an identical request in flight.
@@ -415,11 +417,15 @@ async def run_http_here(load: Load, url: str, mode: HttpMode, server_pid: int
                         ) -> tuple[tuple[float, float], dict[str, Any]]:
     """The clients in this process, /metrics and the server's CPU times read at both ends of the window."""
     t0 = time.monotonic()
-    probing = asyncio.create_task(probe_window(t0 + load.warmup, t0 + load.warmup + load.duration,
-                                               metrics_probe(url), server_pid))
+
+    async def watch(t_measure: float, t_end: float) -> tuple[Any, Any, dict[str, float]]:
+        return await probe_window(t_measure, t_end, metrics_probe(url), server_pid)
+
+    probing = asyncio.create_task(clients_busy([os.getpid()], watch, t0 + load.warmup,
+                                               t0 + load.warmup + load.duration))
     window = await run_http(load, url, mode, t0)
-    before, after, cpu = await probing
-    return window, rows_per_step(before, after, window[1] - window[0]) | {"server_cpu_s": cpu}
+    (before, after, cpu), busy = await probing
+    return window, rows_per_step(before, after, window[1] - window[0]) | {"server_cpu_s": cpu, "clients_busy": busy}
 
 
 def _client_process(i: int, url: str, mode: HttpMode, load: Load, ready: Any, go: Any, t0: Any,
@@ -438,11 +444,11 @@ def _client_process(i: int, url: str, mode: HttpMode, load: Load, ready: Any, go
 
 def run_client_procs(load: Load, procs: int, target: Callable[..., None], args: tuple[Any, ...],
                      watch: Callable[[float, float], Awaitable[Any]], ready_timeout: float = 120.0,
-                     name: str = "bench-client") -> tuple[tuple[float, float], Any]:
+                     name: str = "bench-client") -> tuple[tuple[float, float], Any, float | None]:
     """The clients split over `procs` processes (spawned: safe beside CUDA), one common start time. Process i runs
     target(i, *args, its share of `load`, ready, go, t0, results); once every one is ready, `watch(t_measure,
-    t_end)` runs here over the measured window. Their samples are merged into `load`; returns the window and what
-    `watch` returned."""
+    t_end)` runs here over the measured window. Their samples are merged into `load`; returns the window, what
+    `watch` returned and how busy the client processes were over it (`clients_busy`)."""
     ctx = multiprocessing.get_context("spawn")
     ready, results, go, t0 = ctx.Queue(), ctx.Queue(), ctx.Event(), ctx.Value("d", 0.0)
     shares = [load.concurrency // procs + (1 if i < load.concurrency % procs else 0) for i in range(procs)]
@@ -460,7 +466,7 @@ def run_client_procs(load: Load, procs: int, target: Callable[..., None], args: 
         t0.value = time.monotonic() + 0.2
         go.set()
         t_measure, t_end = t0.value + load.warmup, t0.value + load.warmup + load.duration
-        watched = asyncio.run(watch(t_measure, t_end))
+        watched, busy = asyncio.run(clients_busy([c.pid for c in children], watch, t_measure, t_end))
         for _ in children:
             i, rows, error = results.get(timeout=load.warmup + load.duration + 120)
             if error is not None:
@@ -471,7 +477,27 @@ def run_client_procs(load: Load, procs: int, target: Callable[..., None], args: 
             c.join(10)
             if c.is_alive():
                 c.kill()
-    return (t_measure, t_end), watched
+    return (t_measure, t_end), watched, busy
+
+
+async def clients_busy(pids: list[int], watch: Callable[[float, float], Awaitable[Any]], t_measure: float,
+                       t_end: float) -> tuple[Any, float | None]:
+    """What `watch` returns, and the client processes' (`pids`) mean CPU use over the window, a fraction of a core each:
+    near 1.0 the load generator, not the server, caps the answers/s (one aiohttp process tops out near 3k
+    requests/s), and its own queueing adds to the latencies it records."""
+    await asyncio.sleep(max(0.0, t_measure - time.monotonic()))
+
+    def cpu() -> float | None:
+        try:
+            return sum(process_cpu_seconds(p) for p in pids)
+        except OSError:  # a client process already gone: no figure
+            return None
+
+    c0, w0 = cpu(), time.monotonic()
+    watched = await watch(t_measure, t_end)
+    c1, w1 = cpu(), time.monotonic()
+    busy = None if c0 is None or c1 is None else round((c1 - c0) / ((w1 - w0) * len(pids)), 3)
+    return watched, busy
 
 
 def run_http_procs(load: Load, url: str, mode: HttpMode, procs: int,
@@ -480,9 +506,10 @@ def run_http_procs(load: Load, url: str, mode: HttpMode, procs: int,
     async def watch(t_measure: float, t_end: float) -> tuple[Any, Any, dict[str, float]]:
         return await probe_window(t_measure, t_end, metrics_probe(url), server_pid)
 
-    (t_measure, t_end), (before, after, cpu) = run_client_procs(load, procs, _client_process, (url, mode), watch)
-    return (t_measure, t_end), rows_per_step(before, after, t_end - t_measure) | {"client_procs": procs,
-                                                                                  "server_cpu_s": cpu}
+    (t_measure, t_end), (before, after, cpu), busy = run_client_procs(load, procs, _client_process, (url, mode),
+                                                                       watch)
+    return (t_measure, t_end), rows_per_step(before, after, t_end - t_measure) | {
+        "client_procs": procs, "clients_busy": busy, "server_cpu_s": cpu}
 
 
 # -- --profile-dir: where the server's processes spend their time ------------------------------------------------
@@ -778,8 +805,9 @@ def run_engine(load: Load, spec: Any, max_steps: int, procs: int, tmp: Path,
             await client.close()
 
     try:  # the clients wait for the engine's warm-up (a CUDA compile) before they say they are ready
-        (t_measure, t_end), (cpu, steps) = run_client_procs(load, procs, _engine_client_process, (address, max_steps),
-                                                            watch, ready_timeout=900, name="bench-engine-client")
+        (t_measure, t_end), (cpu, steps), busy = run_client_procs(
+            load, procs, _engine_client_process, (address, max_steps), watch, ready_timeout=900,
+            name="bench-engine-client")
     finally:
         engine.terminate()
         engine.join(30)
@@ -787,7 +815,8 @@ def run_engine(load: Load, spec: Any, max_steps: int, procs: int, tmp: Path,
     row_steps = sum(s.steps for s in load.results() if s.ok and t_measure <= s.end <= t_end)
     return (t_measure, t_end), {
         "mean_rows_per_step": round(row_steps / steps, 2) if steps else None,
-        "engine_steps_per_s": round(steps / window, 1), "client_procs": procs, "max_request_share": share,
+        "engine_steps_per_s": round(steps / window, 1), "client_procs": procs, "clients_busy": busy,
+        "max_request_share": share,
         "engine_cpu_s": round(cpu, 3)}
 
 
@@ -1164,7 +1193,7 @@ def _fmt(v: Any, spec: str) -> str:
 
 def print_table(results: dict[str, Any], ratios: dict[str, float]) -> None:
     print(f"\n{'mode':<11} {'rows':>4} {'answers/s':>10} {'p50 ms':>8} {'p99 ms':>8} {'steps':>6} {'verified':>8} "
-          f"{'rows/step':>9} {'errors':>6} {'api ms/ans':>10} {'api busy':>8} {'eng ms/ans':>10}")
+          f"{'rows/step':>9} {'errors':>6} {'api ms/ans':>10} {'api busy':>8} {'eng ms/ans':>10} {'cli busy':>8}")
     for mode, r in results.items():
         lat = r.get("latency_ms", {})  # graph has none: it serves no requests
         cpu = r.get("cpu_ms_per_answer", {})
@@ -1172,7 +1201,7 @@ def print_table(results: dict[str, Any], ratios: dict[str, float]) -> None:
               f"{_fmt(lat.get('p50'), '8.1f')} {_fmt(lat.get('p99'), '8.1f')} {_fmt(r.get('mean_act_steps'), '6')} "
               f"{_fmt(r.get('verified_fraction'), '8')} {_fmt(r.get('mean_rows_per_step'), '9')} "
               f"{_fmt(r.get('errors'), '6')} {_fmt(cpu.get('api', cpu.get('server')), '10.3f')} "
-              f"{_fmt(r.get('api_busy'), '8')} {_fmt(cpu.get('engine'), '10.3f')}")
+              f"{_fmt(r.get('api_busy'), '8')} {_fmt(cpu.get('engine'), '10.3f')} {_fmt(r.get('clients_busy'), '8')}")
     if "graph" in results:
         g = results["graph"]
         print(f"graph: {g['row_steps_per_s']:.0f} row-steps/s, {g['step_ms']} ms/step at {g['batch_rows']} rows, "
