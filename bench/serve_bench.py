@@ -67,6 +67,7 @@ import multiprocessing
 import os
 import platform
 import random
+import shutil
 import signal
 import socket
 import subprocess
@@ -571,23 +572,35 @@ def cpu_per_answer(cpu_s: dict[str, float], answers: int, window_s: float, api_w
     return out
 
 
+def py_spy() -> str:
+    """py-spy beside this interpreter (a virtual environment's bin/) or on PATH; SystemExit when it is neither."""
+    found = shutil.which("py-spy", path=f"{Path(sys.executable).parent}{os.pathsep}{os.environ.get('PATH', '')}")
+    if found is None:
+        raise SystemExit("--profile-dir needs py-spy: pip install py-spy")
+    return found
+
+
 class Profiler:
-    """py-spy (on PATH) sampling the server's processes for `seconds`, from `delay` s on: raw folded stacks to
-    <dir>/<mode>-<role>.txt, then the frames with the most samples of their own (`top`)."""
+    """py-spy sampling the server's processes for `seconds`, from `delay` s on: raw folded stacks to
+    <dir>/<mode>-<role>.txt (an older file of that name is removed first, so a failed run reports no stale
+    stacks), then the frames with the most samples of their own (`top`)."""
 
     def __init__(self, out_dir: Path, mode: str, pid: int, delay: float, seconds: float) -> None:
         self.pids = server_processes(pid)
         self.files = {role: out_dir / f"{mode}-{role}.txt" for role in self.pids}
         self.seconds = seconds
         self.procs: list[subprocess.Popen[bytes]] = []
+        self.exe = py_spy()
         out_dir.mkdir(parents=True, exist_ok=True)
+        for path in self.files.values():
+            path.unlink(missing_ok=True)
         self.timer = threading.Timer(delay, self._start)
         self.timer.start()
 
     def _start(self) -> None:
         for role, pid in self.pids.items():
             self.procs.append(subprocess.Popen(
-                ["py-spy", "record", "--nonblocking", "-r", "200", "-f", "raw", "-d", str(int(self.seconds)),
+                [self.exe, "record", "--nonblocking", "-r", "200", "-f", "raw", "-d", str(int(self.seconds)),
                  "-p", str(pid), "-o", str(self.files[role])], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL))
 
     def top(self, n: int = 8) -> dict[str, list[tuple[str, float]]]:
@@ -773,7 +786,8 @@ def run_engine(load: Load, spec: Any, max_steps: int, procs: int, tmp: Path,
     driven by `procs` client processes of EngineClients: the engine core's own answers/s with no HTTP and no API
     tier, and its CPU per answer. Rows per step: the answers' ACT steps over the engine's steps (Stats).
     `entry`: the engine process's target instead of engine_process_main (bench/engine_overhead.py's null step);
-    `torch_threads`: its intra-op threads (default: as `recursolve serve`, every available CPU)."""
+    `torch_threads`: its intra-op threads (default: as `recursolve serve`, RECURSOLVE_ENGINE_THREADS or every
+    available CPU)."""
     from app.engine.client import EngineClient
     from app.engine.core_loop import engine_process_main
     from app.serve import available_cpus
@@ -783,7 +797,7 @@ def run_engine(load: Load, spec: Any, max_steps: int, procs: int, tmp: Path,
     address = f"ipc://{tmp}/bench-engine.sock"
     share = Settings.model_fields["max_request_share"].default
     options = {"warmup": True, "max_share": share, "log_level": "warning",
-               "torch_threads": torch_threads or available_cpus()}
+               "torch_threads": torch_threads or Settings().engine_threads or available_cpus()}
     engine = ctx.Process(target=entry or engine_process_main, args=(address, [spec], options), name="bench-engine",
                          daemon=True)
     engine.start()
