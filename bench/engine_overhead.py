@@ -13,6 +13,9 @@ step (its outputs cost nothing to make and never halt a row before max_steps), i
               step (runner.overlap, CUDA's default), for requests that end at max_steps and for requests whose
               Q-head halts them at random (half the rows each step); a model of what the overlap buys on a GPU,
               not a GPU figure (the host here also computes the null step that a GPU would run)
+  ptrm        core, with PTRM requests (K=8 noisy trajectories, 8 steps: what halting=auto escalates to) against
+              plain ones of 8 steps: the host cost of a noisy row-step (each request's noise is drawn and added
+              per step outside the CUDA graph, so on a GPU it is launches in the engine's step)
   inproc      InprocEngine + EngineClient + 256 asyncio clients in this process, as serve_bench's inproc mode
               (answers/s: the ceiling of that mode when the network costs nothing)
   process     the engine-core process of `recursolve serve` fed over ZMQ by 256 clients in a client process, as
@@ -237,7 +240,18 @@ def measure_process(spec: ModelSpec, seconds: float, steps: int) -> dict[str, fl
             "engine_cpu_us_per_answer": round(1e6 * extra["engine_cpu_s"] / answers, 1) if answers else None}
 
 
-LAYERS = ("scheduler", "queue", "core", "overlap", "inproc", "process")
+LAYERS = ("scheduler", "queue", "core", "overlap", "ptrm", "inproc", "process")
+
+
+def measure_ptrm(spec: ModelSpec, seconds: float) -> dict[str, Any]:
+    """us per row-step of plain 8-step requests and of K=8 noisy ones (8 steps, all K run to the end)."""
+    out: dict[str, Any] = {}
+    for name, k in (("plain", 1), ("ptrm_k8", 8)):
+        opts = SolveOptions(max_steps=8, halting="max_steps", trajectories=k, noise=0.3 if k > 1 else 0.0)
+        r = measure_core(spec, seconds, 8, opts)
+        out[name] = r | {"us_per_row_step": round(r["us_per_answer"] / (8 * k), 2)}
+    out["row_step_ratio"] = round(out["ptrm_k8"]["us_per_row_step"] / out["plain"]["us_per_row_step"], 2)
+    return out
 
 
 def main() -> None:
@@ -281,6 +295,10 @@ def main() -> None:
                 print(f"overlap    device {o['device_ms']} ms/step, {case} halting: launch-and-wait "
                       f"{c['launch_and_wait']['answers_per_s']}, overlapped {c['overlapped']['answers_per_s']} "
                       f"answers/s ({c['answers_ratio']}x)")
+        if "ptrm" in layers:
+            report["ptrm"] = p = measure_ptrm(spec, args.seconds)
+            print(f"ptrm       us per row-step: plain {p['plain']['us_per_row_step']}, K=8 noisy "
+                  f"{p['ptrm_k8']['us_per_row_step']} ({p['row_step_ratio']}x)")
         if "inproc" in layers:
             report["inproc"] = i = measure_inproc(spec, args.seconds, args.steps)
             print("inproc     " + ", ".join(f"{k} {v}" for k, v in i.items()))

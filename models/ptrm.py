@@ -45,22 +45,31 @@ def inject_noise(z_H: torch.Tensor, z_L: torch.Tensor, sigma: float, noise_on: s
     first. A latent that gets no noise is returned as the very same tensor object, and sigma == 0
     returns both inputs unchanged and draws nothing.
     """
+    targets = noise_targets(noise_on, sigma)
+    if "z_H" in targets:
+        z_H = z_H + draw_noise(z_H.shape, sigma, z_H.dtype, z_H.device, generator)
+    if "z_L" in targets:
+        z_L = z_L + draw_noise(z_L.shape, sigma, z_L.dtype, z_L.device, generator)
+    return z_H, z_L
+
+
+def noise_targets(noise_on: str, sigma: float) -> tuple[str, ...]:
+    """The latents that get noise, in draw order (z_H first with "both"); none when sigma == 0."""
     if noise_on not in NOISE_TARGETS:
         raise ValueError(f"noise_on must be one of {NOISE_TARGETS}, not {noise_on!r}")
     if not math.isfinite(sigma) or sigma < 0:
         raise ValueError(f"sigma must be a finite number >= 0, not {sigma!r}")
     if sigma == 0:
-        return z_H, z_L
+        return ()
+    return ("z_H", "z_L") if noise_on == "both" else (noise_on,)
 
-    def noisy(z: torch.Tensor) -> torch.Tensor:
-        eps = torch.randn(z.shape, generator=generator, device=generator.device, dtype=torch.float32)
-        return z + (sigma * eps).to(device=z.device, dtype=z.dtype)
 
-    if noise_on in ("z_H", "both"):
-        z_H = noisy(z_H)
-    if noise_on in ("z_L", "both"):
-        z_L = noisy(z_L)
-    return z_H, z_L
+def draw_noise(shape: Sequence[int], sigma: float, dtype: torch.dtype, device: torch.device | str,
+               generator: torch.Generator) -> torch.Tensor:
+    """`sigma * N(0, I)` of `shape`, drawn in float32 on the generator's device, rounded to `dtype` on `device`:
+    the term `inject_noise` adds (the engine adds it to its rows in place, drawing the same numbers)."""
+    eps = torch.randn(tuple(shape), generator=generator, device=generator.device, dtype=torch.float32)
+    return (sigma * eps).to(device=device, dtype=dtype)
 
 
 def select_trajectory(policy: str, answer_keys: Sequence[Hashable], q_halt: Sequence[float],

@@ -123,3 +123,27 @@ def test_compile_defaults_to_on_for_cuda_and_off_on_a_cpu(tmp_path, monkeypatch)
         spec = ModelSpec(name="m", task="sudoku", path=folder, device=device, batch_rows=4, compile=given)
         core.ModelEngine.load(spec, cuda_graphs=False)
         assert seen[-1] is want, (device, given)
+
+
+@pytest.mark.parametrize("noise_on", ["z_L", "z_H", "both"])
+@pytest.mark.parametrize(("rows", "trajs"), [([2, 3, 5], [0, 1, 2]), ([3, 6], [1, 2]), ([7], [2])])
+def test_ptrm_noise_lands_on_each_running_trajectorys_row(runners, noise_on, rows, trajs):
+    """K=3 trajectories: each step draws the noise of all K (the stream does not depend on which still run) and
+    adds trajectory t's slice to its row; rows not named, and latents not chosen, stay as they were."""
+    runner, _ = runners
+    before = runner.z_H.clone(), runner.z_L.clone()
+    runner.start_noise("r", seed=11)
+    runner.add_noise("r", 3, 0.5, noise_on, rows, trajs)
+    runner.end_noise("r")
+    g = torch.Generator().manual_seed(11)
+    shape = (3, runner.total_len, runner.hidden)
+    draws = {}
+    for name in (("z_H", "z_L") if noise_on == "both" else (noise_on,)):
+        draws[name] = 0.5 * torch.randn(shape, generator=g, dtype=torch.float32)
+    others = np.setdiff1d(np.arange(runner.z_H.shape[0]), rows)
+    for name, after, was in (("z_H", runner.z_H, before[0]), ("z_L", runner.z_L, before[1])):
+        assert torch.equal(after[others], was[others])
+        expect = was[rows] + draws[name][trajs].to(was.dtype) if name in draws else was[rows]
+        assert torch.equal(after[rows], expect), name
+    runner.z_H.copy_(before[0])
+    runner.z_L.copy_(before[1])

@@ -195,17 +195,18 @@ class ModelEngine:
         return result
 
     def _add_noise(self, idx: np.ndarray) -> None:
+        """PTRM noise on the rows of `idx` that belong to noisy requests: a loop over those requests (a few),
+        not over the step's rows (hundreds)."""
         if not self.runner.generators:
             return
-        groups: dict[str, tuple[Any, list[int], list[int]]] = {}
-        for row in idx:
-            s = self.scheduler.state_of(int(row))
-            if s is not None and s.id in self.runner.generators:
-                g = groups.setdefault(s.id, (s.request.options, [], []))
-                g[1].append(int(row))
-                g[2].append(int(self.scheduler.row_traj[row]))
-        for rid, (o, rows, trajs) in groups.items():
-            self.runner.add_noise(rid, o.trajectories, o.noise, o.noise_on, rows, trajs)
+        stepping = set(idx.tolist())
+        for rid in self.runner.generators:
+            s = self.scheduler.live_state(rid)
+            rows = [] if s is None else sorted(r for r in s.rows if r in stepping)
+            if rows:
+                o = s.request.options
+                trajs = self.scheduler.row_traj[rows].tolist()
+                self.runner.add_noise(rid, o.trajectories, o.noise, o.noise_on, rows, trajs)
 
     def _forget_noise(self) -> None:
         for rid in [r for r in self.runner.generators if not self.scheduler.is_live(r)]:

@@ -27,7 +27,7 @@ import numpy as np
 import torch
 
 from app.engine.backends import Backend
-from models.ptrm import inject_noise
+from models.ptrm import draw_noise, noise_targets
 from models.verify import prepare_batch, verify_batch
 
 log = logging.getLogger(__name__)
@@ -167,16 +167,18 @@ class ModelRunner:
         Drawn for all K every step, halted ones included, so a request's random stream does not depend on
         when its rows halt (same seed -> same answer, and the same draws as `models.ptrm.ptrm_solve`).
         """
-        shape = (k, self.total_len, self.hidden)
-        zeros_H = torch.zeros(shape, dtype=self.z_H.dtype, device=self.device)
-        zeros_L = torch.zeros(shape, dtype=self.z_L.dtype, device=self.device)
-        n_H, n_L = inject_noise(zeros_H, zeros_L, sigma, noise_on, self.generators[key])
-        pos = self._to_device(np.asarray(rows, np.int64))
-        sel = self._to_device(np.asarray(trajs, np.int64))
-        if n_H is not zeros_H:
-            self.z_H.index_add_(0, pos, n_H.index_select(0, sel))
-        if n_L is not zeros_L:
-            self.z_L.index_add_(0, pos, n_L.index_select(0, sel))
+        targets = noise_targets(noise_on, sigma)
+        if not targets:
+            return
+        # Few launches a request: on a GPU each is host time in the engine's step, and under halting=auto the
+        # escalated requests' rows can be half of all rows. One copy of the row and trajectory indices; no
+        # selection when every trajectory still runs, in order (as admitted).
+        where = self._to_device(np.asarray([rows, trajs], np.int64))  # [2, n]
+        every = len(trajs) == k and all(t == i for i, t in enumerate(trajs))
+        for name in targets:
+            z = self.z_H if name == "z_H" else self.z_L
+            noise = draw_noise((k, self.total_len, self.hidden), sigma, z.dtype, self.device, self.generators[key])
+            z.index_add_(0, where[0], noise if every else noise.index_select(0, where[1]))
 
     # -- the step ----------------------------------------------------------------------------------
 

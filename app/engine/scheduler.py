@@ -258,6 +258,10 @@ class Scheduler:
         ending = running[self.steps[running] + 1 >= self.max_steps[running]]
         return np.setdiff1d(idx, ending, assume_unique=True) if len(ending) else idx
 
+    def live_state(self, request_id: str) -> RequestState | None:
+        """The state of a waiting or running request, None once it is resolved, cancelled or cut."""
+        return self._states.get(request_id)
+
     def is_live(self, request_id: str) -> bool:
         """Waiting or running (not yet resolved, cancelled or cut)."""
         return request_id in self._states
