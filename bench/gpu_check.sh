@@ -8,6 +8,7 @@
 # device tool returns 8 files). Logs are appended, so several calls in one command share them.
 # A failing step does not stop the next one: each figure that can be had comes back.
 # Environment: SKIP_TESTS=1 runs the benchmark alone; API_WORKERS=N API processes of `recursolve serve`;
+# CLIENT_PROCS=N load-generator processes (default 4; serve_bench's clients_busy says whether they were the cap);
 # TAG names this call's JSON; EXTRA adds serve_bench arguments (e.g. '--compile off', '--overlap off'); BENCH_TIMEOUT
 # (s, default 400); TEST_TIMEOUT (s, default 300) bounds the cuda tests.
 set -u
@@ -44,7 +45,8 @@ dmon=$!
 # On the 16-core GPU machine the API tier, not the engine, caps /v1/solve, so a GPU run names more API processes
 # than the server's default (half the cores, at most 8).
 # shellcheck disable=SC2086  # EXTRA is a list of arguments
-timeout "${BENCH_TIMEOUT:-400}" python3 bench/serve_bench.py --device cuda --client-procs 4 --concurrency 256 \
+timeout "${BENCH_TIMEOUT:-400}" python3 bench/serve_bench.py --device cuda --client-procs "${CLIENT_PROCS:-4}" \
+  --concurrency 256 \
   ${API_WORKERS:+--api-workers "$API_WORKERS"} ${PROFILE:+--profile-dir "$OUT/prof$tag"} ${EXTRA:-} \
   --duration "$duration" --warmup 3 --modes "$modes" --out "$OUT/serve-gpu$tag.json" 2>&1 | tee -a "$OUT/bench.log"
 kill "$dmon" 2>/dev/null
