@@ -784,7 +784,8 @@ def run_engine(load: Load, spec: Any, max_steps: int, procs: int, tmp: Path,
                ) -> tuple[tuple[float, float], dict[str, Any]]:
     """The engine-core process started as `recursolve serve` starts it (engine_process_main, spawned, ipc://),
     driven by `procs` client processes of EngineClients: the engine core's own answers/s with no HTTP and no API
-    tier, and its CPU per answer. Rows per step: the answers' ACT steps over the engine's steps (Stats).
+    tier, and its CPU per answer. Rows per step: the rows the engine launched over its steps (Stats), as the HTTP
+    modes read them from /metrics (with the overlapped step they include rows whose result was dropped).
     `entry`: the engine process's target instead of engine_process_main (bench/engine_overhead.py's null step);
     `torch_threads`: its intra-op threads (default: as `recursolve serve`, RECURSOLVE_ENGINE_THREADS or every
     available CPU)."""
@@ -802,33 +803,34 @@ def run_engine(load: Load, spec: Any, max_steps: int, procs: int, tmp: Path,
                          daemon=True)
     engine.start()
 
-    async def steps_run(client: EngineClient) -> float:
-        stats = await client.stats(timeout=10.0)
-        return float(stats[MODEL_NAME]["steps_run"])  # type: ignore[arg-type]
+    async def counts(client: EngineClient) -> tuple[float, float]:
+        """(steps, rows stepped) so far: the rows the engine launched, as the HTTP modes read them from /metrics."""
+        stats = (await client.stats(timeout=10.0))[MODEL_NAME]
+        return float(stats["steps_run"]), float(stats["rows_stepped"])  # type: ignore[arg-type]
 
-    async def watch(t_measure: float, t_end: float) -> tuple[float, float]:
+    async def watch(t_measure: float, t_end: float) -> tuple[float, tuple[float, float]]:
         client = EngineClient(address)
         try:
             await client.start()
             await client.wait_ready(timeout=60)
             await asyncio.sleep(max(0.0, t_measure - time.monotonic()))
-            cpu, steps = process_cpu_seconds(engine.pid), await steps_run(client)  # type: ignore[arg-type]
+            cpu, before = process_cpu_seconds(engine.pid), await counts(client)  # type: ignore[arg-type]
             await asyncio.sleep(max(0.0, t_end - time.monotonic()))
-            return process_cpu_seconds(engine.pid) - cpu, await steps_run(client) - steps  # type: ignore[arg-type]
+            after = await counts(client)  # type: ignore[arg-type]
+            return process_cpu_seconds(engine.pid) - cpu, (after[0] - before[0], after[1] - before[1])
         finally:
             await client.close()
 
     try:  # the clients wait for the engine's warm-up (a CUDA compile) before they say they are ready
-        (t_measure, t_end), (cpu, steps), busy = run_client_procs(
+        (t_measure, t_end), (cpu, (steps, rows)), busy = run_client_procs(
             load, procs, _engine_client_process, (address, max_steps), watch, ready_timeout=900,
             name="bench-engine-client")
     finally:
         engine.terminate()
         engine.join(30)
     window = t_end - t_measure
-    row_steps = sum(s.steps for s in load.results() if s.ok and t_measure <= s.end <= t_end)
     return (t_measure, t_end), {
-        "mean_rows_per_step": round(row_steps / steps, 2) if steps else None,
+        "mean_rows_per_step": round(rows / steps, 2) if steps else None,
         "engine_steps_per_s": round(steps / window, 1), "client_procs": procs, "clients_busy": busy,
         "max_request_share": share,
         "engine_cpu_s": round(cpu, 3)}

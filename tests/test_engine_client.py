@@ -34,7 +34,13 @@ async def test_submit_stats_drain(tmp_path):
         out = await client.submit(request("copy", max_steps=3, halting="verifier"))
         assert (out.halted_by, out.steps, out.valid) == ("verified", 1, True)
         assert "".join(map(str, tokens_from_bytes(out.tokens) - 1)) == SOLUTION  # token = digit + 1
-        assert (await client.stats())["copy"]["steps_run"] == 1
+        stats = (await client.stats())["copy"]
+        assert (stats["steps_run"], stats["rows_stepped"]) == (1, 1)
+        two = await client.submit(request("copy", max_steps=3, halting="max_steps", trajectories=2, noise=0.1,
+                                          seed=1))
+        assert (two.steps, two.row_steps) == (3, 6)
+        stats = (await client.stats())["copy"]
+        assert (stats["steps_run"], stats["rows_stepped"]) == (4, 7)  # each step ran the request's 2 rows
         await client.drain()  # a message like any other: later submits are refused, nothing else changes
         with pytest.raises(EngineRejected) as err:
             await client.submit(request("copy", max_steps=1))

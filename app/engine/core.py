@@ -91,6 +91,7 @@ class ModelEngine:
     runner: ModelRunner
     scheduler: Scheduler
     steps_run: int = 0
+    rows_stepped: int = 0  # rows launched over all steps (with runner.overlap, rows whose result is dropped too)
     in_flight: InFlight | None = None  # runner.overlap: the step launched last, collected in the next iteration
 
     @classmethod
@@ -133,7 +134,7 @@ class ModelEngine:
         return {"batch_rows": s.num_rows, "running_rows": s.running_rows, "queued_rows": s.queued_rows,
                 "queued_requests": s.queued_requests, "max_queue_rows": s.max_queue_rows,
                 "queued_bytes": s.queued_bytes, "max_queue_bytes": s.max_queue_bytes,
-                "steps_run": self.steps_run, "accepting": s.accepting}
+                "steps_run": self.steps_run, "rows_stepped": self.rows_stepped, "accepting": s.accepting}
 
     def add(self, request: EngineRequest) -> Rejected | None:
         verify_each = request.options.needs_step_verifier and self.runner.verify_task is not None
@@ -174,6 +175,7 @@ class ModelEngine:
             self._add_noise(idx)
             flight = InFlight(runner.launch(idx), sched.row_epoch[idx], t0)
             self.steps_run += 1
+            self.rows_stepped += len(idx)
             metrics.STEP_ACTIVE_ROWS.labels(model=name).observe(len(idx))
         if runner.overlap:
             flight, self.in_flight = self.in_flight, flight
