@@ -251,7 +251,29 @@ def measure_ptrm(spec: ModelSpec, seconds: float) -> dict[str, Any]:
         r = measure_core(spec, seconds, 8, opts)
         out[name] = r | {"us_per_row_step": round(r["us_per_answer"] / (8 * k), 2)}
     out["row_step_ratio"] = round(out["ptrm_k8"]["us_per_row_step"] / out["plain"]["us_per_row_step"], 2)
+    out["noise_grouping_us_per_step"] = measure_noise_grouping(spec)
     return out
+
+
+def measure_noise_grouping(spec: ModelSpec, calls: int = 2000) -> float:
+    """us a step to find the rows of the noisy requests among a full pool: 2 PTRM requests (K=8) beside 240
+    plain rows, the noise itself left out (ModelEngine._add_noise with the runner's add_noise a no-op)."""
+    from app.engine.core import EngineCore
+
+    core = EngineCore.load([spec], warmup=False)
+    inputs = get_codec("sudoku").encode(generate(random.Random(0), "easy"), 81).astype(np.int32).tobytes()
+    plain = SolveOptions(max_steps=1000, halting="max_steps")
+    noisy = SolveOptions(max_steps=1000, halting="max_steps", trajectories=8, noise=0.3)
+    core.add([EngineRequest(f"g{i}", NAME, inputs=inputs, puzzle_identifier=0, options=noisy if i < 2 else plain,
+                            arrival=time.monotonic()) for i in range(ROWS - 14)])
+    core.step()
+    engine = core.models[NAME]
+    idx = np.flatnonzero(engine.scheduler.active)
+    engine.runner.add_noise = lambda *args: None  # type: ignore[method-assign]
+    t = time.perf_counter()
+    for _ in range(calls):
+        engine._add_noise(idx)
+    return round((time.perf_counter() - t) / calls * 1e6, 2)
 
 
 def main() -> None:
@@ -298,7 +320,8 @@ def main() -> None:
         if "ptrm" in layers:
             report["ptrm"] = p = measure_ptrm(spec, args.seconds)
             print(f"ptrm       us per row-step: plain {p['plain']['us_per_row_step']}, K=8 noisy "
-                  f"{p['ptrm_k8']['us_per_row_step']} ({p['row_step_ratio']}x)")
+                  f"{p['ptrm_k8']['us_per_row_step']} ({p['row_step_ratio']}x); finding the noisy rows "
+                  f"{p['noise_grouping_us_per_step']} us a step")
         if "inproc" in layers:
             report["inproc"] = i = measure_inproc(spec, args.seconds, args.steps)
             print("inproc     " + ", ".join(f"{k} {v}" for k, v in i.items()))
