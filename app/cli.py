@@ -28,7 +28,7 @@ def serve(
     port: Annotated[int | None, typer.Option(help="Port (default: RECURSOLVE_PORT or 8000).")] = None,
     api_workers: Annotated[int | None, typer.Option(
         help="API processes in front of the engine core (default: RECURSOLVE_API_WORKERS, else half the cores, "
-             "1 to 8).")] = None,
+             "1 to 8, or three quarters, 1 to 32, when a GPU serves the models).")] = None,
 ) -> None:
     """Start the server: one engine-core process running the models, API processes in front of it."""
     from app.logs import configure_logging

@@ -19,10 +19,12 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import importlib.util
 import logging
 import math
 import multiprocessing
 import os
+import re
 import shutil
 import signal
 import socket
@@ -61,9 +63,39 @@ def available_cpus(cgroup: Path = Path("/sys/fs/cgroup")) -> int:
     return max(1, cpus)
 
 
-def default_api_workers() -> int:
-    """Half the available CPUs (the rest for the engine loop and the OS), between 1 and 8."""
-    return min(8, max(1, available_cpus() // 2))
+def default_api_workers(gpu: bool = False) -> int:
+    """CPU serving: half the available CPUs, 1 to 8 (the engine's torch threads compute on the rest). GPU serving:
+    three quarters of them, 1 to 32, since there the API processes, not the engine, cap /v1/solve (an H100 with
+    16 cores: 12 API processes were 87% busy at 10.5k answers/s, bench/results/serve-h100.json)."""
+    cpus = available_cpus()
+    return max(1, min(32, 3 * cpus // 4)) if gpu else min(8, max(1, cpus // 2))
+
+
+def torch_cuda_build() -> bool:
+    """Whether the installed torch is a CUDA build, read from its version.py (`cuda = '12.8'` or None) without
+    importing torch: the supervisor never loads it (seconds and hundreds of MB it would hold for nothing)."""
+    spec = importlib.util.find_spec("torch")
+    if spec is None or spec.origin is None:
+        return False
+    try:
+        text = (Path(spec.origin).parent / "version.py").read_text()
+    except OSError:
+        return False
+    return re.search(r"^cuda\b[^=\n]*=\s*['\"]", text, re.M) is not None
+
+
+def cuda_visible(dev: Path = Path("/dev")) -> bool:
+    """Whether `device: auto` will find a CUDA device, judged as torch would without loading it: a CUDA build of
+    torch, the NVIDIA driver's control node (the container runtime mounts it into a container given a GPU), and
+    CUDA_VISIBLE_DEVICES not hiding every device."""
+    if os.environ.get("CUDA_VISIBLE_DEVICES", "0").strip() in ("", "-1"):
+        return False
+    return (dev / "nvidiactl").exists() and torch_cuda_build()
+
+
+def serves_on_gpu(specs: list[ModelSpec]) -> bool:
+    """Whether any model runs on CUDA (its device `cuda`, `cuda:N`, or `auto` on a machine with a visible GPU)."""
+    return any(s.device.startswith("cuda") or (s.device == "auto" and cuda_visible()) for s in specs)
 
 
 class DrainingServer(uvicorn.Server):
@@ -246,4 +278,10 @@ class Supervisor:
 def serve(settings: Settings, host: str, port: int, api_workers: int | None) -> None:
     specs = with_server_defaults(load_model_specs(settings), settings)  # a bad models file fails here, before any
     # process starts
-    Supervisor(settings, specs, host, port, api_workers or settings.api_workers or default_api_workers()).run()
+    workers = api_workers or settings.api_workers
+    if workers is None:
+        gpu = serves_on_gpu(specs)
+        workers = default_api_workers(gpu)
+        log.info("%d API processes: %s of %d CPUs (%s serving; --api-workers sets it)", workers,
+                 "three quarters" if gpu else "half", available_cpus(), "GPU" if gpu else "CPU")
+    Supervisor(settings, specs, host, port, workers).run()

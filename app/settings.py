@@ -198,8 +198,8 @@ class Settings(BaseSettings):
     log_level: str = "info"
     access_log: bool = False  # one JSON line per HTTP request (off: at thousands of requests/s it costs CPU)
     # Engine v2: `recursolve serve` runs one engine-core process and this many API processes (None: from the
-    # cores, see app.serve.default_api_workers). engine_address is set by `serve` for its API processes; unset,
-    # an app runs its engine core in a thread (tests, `recursolve solve`).
+    # cores and whether a GPU serves the models, see app.serve.default_api_workers). engine_address is set by
+    # `serve` for its API processes; unset, an app runs its engine core in a thread (tests, `recursolve solve`).
     api_workers: int | None = Field(default=None, ge=1, le=64)
     # A listening socket per API process on the one port (SO_REUSEPORT, Linux): the kernel spreads connections
     # evenly. False: one shared socket, whose connections Linux hands mostly to a few processes (app.serve).

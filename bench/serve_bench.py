@@ -940,11 +940,12 @@ async def run_static(load: Load, model: Path, batch_rows: int, steps: int,
 # -- driver ----------------------------------------------------------------------------------------------
 
 
-def default_api_workers() -> int:
-    """What `recursolve serve` starts without --api-workers."""
+def default_api_workers(device: str) -> int:
+    """What `recursolve serve` starts without --api-workers for a model on `device`."""
+    from app.serve import cuda_visible
     from app.serve import default_api_workers as serve_default
 
-    return serve_default()
+    return serve_default(device.startswith("cuda") or (device == "auto" and cuda_visible()))
 
 
 def run_mode(mode: str, args: argparse.Namespace, model: Path, puzzles: list[SudokuPuzzle],
@@ -982,7 +983,7 @@ def run_mode(mode: str, args: argparse.Namespace, model: Path, puzzles: list[Sud
             load.per_call = args.batch_items
         # Room in the queue for every client's whole call, so the load is never turned away (429).
         queue = max(512, 4 * args.concurrency * load.per_call)
-        workers = (args.api_workers or default_api_workers()) if http.server == "serve" else 1
+        workers = (args.api_workers or default_api_workers(args.device)) if http.server == "serve" else 1
         server = Server(http.server, model, {"batch_rows": rows, "max_queue_rows": queue, "device": args.device,
                                              **model_entry(args)},
                         tmp, mode, api_workers=args.api_workers if http.server == "serve" else None,
@@ -1184,7 +1185,8 @@ def write_report(args: argparse.Namespace, out: Path, results: dict[str, Any], m
         "load": {"clients": args.concurrency, "closed_loop": True, "duration_s": args.duration,
                  "warmup_s": args.warmup, "tier": args.tier, "distinct_puzzles": args.puzzles,
                  "cache": "disabled", "batch_rows": args.batch_rows, "batch_items": args.batch_items,
-                 "api_workers": args.api_workers or default_api_workers(), "client_procs": args.client_procs},
+                 "api_workers": args.api_workers or default_api_workers(args.device),
+                 "client_procs": args.client_procs},
         "modes": results,
         "failed": failed,
         "ratios": ratios,

@@ -32,6 +32,55 @@ def test_a_quota_above_the_affinity_is_capped(tmp_path: Path) -> None:
     assert available_cpus(tmp_path) == CPUS
 
 
+@pytest.mark.parametrize(("cpus", "cpu_default", "gpu_default"), [(1, 1, 1), (2, 1, 1), (4, 2, 3), (16, 8, 12),
+                                                                    (64, 8, 32)])
+def test_api_workers_default_by_cores_and_device(monkeypatch, cpus: int, cpu_default: int,
+                                                 gpu_default: int) -> None:
+    from app import serve
+
+    monkeypatch.setattr(serve, "available_cpus", lambda: cpus)
+    assert (serve.default_api_workers(gpu=False), serve.default_api_workers(gpu=True)) == (cpu_default, gpu_default)
+
+
+@pytest.mark.parametrize(("device", "node", "cuda_build", "visible", "gpu"), [
+    ("cuda", False, False, None, True),  # named: whatever this machine has (the engine fails loudly if wrong)
+    ("cuda:1", False, False, None, True),
+    ("cpu", True, True, None, False),
+    ("auto", True, True, None, True),
+    ("auto", True, True, "", False),  # CUDA_VISIBLE_DEVICES hides every device, from torch too
+    ("auto", True, True, "-1", False),
+    ("auto", True, False, None, False),  # the driver is there, the CPU build of torch cannot use it
+    ("auto", False, True, None, False),  # a CUDA build on a machine without the driver's device node
+])
+def test_serving_on_a_gpu_is_judged_without_torch(monkeypatch, tmp_path: Path, device: str, node: bool,
+                                                  cuda_build: bool, visible: str | None, gpu: bool) -> None:
+    from app import serve
+    from app.settings import ModelSpec
+
+    if node:
+        (tmp_path / "nvidiactl").touch()
+    real = serve.cuda_visible
+    monkeypatch.setattr(serve, "cuda_visible", lambda: real(tmp_path))
+    monkeypatch.setattr(serve, "torch_cuda_build", lambda: cuda_build)
+    if visible is None:
+        monkeypatch.delenv("CUDA_VISIBLE_DEVICES", raising=False)
+    else:
+        monkeypatch.setenv("CUDA_VISIBLE_DEVICES", visible)
+    specs = [ModelSpec(name="m", task="sudoku", path=tmp_path, device=device)]
+    assert serve.serves_on_gpu(specs) is gpu
+
+
+def test_the_torch_build_is_read_from_its_version_file() -> None:
+    """Here (CI, this VM) torch is the CPU build; the file says so without importing torch."""
+    import importlib.util
+
+    from app.serve import torch_cuda_build
+
+    origin = importlib.util.find_spec("torch").origin  # type: ignore[union-attr]
+    text = (Path(origin).parent / "version.py").read_text()  # type: ignore[arg-type]
+    assert torch_cuda_build() is ("cuda: Optional[str] = None" not in text and "cuda = None" not in text)
+
+
 def test_an_api_process_never_loads_torch() -> None:
     """A spawned API process imports the parent's main module (app.cli) again, then the app: none of it may pull
     in torch (models/cli.py's commands are registered when the command line runs, not on import)."""
