@@ -42,8 +42,7 @@ fi
 echo "== gpu_check${tag} $(date -u +%FT%TZ)" >> "$OUT/dmon.txt"
 nvidia-smi dmon -s um -d 1 >> "$OUT/dmon.txt" 2>&1 &
 dmon=$!
-# On the 16-core GPU machine the API tier, not the engine, caps /v1/solve, so a GPU run names more API processes
-# than the server's default (half the cores, at most 8).
+# API_WORKERS unset: the server's default, on a GPU machine three quarters of the cores (12 of 16).
 # shellcheck disable=SC2086  # EXTRA is a list of arguments
 timeout "${BENCH_TIMEOUT:-400}" python3 bench/serve_bench.py --device cuda --client-procs "${CLIENT_PROCS:-4}" \
   --concurrency 256 \
