@@ -1,0 +1,74 @@
+"""`recursolve serve` for real, when its engine-core process dies (issue 9's fault rule): the request in flight gets
+a 503 saying so at once (never a hang), /readyz turns 503, the supervisor starts a new engine core, /readyz
+returns to 200 and the server answers again."""
+
+from __future__ import annotations
+
+import os
+import signal
+import threading
+import time
+from pathlib import Path
+
+import httpx
+import pytest
+
+from app_engine_support import save_random, served, solve_body
+
+pytestmark = pytest.mark.slow
+
+
+def engine_pids(supervisor: int) -> list[int]:
+    """The supervisor's children that map libtorch: the engine cores (API processes never load torch)."""
+    kids = [int(k) for f in Path(f"/proc/{supervisor}/task").glob("*/children") for k in f.read_text().split()]
+    found = []
+    for k in kids:
+        try:
+            if "libtorch" in Path(f"/proc/{k}/maps").read_text():
+                found.append(k)
+        except OSError:
+            continue
+    return found
+
+
+def wait_until(predicate, timeout: float, what: str) -> None:  # type: ignore[no-untyped-def]
+    end = time.monotonic() + timeout
+    while not predicate():
+        assert time.monotonic() < end, f"timed out waiting for {what}"
+        time.sleep(0.05)
+
+
+def test_a_dead_engine_fails_its_requests_with_503_and_is_restarted(tmp_path: Path) -> None:
+    save_random(tmp_path / "random")
+    models = tmp_path / "models.yaml"
+    models.write_text(f"models:\n  - name: random\n    path: {tmp_path / 'random'}\n    batch_rows: 4\n")
+    with served(models, ready_timeout=60) as (base, proc):
+        [engine] = engine_pids(proc.pid)
+        result: dict[str, httpx.Response] = {}
+
+        def hold() -> None:  # runs until its deadline unless the engine goes away first
+            result["r"] = httpx.post(f"{base}/v1/solve", json=solve_body(
+                cache=False, halting="max_steps", max_steps=4096, deadline_ms=60_000), timeout=90)
+
+        t = threading.Thread(target=hold)
+        t.start()
+        wait_until(lambda: httpx.get(f"{base}/v1/models/random").json()["engine"]["running_rows"] == 1, 30,
+                   "the request to start")
+        killed = time.monotonic()
+        os.kill(engine, signal.SIGKILL)
+        t.join(30)
+        assert not t.is_alive()
+        r = result["r"]
+        assert r.status_code == 503, r.text
+        assert time.monotonic() - killed < 10  # at once, not at the request's 60 s deadline
+        error = r.json()["error"]
+        assert error["code"] == "engine_unavailable" and "engine" in error["message"]
+        assert r.headers.get("Retry-After")
+
+        wait_until(lambda: len(engine_pids(proc.pid)) == 1 and engine_pids(proc.pid) != [engine], 30,
+                   "a new engine core")
+        wait_until(lambda: httpx.get(f"{base}/readyz").status_code == 200, 60, "/readyz to return to 200")
+        again = httpx.post(f"{base}/v1/solve", json=solve_body(cache=False, halting="max_steps", max_steps=3),
+                           timeout=30)
+        assert again.status_code == 200 and again.json()["steps"] == 3
+        assert proc.poll() is None  # the supervisor itself carried on
