@@ -29,6 +29,9 @@ def serve(
     api_workers: Annotated[int | None, typer.Option(
         help="API processes in front of the engine core (default: RECURSOLVE_API_WORKERS, else half the cores, "
              "1 to 8, or three quarters, 1 to 32, when a GPU serves the models).")] = None,
+    engines: Annotated[int | None, typer.Option(
+        min=1, max=16, help="Engine-core processes, each with every model and its own batch rows; API process i "
+                            "talks to engine core i mod N (default: RECURSOLVE_ENGINES, else 1).")] = None,
 ) -> None:
     """Start the server: one engine-core process running the models, API processes in front of it."""
     from app.logs import configure_logging
@@ -37,7 +40,7 @@ def serve(
 
     settings = get_settings()
     configure_logging(settings.log_level)  # JSON lines, one format for every process and uvicorn's loggers
-    run_server(settings, host or settings.host, port if port is not None else settings.port, api_workers)
+    run_server(settings, host or settings.host, port if port is not None else settings.port, api_workers, engines)
 
 
 def _read_puzzle(puzzle: str) -> Any:

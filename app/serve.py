@@ -194,45 +194,52 @@ def _worker_main(sock: socket.socket) -> None:
 
 
 class Supervisor:
-    def __init__(self, settings: Settings, specs: list[ModelSpec], host: str, port: int, api_workers: int) -> None:
+    def __init__(self, settings: Settings, specs: list[ModelSpec], host: str, port: int, api_workers: int,
+                 engines: int = 1) -> None:
+        assert api_workers >= engines, "every engine core needs an API process (serve checks it)"
         self.settings, self.specs = settings, specs
         self.host, self.port, self.api_workers = host, port, api_workers
         self.run_dir = Path(tempfile.mkdtemp(prefix="recursolve-"))
-        self.address = f"ipc://{self.run_dir}/engine.sock"
+        self.addresses = [f"ipc://{self.run_dir}/engine-{j}.sock" for j in range(engines)]
         self.stopping = threading.Event()
-        self.engine: multiprocessing.process.BaseProcess | None = None
+        self.engines: list[multiprocessing.process.BaseProcess | None] = [None] * engines
         self.workers: list[multiprocessing.process.BaseProcess] = []
 
-    def _start_engine(self) -> None:
+    def _start_engine(self, j: int) -> None:
         from app.engine.core_loop import engine_process_main
 
         # Every available CPU (quota-aware, see available_cpus) as torch intra-op threads measured best on the quiet
-        # 2-core machine: 83.5 answers/s at 16 clients against 72.5 with 1 thread (bench/serve_bench.py);
-        # RECURSOLVE_ENGINE_THREADS overrides it (fewer help when the CPU is oversubscribed: OpenMP threads spin).
+        # 2-core machine: 83.5 answers/s at 16 clients against 72.5 with 1 thread (bench/serve_bench.py); several
+        # engine cores share them out. RECURSOLVE_ENGINE_THREADS overrides it (fewer help when the CPU is
+        # oversubscribed: OpenMP threads spin).
+        threads = self.settings.engine_threads or max(1, available_cpus() // len(self.engines))
         options = {"warmup": self.settings.warmup, "max_share": self.settings.max_request_share,
-                   "log_level": self.settings.log_level,
-                   "torch_threads": self.settings.engine_threads or available_cpus()}
-        self.engine = _ctx.Process(target=engine_process_main, args=(self.address, self.specs, options),
-                                   name="recursolve-engine", daemon=False)
-        self.engine.start()
-        log.info("engine core process %s started on %s", self.engine.pid, self.address)
+                   "log_level": self.settings.log_level, "torch_threads": threads}
+        engine = _ctx.Process(target=engine_process_main, args=(self.addresses[j], self.specs, options),
+                              name=f"recursolve-engine-{j}", daemon=False)
+        engine.start()
+        self.engines[j] = engine
+        log.info("engine core %d: process %s on %s", j, engine.pid, self.addresses[j])
 
-    def _start_worker(self, sock: socket.socket) -> multiprocessing.process.BaseProcess:
-        p = _ctx.Process(target=_worker_main, args=(sock,), name="recursolve-api", daemon=False)
+    def _start_worker(self, i: int, socks: list[socket.socket]) -> multiprocessing.process.BaseProcess:
+        # A spawned process takes the environment as it is at start: API process i reads its engine core's address.
+        os.environ["RECURSOLVE_ENGINE_ADDRESS"] = self.addresses[i % len(self.addresses)]
+        p = _ctx.Process(target=_worker_main, args=(socks[i % len(socks)],), name="recursolve-api", daemon=False)
         p.start()
         return p
 
     def run(self) -> None:
         os.environ["PROMETHEUS_MULTIPROC_DIR"] = str(self.run_dir / "metrics")
         (self.run_dir / "metrics").mkdir()
-        os.environ["RECURSOLVE_ENGINE_ADDRESS"] = self.address  # the API processes' Settings read it
         socks = listening_sockets(self.host, self.port, self.api_workers, self.settings.reuse_port)
         for sig in (signal.SIGTERM, signal.SIGINT):
             signal.signal(sig, lambda *_: self.stopping.set())
-        self._start_engine()
-        self.workers = [self._start_worker(socks[i % len(socks)]) for i in range(self.api_workers)]
-        log.info("serving on http://%s:%d with %d API processes (%s)", self.host, self.port, self.api_workers,
-                 "a socket each, SO_REUSEPORT" if len(socks) > 1 else "one shared socket")
+        for j in range(len(self.engines)):
+            self._start_engine(j)
+        self.workers = [self._start_worker(i, socks) for i in range(self.api_workers)]
+        log.info("serving on http://%s:%d with %d API processes (%s) and %d engine cores", self.host, self.port,
+                 self.api_workers, "a socket each, SO_REUSEPORT" if len(socks) > 1 else "one shared socket",
+                 len(self.engines))
         try:
             while not self.stopping.wait(0.5):
                 self._keep_alive(socks)
@@ -244,16 +251,18 @@ class Supervisor:
     def _keep_alive(self, socks: list[socket.socket]) -> None:
         from prometheus_client import multiprocess
 
-        if self.engine is not None and not self.engine.is_alive():
-            log.error("engine core process exited (code %s); restarting it", self.engine.exitcode)
-            multiprocess.mark_process_dead(self.engine.pid)
-            time.sleep(RESTART_BACKOFF_S)
-            self._start_engine()
+        for j, engine in enumerate(self.engines):
+            if engine is not None and not engine.is_alive():
+                log.error("engine core %d (process %s) exited (code %s); restarting it", j, engine.pid,
+                          engine.exitcode)
+                multiprocess.mark_process_dead(engine.pid)
+                time.sleep(RESTART_BACKOFF_S)
+                self._start_engine(j)
         for i, w in enumerate(self.workers):
             if not w.is_alive() and not self.stopping.is_set():
                 log.error("API process %s exited (code %s); replacing it", w.pid, w.exitcode)
                 multiprocess.mark_process_dead(w.pid)
-                self.workers[i] = self._start_worker(socks[i % len(socks)])
+                self.workers[i] = self._start_worker(i, socks)
 
     def _shutdown(self) -> None:
         """API processes drain first (they still need the engine), then the engine stops."""
@@ -265,23 +274,30 @@ class Supervisor:
             w.join(max(0.1, deadline - time.monotonic()))
             if w.is_alive():
                 w.kill()
-        if self.engine is not None and self.engine.is_alive():
-            self.engine.terminate()
-            self.engine.join(10)
-            if self.engine.is_alive():
-                self.engine.kill()
+        for engine in self.engines:
+            if engine is not None and engine.is_alive():
+                engine.terminate()
+        for engine in self.engines:
+            if engine is not None:
+                engine.join(10)
+                if engine.is_alive():
+                    engine.kill()
         with contextlib.suppress(OSError):
             shutil.rmtree(self.run_dir)
         log.info("stopped")
 
 
-def serve(settings: Settings, host: str, port: int, api_workers: int | None) -> None:
+def serve(settings: Settings, host: str, port: int, api_workers: int | None, engines: int | None = None) -> None:
     specs = with_server_defaults(load_model_specs(settings), settings)  # a bad models file fails here, before any
     # process starts
+    engines = engines or settings.engines
     workers = api_workers or settings.api_workers
     if workers is None:
         gpu = serves_on_gpu(specs)
-        workers = default_api_workers(gpu)
+        workers = max(engines, default_api_workers(gpu))  # every engine core gets an API process at least
         log.info("%d API processes: %s of %d CPUs (%s serving; --api-workers sets it)", workers,
                  "three quarters" if gpu else "half", available_cpus(), "GPU" if gpu else "CPU")
-    Supervisor(settings, specs, host, port, workers).run()
+    elif workers < engines:
+        raise SystemExit(f"{engines} engine cores need at least {engines} API processes (each API process talks to "
+                         f"one engine core), not {workers}: raise --api-workers or lower --engines")
+    Supervisor(settings, specs, host, port, workers, engines).run()

@@ -205,8 +205,13 @@ class Settings(BaseSettings):
     # evenly. False: one shared socket, whose connections Linux hands mostly to a few processes (app.serve).
     reuse_port: bool = True
     engine_address: str | None = None
-    # torch intra-op threads of the engine process (None: every available CPU, the cgroup quota respected).
+    # torch intra-op threads of each engine process (None: the available CPUs, the cgroup quota respected, shared
+    # out among the engine cores).
     engine_threads: int | None = Field(default=None, ge=1)
+    # Engine-core processes `recursolve serve` runs, each with every model and its own batch rows; API process i
+    # talks to engine core i mod N (data parallel, as vLLM's --data-parallel-size, here on one device). More than
+    # one helps where one engine's Python, not the device, bounds the step rate (see README, Serving figures).
+    engines: int = Field(default=1, ge=1, le=16)
     # A request holding more than this share of a model's batch rows waits while other work runs (and is
     # passed by lighter requests), so one heavy request cannot hold the model while light ones wait.
     max_request_share: float = Field(default=0.5, gt=0, le=1)

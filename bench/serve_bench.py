@@ -304,7 +304,8 @@ class Server:
     kind "oneproc": one uvicorn process whose app runs the engine core in a thread (the pre-split shape)."""
 
     def __init__(self, kind: str, model: Path, spec: dict[str, Any], tmp: Path, tag: str,
-                 api_workers: int | None = None, max_batch_items: int = 64, repo: Path = REPO) -> None:
+                 api_workers: int | None = None, max_batch_items: int = 64, repo: Path = REPO,
+                 engines: int = 1) -> None:
         self.port = free_port()
         self.url = f"http://127.0.0.1:{self.port}"
         models_file = tmp / f"models-{tag}.yaml"
@@ -318,12 +319,14 @@ class Server:
         }
         # Whatever the calling shell had set would change the server's shape: the bench decides it.
         for name in ("RECURSOLVE_REDIS_URL", "RECURSOLVE_ENGINE_ADDRESS", "RECURSOLVE_API_WORKERS",
-                     "PROMETHEUS_MULTIPROC_DIR", "RECURSOLVE_API_KEYS"):
+                     "RECURSOLVE_ENGINES", "PROMETHEUS_MULTIPROC_DIR", "RECURSOLVE_API_KEYS"):
             env.pop(name, None)
         if kind == "serve":
             argv = [sys.executable, "-m", "app.cli", "serve"]
             if api_workers is not None:
                 argv += ["--api-workers", str(api_workers)]
+            if engines != 1:  # only when asked: a --repo checkout from before the option still runs
+                argv += ["--engines", str(engines)]
         else:
             argv = [sys.executable, "-m", "uvicorn", "app.main:app", "--host", "127.0.0.1",
                     "--port", str(self.port), "--log-level", "warning", "--no-access-log"]
@@ -983,11 +986,12 @@ def run_mode(mode: str, args: argparse.Namespace, model: Path, puzzles: list[Sud
             load.per_call = args.batch_items
         # Room in the queue for every client's whole call, so the load is never turned away (429).
         queue = max(512, 4 * args.concurrency * load.per_call)
-        workers = (args.api_workers or default_api_workers(args.device)) if http.server == "serve" else 1
+        workers = (args.api_workers or max(args.engines, default_api_workers(args.device))
+                   if http.server == "serve" else 1)
         server = Server(http.server, model, {"batch_rows": rows, "max_queue_rows": queue, "device": args.device,
                                              **model_entry(args)},
                         tmp, mode, api_workers=args.api_workers if http.server == "serve" else None,
-                        max_batch_items=max(64, args.batch_items))
+                        max_batch_items=max(64, args.batch_items), engines=args.engines)
         profiler: Profiler | None = None
         try:
             info |= {"batch_rows": rows, "request_options": http.options, "server": http.server,
@@ -1053,8 +1057,10 @@ def main() -> None:
     ap.add_argument("--batch-rows", type=int, default=None,
                     help="rows per step for every mode but single (default: the server's, 256 on CUDA, 32 on CPU)")
     ap.add_argument("--batch-items", type=int, default=64, help="puzzles per /v1/solve/batch call (batch mode)")
+    ap.add_argument("--engines", type=int, default=1,
+                    help="engine-core processes of `recursolve serve` in the HTTP modes (its --engines)")
     ap.add_argument("--api-workers", type=int, default=None,
-                    help="API processes of `recursolve serve` (default: the server's, half the cores, 1 to 8)")
+                    help="API processes of `recursolve serve` (default: the server's, from the cores and the device)")
     ap.add_argument("--client-procs", type=int, default=1,
                     help="processes running the HTTP clients, concurrency/N clients each (default 1: this one)")
     ap.add_argument("--static-steps", type=int, default=None,
@@ -1185,7 +1191,8 @@ def write_report(args: argparse.Namespace, out: Path, results: dict[str, Any], m
         "load": {"clients": args.concurrency, "closed_loop": True, "duration_s": args.duration,
                  "warmup_s": args.warmup, "tier": args.tier, "distinct_puzzles": args.puzzles,
                  "cache": "disabled", "batch_rows": args.batch_rows, "batch_items": args.batch_items,
-                 "api_workers": args.api_workers or default_api_workers(args.device),
+                 "api_workers": args.api_workers or max(args.engines, default_api_workers(args.device)),
+                 "engines": args.engines,
                  "client_procs": args.client_procs},
         "modes": results,
         "failed": failed,

@@ -72,3 +72,45 @@ def test_a_dead_engine_fails_its_requests_with_503_and_is_restarted(tmp_path: Pa
                            timeout=30)
         assert again.status_code == 200 and again.json()["steps"] == 3
         assert proc.poll() is None  # the supervisor itself carried on
+
+
+def test_two_engine_cores_share_the_traffic_and_fail_alone(tmp_path: Path) -> None:
+    """--engines 2: API process i talks to engine core i mod 2. Killing one engine core fails only the requests
+    that reach its API process (503, while the other engine answers) until the supervisor has restarted it."""
+    save_random(tmp_path / "random")
+    models = tmp_path / "models.yaml"
+    models.write_text(f"models:\n  - name: random\n    path: {tmp_path / 'random'}\n    batch_rows: 4\n")
+
+    def fresh_solve(base: str) -> httpx.Response:  # a new connection each: SO_REUSEPORT spreads them by port
+        with httpx.Client(timeout=30) as c:
+            return c.post(f"{base}/v1/solve", json=solve_body(cache=False, halting="max_steps", max_steps=1))
+
+    env = {"RECURSOLVE_ENGINES": "2", "RECURSOLVE_API_WORKERS": "2", "RECURSOLVE_ENGINE_THREADS": "1"}
+    with served(models, env=env, ready_timeout=90) as (base, proc):
+        engines = engine_pids(proc.pid)
+        assert len(engines) == 2
+        wait_until(lambda: all(fresh_solve(base).status_code == 200 for _ in range(10)), 60, "both engines ready")
+        os.kill(engines[0], signal.SIGKILL)
+        time.sleep(0.2)  # the dead engine's API process has seen the disconnect
+        codes = [fresh_solve(base).status_code for _ in range(20)]  # within the supervisor's 1 s restart backoff
+        assert set(codes) == {200, 503}, codes
+        wait_until(lambda: len(engine_pids(proc.pid)) == 2 and engines[0] not in engine_pids(proc.pid), 30,
+                   "the engine core's restart")
+        wait_until(lambda: all(fresh_solve(base).status_code == 200 for _ in range(10)), 60,
+                   "every request answered again")
+        assert engines[1] in engine_pids(proc.pid)  # the other engine core ran on untouched
+
+
+def test_fewer_api_processes_than_engine_cores_is_refused(tmp_path: Path) -> None:
+    import subprocess
+    import sys
+
+    save_random(tmp_path / "random")
+    models = tmp_path / "models.yaml"
+    models.write_text(f"models:\n  - name: random\n    path: {tmp_path / 'random'}\n")
+    root = Path(__file__).resolve().parent.parent
+    out = subprocess.run([sys.executable, "-m", "app.cli", "serve", "--port", "0", "--engines", "3",
+                          "--api-workers", "2"], cwd=root, capture_output=True, text=True, timeout=60,
+                         env=os.environ | {"RECURSOLVE_MODELS_FILE": str(models)})
+    assert out.returncode != 0
+    assert "3 engine cores need at least 3 API processes" in out.stderr + out.stdout
