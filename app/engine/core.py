@@ -204,11 +204,13 @@ class ModelEngine:
         stepping = set(idx.tolist())
         for rid in self.runner.generators:
             s = self.scheduler.live_state(rid)
-            rows = [] if s is None else sorted(r for r in s.rows if r in stepping)
+            if s is None:
+                continue
+            rows = sorted(r for r in s.rows if r in stepping)
             if rows:
                 o = s.request.options
-                trajs = self.scheduler.row_traj[rows].tolist()
-                self.runner.add_noise(rid, o.trajectories, o.noise, o.noise_on, rows, trajs)
+                self.runner.add_noise(rid, o.trajectories, o.noise, o.noise_on, rows,
+                                      self.scheduler.row_traj[rows].tolist())
 
     def _forget_noise(self) -> None:
         for rid in [r for r in self.runner.generators if not self.scheduler.is_live(r)]:
