@@ -1216,6 +1216,9 @@ def _fmt(v: Any, spec: str) -> str:
     return format(v, spec)
 
 
+CLIENTS_BUSY_CAP = 0.9  # client processes' mean share of a core above which they, not the server, may set a figure
+
+
 def print_table(results: dict[str, Any], ratios: dict[str, float]) -> None:
     print(f"\n{'mode':<11} {'rows':>4} {'answers/s':>10} {'p50 ms':>8} {'p99 ms':>8} {'steps':>6} {'verified':>8} "
           f"{'rows/step':>9} {'errors':>6} {'api ms/ans':>10} {'api busy':>8} {'eng ms/ans':>10} {'cli busy':>8}")
@@ -1237,6 +1240,10 @@ def print_table(results: dict[str, Any], ratios: dict[str, float]) -> None:
             print("   ms/step by active rows: " + ", ".join(f"{n}: {ms}" for n, ms in g["step_ms_by_rows"].items()))
     for name, value in ratios.items():
         print(f"{name:<22} {value:.2f}x")
+    capped = [mode for mode, r in results.items() if (r.get("clients_busy") or 0.0) >= CLIENTS_BUSY_CAP]
+    if capped:
+        print(f"clients busy >= {CLIENTS_BUSY_CAP} in {', '.join(capped)}: the load generator may set those figures "
+              "(more --client-procs, if cores allow)")
 
 
 if __name__ == "__main__":
