@@ -260,6 +260,10 @@ class ArcCodec:
                                     f"row {r}, col {c}"])
         return Verification.of([])
 
+    def verify_fact(self, puzzle: ArcPuzzle) -> None:
+        """None: ARC has no token verifier (its answers are checked against the known output)."""
+        return None
+
     def exact(self, puzzle: ArcPuzzle) -> ExactFacts | None:
         """None: there is no exact solver for ARC (its rule is what the model must find)."""
         return None

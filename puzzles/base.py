@@ -111,6 +111,9 @@ class Codec(Protocol):
     def render(self, puzzle_or_answer: Any) -> str: ...
     def answer_payload(self, answer: Any, puzzle: Any) -> Any: ...
     def exact(self, puzzle: Any) -> ExactFacts | None: ...  # None: no exact solver for the task (ARC)
+    # What the engine's batched token verifier needs of this puzzle beyond its tokens (maze: the shortest S-G
+    # distance, -1 when G is unreachable); None: nothing, or the engine works it out itself.
+    def verify_fact(self, puzzle: Any) -> int | None: ...
     def overwritten(self, puzzle: Any, answer: Any) -> list[str]: ...  # givens the answer changed, located
 
 

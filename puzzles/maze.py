@@ -496,6 +496,12 @@ class MazeCodec:
             reasons.append(f"the path marks {len(path)} cells but a shortest path has {best - 1}")
         return Verification.of(reasons)
 
+    def verify_fact(self, puzzle: MazePuzzle) -> int:
+        """The shortest S-G distance (-1: G unreachable), as models.verify.maze_shortest_distance finds it on the
+        tokens: worked out here, in an API process, the engine core skips that flood fill (a few hundred small
+        device kernels and host syncs per admission)."""
+        return puzzle.path_len
+
     def exact(self, puzzle: MazePuzzle) -> ExactFacts:
         """BFS facts. ``solvable``: G is reachable from S. ``unique``: exactly one *shortest* path (the only
         answer ``verify`` accepts is a shortest path, so that is the uniqueness a client cares about);

@@ -457,6 +457,10 @@ class SudokuCodec:
             reasons = [*reasons[:MAX_REASONS], f"... and {len(reasons) - MAX_REASONS} more problems"]
         return Verification.of(reasons)
 
+    def verify_fact(self, puzzle: SudokuPuzzle) -> None:
+        """None: the Sudoku verifier needs the tokens alone."""
+        return None
+
     def exact(self, puzzle: SudokuPuzzle, max_guesses: int = EXACT_MAX_GUESSES,
               max_ms: float = EXACT_MAX_MS) -> ExactFacts:
         """Solvable / unique / one solution from the bitmask solver (counts up to 2 solutions), bounded by

@@ -58,3 +58,21 @@ async def test_a_named_model_is_never_rerouted_and_too_large_says_what_is_served
     r = await _solve(client, _maze(17))
     assert r.status_code == 422 and r.json()["error"]["code"] == "too_large", r.text
     assert "the largest maze model served here is 'maze15' (seq_len 225)" in r.json()["error"]["message"]
+
+
+async def test_a_maze_request_carries_its_shortest_distance_to_the_engine(client, monkeypatch):
+    """The API works out the verifier's fact (the shortest S-G distance), so the engine core needs no flood fill;
+    a maze smaller than the canvas keeps its own distance (the padding is wall)."""
+    from app.engine.client import EngineClient
+
+    sent = []
+    submit = EngineClient.submit
+
+    def spy(self, request, *args, **kwargs):  # type: ignore[no-untyped-def]
+        sent.append(request)
+        return submit(self, request, *args, **kwargs)
+
+    monkeypatch.setattr(EngineClient, "submit", spy)
+    r = await _solve(client, _maze(9))  # S at (1, 1), G at (1, 7) along one corridor: 6 steps, in the 11x11 canvas
+    assert r.status_code == 200, r.text
+    assert [(q.model, q.verify_fact) for q in sent] == [("maze11", 6)]

@@ -147,3 +147,41 @@ def test_ptrm_noise_lands_on_each_running_trajectorys_row(runners, noise_on, row
         assert torch.equal(after[rows], expect), name
     runner.z_H.copy_(before[0])
     runner.z_L.copy_(before[1])
+
+
+def test_maze_facts_from_the_api_replace_the_engines_flood_fill(tmp_path, monkeypatch):
+    """A maze request's shortest S-G distance worked out by the API (the codec's verify_fact) loads the same
+    verifier input as the engine's own flood fill, which then never runs; an unreachable goal reads -1; a
+    correct path verifies with either."""
+    import app.engine.runner as runner_module
+    from app_engine_support import tiny_config
+    from models import build_model, save_model
+    from models.verify import verify_batch
+    from puzzles.maze import MazePuzzle, generate
+
+    save_model(build_model(tiny_config(task="maze", seq_len=81, vocab_size=6)), tmp_path / "maze")
+    codec = get_codec("maze")
+    mazes = [generate(seed, size=9) for seed in range(5)]
+    walled = MazePuzzle(rows=("#########", "#S #   G#", *["#########"] * 7), start=(1, 1), goal=(1, 7))
+    mazes.append(walled)  # a wall between S and G
+    inputs = np.stack([codec.encode(m, 81) for m in mazes]).astype(np.int32)
+    rows = [[r] for r in range(len(mazes))]
+
+    def load(facts: list[int | None] | None) -> ModelRunner:
+        runner = ModelRunner(make_backend(tmp_path / "maze", dtype="float32", task="maze"), 8, "maze")
+        runner.load_rows(inputs, np.zeros(len(mazes), np.int32), rows, facts)
+        return runner
+
+    flood = load(None)
+    facts = [codec.verify_fact(m) for m in mazes]
+    assert facts[-1] == -1 and all(f > 0 for f in facts[:-1])
+
+    def no_flood_fill(*args: object) -> None:
+        raise AssertionError("the engine ran its flood fill although the API sent the facts")
+
+    monkeypatch.setattr(runner_module, "prepare_batch", no_flood_fill)
+    told = load(facts)
+    n = len(mazes)
+    assert torch.equal(told.prepared[:n], flood.prepared[:n])
+    solved = torch.as_tensor(np.stack([codec.encode_label(m, 81) for m in mazes[:-1]]).astype(np.int64))
+    assert verify_batch("maze", told.inputs[: n - 1], solved, told.prepared[: n - 1]).all()

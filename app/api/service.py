@@ -442,7 +442,8 @@ class SolveService:
         opts = _plain_phase(prep.options) if prep.options.halting == "auto" else prep.options
         return EngineRequest(id=uuid.uuid4().hex, model=prep.model.name, inputs=prep.inputs.tobytes(),
                              puzzle_identifier=prep.puzzle_identifier, options=opts, arrival=prep.started,
-                             stream=stream, escalation=escalation)
+                             stream=stream, escalation=escalation,
+                             verify_fact=prep.model.codec.verify_fact(prep.puzzle))
 
     def _flight(self, prep: Prepared, escalation: SolveOptions | None = None) -> tuple[_Flight, bool]:
         """Join an identical in-flight request, or submit a new one.

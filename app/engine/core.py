@@ -159,7 +159,7 @@ class ModelEngine:
             inputs = b"".join([a.state.request.inputs for a in batch.admitted])  # one array, not one per request
             runner.load_rows(tokens_from_bytes(inputs).reshape(len(batch.admitted), -1),
                              np.array([a.state.request.puzzle_identifier for a in batch.admitted]),
-                             [a.rows for a in batch.admitted])
+                             [a.rows for a in batch.admitted], [a.state.request.verify_fact for a in batch.admitted])
             for a in batch.admitted:
                 o = a.state.request.options
                 if o.noise > 0:

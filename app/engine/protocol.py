@@ -110,6 +110,9 @@ class EngineRequest(msgspec.Struct, frozen=True):
     # work, when the first run ends unverified with time left; the output is the better of the two (see
     # Scheduler). None: one run.
     escalation: SolveOptions | None = None
+    # What the batched verifier needs beyond the tokens, worked out by the API from the parsed puzzle (the codec's
+    # verify_fact; maze: the shortest S-G distance). None: the engine computes it (models.verify.prepare_batch).
+    verify_fact: int | None = None
 
     @property
     def rows(self) -> int:

@@ -120,10 +120,13 @@ class ModelRunner:
 
     # -- rows in -----------------------------------------------------------------------------------
 
-    def load_rows(self, inputs: np.ndarray, puzzle_ids: np.ndarray, rows_per_request: list[list[int]]) -> None:
+    def load_rows(self, inputs: np.ndarray, puzzle_ids: np.ndarray, rows_per_request: list[list[int]],
+                  verify_facts: list[int | None] | None = None) -> None:
         """Embed each admitted request's inputs into its rows (a PTRM request's K rows get the same); fresh carry.
 
-        inputs [m, seq_len] int32, puzzle_ids [m], rows_per_request: the rows of each of the m requests.
+        inputs [m, seq_len] int32, puzzle_ids [m], rows_per_request: the rows of each of the m requests;
+        verify_facts [m]: what the verifier needs beyond the tokens, as the API worked it out (EngineRequest's
+        verify_fact), or None where it did not (then this computes it for every row, `prepare_batch`).
         Nothing here waits for the device: with the step overlapped, a step is running while rows are loaded
         (a blocking host-to-device copy would sync the stream and wait for it).
         """
@@ -135,7 +138,10 @@ class ModelRunner:
         row_inputs = tokens.long()
         self.inputs.index_copy_(0, rows, row_inputs)
         if self.verify_task is not None:
-            prepared = prepare_batch(self.verify_task, row_inputs)  # maze: a BFS on the device (it may sync)
+            if verify_facts and all(f is not None for f in verify_facts):
+                prepared = self._to_device(np.repeat(np.asarray(verify_facts, np.int64), counts))
+            else:  # maze: a flood fill on the device, a few kernels per layer and a host sync every 32 layers
+                prepared = prepare_batch(self.verify_task, row_inputs)
             if prepared is not None:
                 self.prepared.index_copy_(0, rows, prepared.to(self.device, torch.int64))
         z_H, z_L = self.backend.fresh_carry(len(rows))
