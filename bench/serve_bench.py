@@ -756,14 +756,14 @@ async def run_inproc(load: Load, spec: Any, max_steps: int) -> tuple[tuple[float
 # -- engine: the engine-core process of `recursolve serve`, fed over ZMQ by client processes, no HTTP -----------
 
 
-def _engine_client_process(i: int, address: str, max_steps: int, load: Load, ready: Any, go: Any, t0: Any,
-                           results: Any) -> None:
-    """One client process of the engine mode: an EngineClient (as an API process holds one) connects, waits for
-    the engine's Ready, says so, then runs its share of the clients from the common start time."""
+def _engine_client_process(i: int, addresses: list[str], max_steps: int, load: Load, ready: Any, go: Any,
+                           t0: Any, results: Any) -> None:
+    """One client process of the engine mode: an EngineClient (as an API process holds one) connects to engine
+    core i mod N, waits for its Ready, says so, then runs its share of the clients from the common start time."""
     from app.engine.client import EngineClient
 
     async def run() -> None:
-        client = EngineClient(address)
+        client = EngineClient(addresses[i % len(addresses)])
         try:
             await client.start()
             if (r := await client.wait_ready(timeout=900)).error is not None:
@@ -783,59 +783,75 @@ def _engine_client_process(i: int, address: str, max_steps: int, load: Load, rea
 
 
 def run_engine(load: Load, spec: Any, max_steps: int, procs: int, tmp: Path,
-               entry: Callable[..., None] | None = None, torch_threads: int | None = None
+               entry: Callable[..., None] | None = None, torch_threads: int | None = None, engines: int = 1
                ) -> tuple[tuple[float, float], dict[str, Any]]:
     """The engine-core process started as `recursolve serve` starts it (engine_process_main, spawned, ipc://),
     driven by `procs` client processes of EngineClients: the engine core's own answers/s with no HTTP and no API
     tier, and its CPU per answer. Rows per step: the rows the engine launched over its steps (Stats), as the HTTP
     modes read them from /metrics (with the overlapped step they include rows whose result was dropped).
+    `engines` > 1: that many engine-core processes, client process i on engine core i mod N (`serve --engines`);
+    their steps, rows and CPU seconds are summed.
     `entry`: the engine process's target instead of engine_process_main (bench/engine_overhead.py's null step);
-    `torch_threads`: its intra-op threads (default: as `recursolve serve`, RECURSOLVE_ENGINE_THREADS or every
-    available CPU)."""
+    `torch_threads`: its intra-op threads (default: as `recursolve serve`, RECURSOLVE_ENGINE_THREADS or the
+    available CPUs shared out among the engine cores)."""
+    if procs < engines:
+        raise SystemExit(f"--engines {engines} needs at least {engines} --client-procs (one engine core each)")
     from app.engine.client import EngineClient
     from app.engine.core_loop import engine_process_main
     from app.serve import available_cpus
     from app.settings import Settings
 
     ctx = multiprocessing.get_context("spawn")
-    address = f"ipc://{tmp}/bench-engine.sock"
+    addresses = [f"ipc://{tmp}/bench-engine-{j}.sock" for j in range(engines)]
     share = Settings.model_fields["max_request_share"].default
     options = {"warmup": True, "max_share": share, "log_level": "warning",
-               "torch_threads": torch_threads or Settings().engine_threads or available_cpus()}
-    engine = ctx.Process(target=entry or engine_process_main, args=(address, [spec], options), name="bench-engine",
-                         daemon=True)
-    engine.start()
+               "torch_threads": torch_threads or Settings().engine_threads or max(1, available_cpus() // engines)}
+    cores = [ctx.Process(target=entry or engine_process_main, args=(address, [spec], options),
+                         name=f"bench-engine-{j}", daemon=True) for j, address in enumerate(addresses)]
+    for core in cores:
+        core.start()
 
-    async def counts(client: EngineClient) -> tuple[float, float]:
-        """(steps, rows stepped) so far: the rows the engine launched, as the HTTP modes read them from /metrics."""
-        stats = (await client.stats(timeout=10.0))[MODEL_NAME]
-        return float(stats["steps_run"]), float(stats["rows_stepped"])  # type: ignore[arg-type]
+    async def counts(clients: list[EngineClient]) -> tuple[float, float]:
+        """(steps, rows stepped) so far, summed over the engine cores: the rows they launched, as the HTTP modes
+        read them from /metrics."""
+        steps = rows = 0.0
+        for client in clients:
+            stats = (await client.stats(timeout=10.0))[MODEL_NAME]
+            steps, rows = steps + float(stats["steps_run"]), rows + float(stats["rows_stepped"])  # type: ignore[arg-type]
+        return steps, rows
+
+    def cpu_seconds() -> float:
+        return sum(process_cpu_seconds(core.pid) for core in cores)  # type: ignore[arg-type]
 
     async def watch(t_measure: float, t_end: float) -> tuple[float, tuple[float, float]]:
-        client = EngineClient(address)
+        clients = [EngineClient(address) for address in addresses]
         try:
-            await client.start()
-            await client.wait_ready(timeout=60)
+            for client in clients:
+                await client.start()
+                await client.wait_ready(timeout=60)
             await asyncio.sleep(max(0.0, t_measure - time.monotonic()))
-            cpu, before = process_cpu_seconds(engine.pid), await counts(client)  # type: ignore[arg-type]
+            cpu, before = cpu_seconds(), await counts(clients)
             await asyncio.sleep(max(0.0, t_end - time.monotonic()))
-            after = await counts(client)  # type: ignore[arg-type]
-            return process_cpu_seconds(engine.pid) - cpu, (after[0] - before[0], after[1] - before[1])
+            after = await counts(clients)
+            return cpu_seconds() - cpu, (after[0] - before[0], after[1] - before[1])
         finally:
-            await client.close()
+            for client in clients:
+                await client.close()
 
     try:  # the clients wait for the engine's warm-up (a CUDA compile) before they say they are ready
         (t_measure, t_end), (cpu, (steps, rows)), busy = run_client_procs(
-            load, procs, _engine_client_process, (address, max_steps), watch, ready_timeout=900,
+            load, procs, _engine_client_process, (addresses, max_steps), watch, ready_timeout=900,
             name="bench-engine-client")
     finally:
-        engine.terminate()
-        engine.join(30)
+        for core in cores:
+            core.terminate()
+        for core in cores:
+            core.join(30)
     window = t_end - t_measure
     return (t_measure, t_end), {
         "mean_rows_per_step": round(rows / steps, 2) if steps else None,
         "engine_steps_per_s": round(steps / window, 1), "client_procs": procs, "clients_busy": busy,
-        "max_request_share": share,
+        "max_request_share": share, "engines": engines,
         "engine_cpu_s": round(cpu, 3)}
 
 
@@ -977,7 +993,7 @@ def run_mode(mode: str, args: argparse.Namespace, model: Path, puzzles: list[Sud
                  "transport": "EngineClients in --client-procs processes -> ZMQ ipc -> the engine-core process of "
                               "`recursolve serve` (no HTTP, no API tier)"}
         spec = bench_spec(model, args.device, args.batch_rows, max(512, 4 * args.concurrency), **model_entry(args))
-        (t_measure, t_end), extra = run_engine(load, spec, max_steps, args.client_procs, tmp)
+        (t_measure, t_end), extra = run_engine(load, spec, max_steps, args.client_procs, tmp, engines=args.engines)
         info |= extra
     else:
         http = HTTP_MODES[mode]
@@ -1058,7 +1074,8 @@ def main() -> None:
                     help="rows per step for every mode but single (default: the server's, 256 on CUDA, 32 on CPU)")
     ap.add_argument("--batch-items", type=int, default=64, help="puzzles per /v1/solve/batch call (batch mode)")
     ap.add_argument("--engines", type=int, default=1,
-                    help="engine-core processes of `recursolve serve` in the HTTP modes (its --engines)")
+                    help="engine-core processes: `recursolve serve --engines` in the HTTP modes; in the engine mode, "
+                         "client process i drives engine core i mod N")
     ap.add_argument("--api-workers", type=int, default=None,
                     help="API processes of `recursolve serve` (default: the server's, from the cores and the device)")
     ap.add_argument("--client-procs", type=int, default=1,
