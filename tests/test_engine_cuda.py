@@ -5,7 +5,9 @@
 - each bucket's CUDA graph replays exactly what the same step computes eagerly;
 - the engine on CUDA gives the CPU float32 answers for the shipped Sudoku weights;
 - the overlapped engine step (CUDA's default) gives the answers of launch-and-wait;
-- the server on CUDA answers the README puzzle, verified.
+- the server on CUDA answers the README puzzle, verified;
+- a maze's distance sent by the API loads what the device flood fill computes;
+- PTRM noise added by the runner is the draw inject_noise makes from the same seed.
 """
 
 from __future__ import annotations
@@ -136,3 +138,38 @@ async def test_server_on_cuda_answers_the_readme_puzzle(tmp_path):
         assert models[0]["compiled"] is True
         r = await client.post("/v1/solve", json={"task": "sudoku", "puzzle": README_PUZZLE})
         assert r.status_code == 200 and r.json()["verified"] is True, r.text
+
+
+MAZE_WEIGHTS = WEIGHTS.parent / "trm-mlp-maze"
+
+
+def test_maze_facts_on_cuda_load_what_the_flood_fill_loads():
+    """The maze distance sent by the API lands in the CUDA runner as the device flood fill computes it."""
+    from puzzles.maze import generate as generate_maze
+
+    codec = get_codec("maze")
+    mazes = [generate_maze(seed, size=9) for seed in range(16)]
+    inputs = np.stack([codec.encode(m, 81) for m in mazes]).astype(np.int32)
+    rows = [[r] for r in range(len(mazes))]
+    prepared = []
+    for facts in (None, [codec.verify_fact(m) for m in mazes]):
+        runner = ModelRunner(make_backend(MAZE_WEIGHTS, device="cuda", task="maze"), 16, "maze", cuda_graphs=False)
+        runner.load_rows(inputs, np.zeros(len(mazes), np.int32), rows, facts)
+        prepared.append(runner.prepared[:16].cpu())
+    assert torch.equal(prepared[0], prepared[1]) and bool((prepared[0] > 0).all())
+
+
+def test_ptrm_noise_on_cuda_is_the_draw_of_inject_noise():
+    """The runner's noise for a request's running trajectories, in the carry's dtype on the GPU, is the same
+    draw `models.ptrm.inject_noise` makes from the same seed (what ptrm_solve would add)."""
+    from models.ptrm import inject_noise
+
+    runner = loaded_runner("bfloat16", "cuda", 8, graphs=False)
+    before = runner.z_L.clone()
+    runner.start_noise("r", seed=3)
+    runner.add_noise("r", 4, 0.3, "z_L", [2, 5, 6], [0, 2, 3])
+    zeros = torch.zeros(4, runner.total_len, runner.hidden, dtype=runner.z_L.dtype, device="cuda")
+    _, noise = inject_noise(zeros, zeros, 0.3, "z_L", torch.Generator(device="cuda").manual_seed(3))
+    assert torch.equal(runner.z_L[[2, 5, 6]], before[[2, 5, 6]] + noise[[0, 2, 3]])
+    others = [0, 1, 3, 4, 7]
+    assert torch.equal(runner.z_L[others], before[others])
