@@ -63,12 +63,18 @@ def available_cpus(cgroup: Path = Path("/sys/fs/cgroup")) -> int:
     return max(1, cpus)
 
 
-def default_api_workers(gpu: bool = False) -> int:
+def default_api_workers(gpu: bool = False, engines: int = 1) -> int:
     """CPU serving: half the available CPUs, 1 to 8 (the engine's torch threads compute on the rest). GPU serving:
     three quarters of them, 1 to 32, since there the API processes, not the engine, cap /v1/solve (an H100 with
-    16 cores: 12 API processes were 87% busy at 10.5k answers/s, bench/results/serve-h100.json)."""
+    16 cores: 12 API processes were 87% busy at 10.5k answers/s, bench/results/serve-h100.json). Never fewer than
+    the engine cores: each needs an API process that talks to it."""
     cpus = available_cpus()
-    return max(1, min(32, 3 * cpus // 4)) if gpu else min(8, max(1, cpus // 2))
+    return max(engines, max(1, min(32, 3 * cpus // 4)) if gpu else min(8, max(1, cpus // 2)))
+
+
+def default_engine_threads(engines: int) -> int:
+    """Each engine core's torch threads: the available CPUs shared out among the engine cores."""
+    return max(1, available_cpus() // engines)
 
 
 def torch_cuda_build() -> bool:
@@ -93,9 +99,14 @@ def cuda_visible(dev: Path = Path("/dev")) -> bool:
     return (dev / "nvidiactl").exists() and torch_cuda_build()
 
 
+def on_gpu(device: str) -> bool:
+    """Whether a model of this `device` runs on CUDA: `cuda`, `cuda:N`, or `auto` on a machine with a visible GPU."""
+    return device.startswith("cuda") or (device == "auto" and cuda_visible())
+
+
 def serves_on_gpu(specs: list[ModelSpec]) -> bool:
-    """Whether any model runs on CUDA (its device `cuda`, `cuda:N`, or `auto` on a machine with a visible GPU)."""
-    return any(s.device.startswith("cuda") or (s.device == "auto" and cuda_visible()) for s in specs)
+    """Whether any model runs on CUDA."""
+    return any(on_gpu(s.device) for s in specs)
 
 
 class DrainingServer(uvicorn.Server):
@@ -212,7 +223,7 @@ class Supervisor:
         # 2-core machine: 83.5 answers/s at 16 clients against 72.5 with 1 thread (bench/serve_bench.py); several
         # engine cores share them out. RECURSOLVE_ENGINE_THREADS overrides it (fewer help when the CPU is
         # oversubscribed: OpenMP threads spin).
-        threads = self.settings.engine_threads or max(1, available_cpus() // len(self.engines))
+        threads = self.settings.engine_threads or default_engine_threads(len(self.engines))
         options = {"warmup": self.settings.warmup, "max_share": self.settings.max_request_share,
                    "log_level": self.settings.log_level, "torch_threads": threads}
         engine = _ctx.Process(target=engine_process_main, args=(self.addresses[j], self.specs, options),
@@ -294,7 +305,7 @@ def serve(settings: Settings, host: str, port: int, api_workers: int | None, eng
     workers = api_workers or settings.api_workers
     if workers is None:
         gpu = serves_on_gpu(specs)
-        workers = max(engines, default_api_workers(gpu))  # every engine core gets an API process at least
+        workers = default_api_workers(gpu, engines)
         log.info("%d API processes: %s of %d CPUs (%s serving; --api-workers sets it)", workers,
                  "three quarters" if gpu else "half", available_cpus(), "GPU" if gpu else "CPU")
     elif workers < engines:

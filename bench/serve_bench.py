@@ -798,14 +798,14 @@ def run_engine(load: Load, spec: Any, max_steps: int, procs: int, tmp: Path,
         raise SystemExit(f"--engines {engines} needs at least {engines} --client-procs (one engine core each)")
     from app.engine.client import EngineClient
     from app.engine.core_loop import engine_process_main
-    from app.serve import available_cpus
+    from app.serve import default_engine_threads
     from app.settings import Settings
 
     ctx = multiprocessing.get_context("spawn")
     addresses = [f"ipc://{tmp}/bench-engine-{j}.sock" for j in range(engines)]
     share = Settings.model_fields["max_request_share"].default
     options = {"warmup": True, "max_share": share, "log_level": "warning",
-               "torch_threads": torch_threads or Settings().engine_threads or max(1, available_cpus() // engines)}
+               "torch_threads": torch_threads or Settings().engine_threads or default_engine_threads(engines)}
     cores = [ctx.Process(target=entry or engine_process_main, args=(address, [spec], options),
                          name=f"bench-engine-{j}", daemon=True) for j, address in enumerate(addresses)]
     for core in cores:
@@ -959,12 +959,12 @@ async def run_static(load: Load, model: Path, batch_rows: int, steps: int,
 # -- driver ----------------------------------------------------------------------------------------------
 
 
-def default_api_workers(device: str) -> int:
-    """What `recursolve serve` starts without --api-workers for a model on `device`."""
-    from app.serve import cuda_visible
+def default_api_workers(device: str, engines: int) -> int:
+    """What `recursolve serve --engines` starts without --api-workers for a model on `device`."""
     from app.serve import default_api_workers as serve_default
+    from app.serve import on_gpu
 
-    return serve_default(device.startswith("cuda") or (device == "auto" and cuda_visible()))
+    return serve_default(on_gpu(device), engines)
 
 
 def run_mode(mode: str, args: argparse.Namespace, model: Path, puzzles: list[SudokuPuzzle],
@@ -1002,8 +1002,7 @@ def run_mode(mode: str, args: argparse.Namespace, model: Path, puzzles: list[Sud
             load.per_call = args.batch_items
         # Room in the queue for every client's whole call, so the load is never turned away (429).
         queue = max(512, 4 * args.concurrency * load.per_call)
-        workers = (args.api_workers or max(args.engines, default_api_workers(args.device))
-                   if http.server == "serve" else 1)
+        workers = (args.api_workers or default_api_workers(args.device, args.engines)) if http.server == "serve" else 1
         server = Server(http.server, model, {"batch_rows": rows, "max_queue_rows": queue, "device": args.device,
                                              **model_entry(args)},
                         tmp, mode, api_workers=args.api_workers if http.server == "serve" else None,
@@ -1208,7 +1207,7 @@ def write_report(args: argparse.Namespace, out: Path, results: dict[str, Any], m
         "load": {"clients": args.concurrency, "closed_loop": True, "duration_s": args.duration,
                  "warmup_s": args.warmup, "tier": args.tier, "distinct_puzzles": args.puzzles,
                  "cache": "disabled", "batch_rows": args.batch_rows, "batch_items": args.batch_items,
-                 "api_workers": args.api_workers or max(args.engines, default_api_workers(args.device)),
+                 "api_workers": args.api_workers or default_api_workers(args.device, args.engines),
                  "engines": args.engines,
                  "client_procs": args.client_procs},
         "modes": results,

@@ -40,6 +40,8 @@ def test_api_workers_default_by_cores_and_device(monkeypatch, cpus: int, cpu_def
 
     monkeypatch.setattr(serve, "available_cpus", lambda: cpus)
     assert (serve.default_api_workers(gpu=False), serve.default_api_workers(gpu=True)) == (cpu_default, gpu_default)
+    assert serve.default_api_workers(gpu=False, engines=3) == max(3, cpu_default)  # an API process per engine core
+    assert serve.default_engine_threads(2) == max(1, cpus // 2)
 
 
 @pytest.mark.parametrize(("device", "node", "cuda_build", "visible", "gpu"), [
