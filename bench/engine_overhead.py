@@ -6,6 +6,10 @@ and its in-process client can give. This measures them on any machine, with the 
 step (its outputs cost nothing to make and never halt a row before max_steps), in three layers:
 
   scheduler   Scheduler alone: add, schedule, update for rounds of 128 requests on 256 rows (us per request)
+  solve_mix   Scheduler alone under /v1/solve's default mix on a 256-row pool kept full: halting=auto's plain
+              run (one row halting on the batched verifier, a deadline), each row verifying with probability 1/2
+              a step, and --escalated of the requests never verifying, so that after 8 steps they escalate to
+              K=8 noisy trajectories (the H100's medium Sudokus: 3.4%) (us per answer, by call)
   queue       Scheduler.schedule() on a full pool with 16,384 requests waiting (us per call, i.e. per step)
   core        EngineCore.add + step on a 256-row pool kept full, the runner included, no messages (us per answer)
   overlap     core, with the null step behind a simulated device that takes --device-ms per step (the H200's
@@ -111,6 +115,47 @@ def measure_scheduler(rounds: int, steps: int) -> dict[str, float]:
             sched.update(idx, tokens[:k], np.full(k, -5.0, np.float32), np.zeros(k, bool), None, time.monotonic())
             spent["update"] += time.perf_counter() - t
     return {f"{k}_us_per_request": round(v / n * 1e6, 2) for k, v in spent.items()}
+
+
+def measure_solve_mix(steps: int, escalated: float, seed: int = 0) -> dict[str, float]:
+    """`steps` scheduler iterations of /v1/solve's mix (module docstring, solve_mix); the verdicts come from a
+    seeded generator, so two commits see the same traffic."""
+    sched = Scheduler(ROWS, 16 * ROWS, 81, max_share=0.5)
+    plain = SolveOptions(max_steps=8, halting="verifier", deadline_ms=30_000)
+    escalation = SolveOptions(max_steps=8, halting="verifier", trajectories=8, noise=0.3, deadline_ms=30_000,
+                              selection="verifier_first", seed=1)
+    inputs, tokens = np.zeros(81, np.int32).tobytes(), np.zeros((ROWS, 81), np.int32)
+    rng = np.random.default_rng(seed)
+    stuck: set[str] = set()  # requests whose plain run never verifies
+    spent = {"add": 0.0, "schedule": 0.0, "update": 0.0}
+    answers, escalations, ids = 0, 0, itertools.count()
+    for _ in range(steps):
+        room = ROWS - sched.running_rows - sched.queued_rows
+        fresh = [EngineRequest(f"m{next(ids)}", NAME, inputs=inputs, puzzle_identifier=0, options=plain,
+                               arrival=time.monotonic(), escalation=escalation) for _ in range(max(room, 0))]
+        stuck.update(r.id for r, u in zip(fresh, rng.random(len(fresh)), strict=True) if u < escalated)
+        t = time.perf_counter()
+        for r in fresh:
+            sched.add(r, verify_each=True)
+        spent["add"] += time.perf_counter() - t
+        t = time.perf_counter()
+        idx = sched.schedule(time.monotonic()).active
+        spent["schedule"] += time.perf_counter() - t
+        n = len(idx)
+        verified = rng.random(n) < 0.5
+        for j, row in enumerate(idx.tolist()):
+            s = sched.state_of(row)
+            if s is not None and s.first is None and s.id in stuck:
+                verified[j] = False
+        t = time.perf_counter()
+        result = sched.update(idx, tokens[:n], np.full(n, -1.0, np.float32), np.zeros(n, bool), verified,
+                              time.monotonic())
+        spent["update"] += time.perf_counter() - t
+        answers += len(result.finished)
+        escalations += sum(o.trajectories > 1 for o in result.finished)
+    out = {f"{k}_us_per_answer": round(v / answers * 1e6, 2) for k, v in spent.items()}
+    return out | {"us_per_answer": round(sum(spent.values()) / answers * 1e6, 2), "answers": answers,
+                  "escalated_fraction": round(escalations / answers, 4)}
 
 
 def measure_long_queue(waiting: int = 16_384, calls: int = 200) -> dict[str, float]:
@@ -240,7 +285,7 @@ def measure_process(spec: ModelSpec, seconds: float, steps: int) -> dict[str, fl
             "engine_cpu_us_per_answer": round(1e6 * extra["engine_cpu_s"] / answers, 1) if answers else None}
 
 
-LAYERS = ("scheduler", "queue", "core", "overlap", "ptrm", "inproc", "process")
+LAYERS = ("scheduler", "solve_mix", "queue", "core", "overlap", "ptrm", "inproc", "process")
 
 
 def measure_ptrm(spec: ModelSpec, seconds: float) -> dict[str, Any]:
@@ -281,6 +326,8 @@ def main() -> None:
     ap.add_argument("--seconds", type=float, default=8.0, help="measured seconds of the core and inproc layers")
     ap.add_argument("--steps", type=int, default=2, help="ACT steps every request runs (default 2)")
     ap.add_argument("--rounds", type=int, default=200, help="scheduler rounds of 128 requests")
+    ap.add_argument("--mix-steps", type=int, default=3000, help="solve_mix: scheduler iterations")
+    ap.add_argument("--escalated", type=float, default=0.034, help="solve_mix: the share of requests that escalate")
     ap.add_argument("--device-ms", type=float, default=1.5, help="the overlap layer's simulated step time")
     ap.add_argument("--layers", default=",".join(LAYERS), help=f"comma-separated, of {','.join(LAYERS)}")
     ap.add_argument("--out", type=Path, default=None, help="default bench/results/engine-overhead-<host>.json")
@@ -304,6 +351,9 @@ def main() -> None:
         if "scheduler" in layers:
             report["scheduler"] = s = measure_scheduler(args.rounds, args.steps)
             print("scheduler  " + ", ".join(f"{k} {v}" for k, v in s.items()))
+        if "solve_mix" in layers:
+            report["solve_mix"] = m = measure_solve_mix(args.mix_steps, args.escalated)
+            print("solve_mix  " + ", ".join(f"{k} {v}" for k, v in m.items()))
         if "queue" in layers:
             report["long_queue"] = q = measure_long_queue()
             print("queue      " + ", ".join(f"{k} {v}" for k, v in q.items()))

@@ -338,6 +338,23 @@ def test_cut_by_id_selects_over_the_answers_so_far_and_leaves_the_rest():
     assert s.is_live("other") and not s.is_live("p") and s.running_rows == 1
 
 
+def test_the_verifiers_last_verdict_is_kept_for_rows_cut_before_they_halt():
+    """A row's verdict lives in a per-row array and is copied into its trajectory when the row is freed, by
+    halting or by a cut (a drain); None: the verifier never ran on it, even if it did for the row's last owner."""
+    s = Scheduler(num_rows=2, max_queue_rows=8, seq_len=L)
+    add(s, req("checked", max_steps=99, halting="verifier"), verify_each=True)
+    add(s, req("unchecked", max_steps=99))
+    s.schedule(T0)
+    step(s, verified=[False, False])
+    out = by_id(s.cut(["checked", "unchecked"], T0).finished)
+    assert (out["checked"].valid, out["unchecked"].valid) == (False, None)
+    add(s, req("next", max_steps=99))  # on the row `checked` held
+    s.schedule(T0)
+    step(s, verified=[True])
+    (after,) = s.cut(None, T0).finished
+    assert (after.id, after.valid) == ("next", None)
+
+
 def test_cut_before_the_first_step_has_no_answer():
     s = Scheduler(num_rows=2, max_queue_rows=8, seq_len=L)
     add(s, req("p", trajectories=2, noise=0.1))
