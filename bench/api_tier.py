@@ -1,7 +1,7 @@
 """The API tier's cost per /v1/solve answer: `recursolve serve` with one API process and a tiny model, so
 the engine is cheap and the API process (pinned to a core of its own when there are two or more) is the
-busy part, as on a GPU machine. Closed-loop aiohttp clients, cache off, {"halting": "max_steps"} (the
-tiny model never verifies, so auto would escalate every request).
+busy part, as on a GPU machine. Closed-loop clients (serve_bench's: bench/http_load.py), cache off,
+{"halting": "max_steps"} (the tiny model never verifies, so auto would escalate every request).
 
 Reports answers/s, latency p50/p99/p99.9, the API process's CPU per answer (from /proc, the measured
 window), how busy it was, and its garbage-collector passes by generation (recursolve_gc_pause_seconds).

@@ -36,8 +36,11 @@ the ratios continuous/static, inproc/graph, engine/graph, batch/inproc and conti
 The result cache is disabled in the servers; puzzles cycle through a seeded pool (--puzzles, default 600), so
 a repeat is hundreds of requests away and never coalesces with an identical request in flight.
 
---client-procs N runs the HTTP clients in N processes (concurrency/N clients each; one Python client process
-tops out near 3k requests/s), started and imported before the clock starts, their samples merged.
+--client-procs N runs the HTTP clients in N processes (concurrency/N clients each), started and imported before
+the clock starts, their samples merged. --http-client: httptools (default; bench/http_load.py, keep-alive
+connections parsed by httptools on uvloop, 61-66 us of client CPU a /v1/solve request on the VM) or aiohttp (the
+load generator of runs before 2026-11-26: 208-230 us a request, one process topping out near 3k requests/s).
+On a GPU machine the clients share the cores with the server, so the cheaper client leaves them to the server.
 
 Weights: weights/<model> when present (default trm-mlp-sudoku, else the first Sudoku model folder), otherwise
 a random-weight TRM-MLP (the architecture of training/configs/trm-mlp-sudoku.json) saved to a temp dir; random
@@ -86,6 +89,7 @@ import httpx
 import numpy as np
 import orjson
 import torch
+from http_load import HttpClient, event_loop_runner  # bench/http_load.py (this folder is on sys.path)
 
 from app.engine.backends import make_backend
 from app.gc_pauses import freeze_startup_heap
@@ -380,19 +384,18 @@ def metrics_probe(url: str) -> Probe:
 JSON_HEADERS = {"content-type": "application/json"}
 
 
-def http_call(session: aiohttp.ClientSession, url: str, mode: HttpMode) -> OneCall:
-    """One client call: /v1/solve with one puzzle, or /v1/solve/batch with all of them (one Sample per item).
+Post = Callable[[str, bytes], Awaitable[tuple[int, bytes]]]  # (path, JSON body) -> (status, response body)
+HTTP_CLIENTS = ("httptools", "aiohttp")
 
-    aiohttp, not httpx, drives the load: at 64 connections per process httpx spent 2.7-2.8 ms of client CPU per
-    request (356 requests/s per process, trivial route, this repo's first GPU run capped at 1,307 answers/s by
-    its 4 client processes) and aiohttp 0.13-0.14 ms (7,000+ per process)."""
+
+def http_call(post: Post, mode: HttpMode) -> OneCall:
+    """One client call: /v1/solve with one puzzle, or /v1/solve/batch with all of them (one Sample per item)."""
     if mode.endpoint == "solve":
         async def one(puzzles: list[SudokuPuzzle]) -> list[Sample]:
             payload = orjson.dumps({"task": "sudoku", "puzzle": sudoku_text(puzzles[0]), "options": mode.options})
-            async with session.post(url + "/v1/solve", data=payload, headers=JSON_HEADERS) as r:
-                raw = await r.read()
-            if r.status != 200:
-                return [Sample(0, 0, ok=False, status=r.status)]
+            status, raw = await post("/v1/solve", payload)
+            if status != 200:
+                return [Sample(0, 0, ok=False, status=status)]
             body = orjson.loads(raw)
             return [Sample(0, 0, ok=True, steps=int(body["steps"]), verified=bool(body["verified"]))]
         return one
@@ -401,23 +404,34 @@ def http_call(session: aiohttp.ClientSession, url: str, mode: HttpMode) -> OneCa
         body: dict[str, Any] = {"items": [{"task": "sudoku", "puzzle": sudoku_text(p)} for p in puzzles]}
         if mode.options:
             body["options"] = mode.options
-        async with session.post(url + "/v1/solve/batch", data=orjson.dumps(body), headers=JSON_HEADERS) as r:
-            raw = await r.read()
-        if r.status != 200:
-            return [Sample(0, 0, ok=False, status=r.status) for _ in puzzles]
+        status, raw = await post("/v1/solve/batch", orjson.dumps(body))
+        if status != 200:
+            return [Sample(0, 0, ok=False, status=status) for _ in puzzles]
         return [Sample(0, 0, ok=True, steps=int(item["result"]["steps"]), verified=bool(item["result"]["verified"]))
                 if item["status"] == 200 else Sample(0, 0, ok=False, status=int(item["status"]))
                 for item in orjson.loads(raw)["results"]]
     return batch
 
 
-async def run_http(load: Load, url: str, mode: HttpMode, t0: float | None = None) -> tuple[float, float]:
+async def run_http(load: Load, url: str, mode: HttpMode, t0: float | None = None, client: str = "httptools"
+                   ) -> tuple[float, float]:
+    """The closed loop over HTTP. `client`: httptools (bench/http_load.py, the default: ~3.5x less client CPU
+    per request) or aiohttp (what runs before 2026-11-26 used: 0.13-0.23 ms a request; httpx cost 2.7 ms)."""
+    if client == "httptools":
+        pool = HttpClient(url)
+        try:
+            return await closed_loop(load, http_call(pool.post, mode), t0)
+        finally:
+            pool.close()
     connector = aiohttp.TCPConnector(limit=load.concurrency)
     async with aiohttp.ClientSession(connector=connector, timeout=aiohttp.ClientTimeout(total=300.0)) as session:
-        return await closed_loop(load, http_call(session, url, mode), t0)
+        async def post(path: str, payload: bytes) -> tuple[int, bytes]:
+            async with session.post(url + path, data=payload, headers=JSON_HEADERS) as r:
+                return r.status, await r.read()
+        return await closed_loop(load, http_call(post, mode), t0)
 
 
-async def run_http_here(load: Load, url: str, mode: HttpMode, server_pid: int
+async def run_http_here(load: Load, url: str, mode: HttpMode, server_pid: int, client: str = "httptools"
                         ) -> tuple[tuple[float, float], dict[str, Any]]:
     """The clients in this process, /metrics and the server's CPU times read at both ends of the window."""
     t0 = time.monotonic()
@@ -427,12 +441,12 @@ async def run_http_here(load: Load, url: str, mode: HttpMode, server_pid: int
 
     probing = asyncio.create_task(clients_busy([os.getpid()], watch, t0 + load.warmup,
                                                t0 + load.warmup + load.duration))
-    window = await run_http(load, url, mode, t0)
+    window = await run_http(load, url, mode, t0, client)
     (before, after, cpu), busy = await probing
     return window, rows_per_step(before, after, window[1] - window[0]) | {"server_cpu_s": cpu, "clients_busy": busy}
 
 
-def _client_process(i: int, url: str, mode: HttpMode, load: Load, ready: Any, go: Any, t0: Any,
+def _client_process(i: int, url: str, mode: HttpMode, client: str, load: Load, ready: Any, go: Any, t0: Any,
                     results: Any) -> None:
     """One client process of --client-procs: says it is ready (imports done), waits for the common start time,
     runs its share of the clients and sends back its samples as plain tuples."""
@@ -440,7 +454,8 @@ def _client_process(i: int, url: str, mode: HttpMode, load: Load, ready: Any, go
         freeze_startup_heap("bench client")  # as the server's processes do: no full GC pass over the imports
         ready.put(i)
         go.wait()
-        asyncio.run(run_http(load, url, mode, t0.value))
+        run = event_loop_runner() if client == "httptools" else asyncio.run
+        run(run_http(load, url, mode, t0.value, client))
         results.put((i, load.samples, None))
     except BaseException as e:  # the parent must hear about it, not wait forever
         results.put((i, [], f"{type(e).__name__}: {e}"))
@@ -504,13 +519,13 @@ async def clients_busy(pids: list[int], watch: Callable[[float, float], Awaitabl
     return watched, busy
 
 
-def run_http_procs(load: Load, url: str, mode: HttpMode, procs: int,
-                   server_pid: int) -> tuple[tuple[float, float], dict[str, Any]]:
+def run_http_procs(load: Load, url: str, mode: HttpMode, procs: int, server_pid: int, client: str = "httptools"
+                   ) -> tuple[tuple[float, float], dict[str, Any]]:
     """The HTTP clients in `procs` processes; /metrics and the server's CPU times read at both ends of the window."""
     async def watch(t_measure: float, t_end: float) -> tuple[Any, Any, dict[str, float]]:
         return await probe_window(t_measure, t_end, metrics_probe(url), server_pid)
 
-    (t_measure, t_end), (before, after, cpu), busy = run_client_procs(load, procs, _client_process, (url, mode),
+    (t_measure, t_end), (before, after, cpu), busy = run_client_procs(load, procs, _client_process, (url, mode, client),
                                                                        watch)
     return (t_measure, t_end), rows_per_step(before, after, t_end - t_measure) | {
         "client_procs": procs, "clients_busy": busy, "server_cpu_s": cpu}
@@ -1012,7 +1027,8 @@ def run_mode(mode: str, args: argparse.Namespace, model: Path, puzzles: list[Sud
             info |= {"batch_rows": rows, "request_options": http.options, "server": http.server,
                      "api_workers": workers,
                      "transport": f"HTTP /v1/{'solve/batch' if http.endpoint == 'batch' else 'solve'} "
-                                  "(aiohttp -> uvicorn, 127.0.0.1)",
+                                  f"({args.http_client} -> uvicorn, 127.0.0.1)",
+                     "http_client": args.http_client,
                      "ready_after_s": round(server.wait_ready(), 1)}
             if http.endpoint == "batch":
                 info["items_per_call"] = load.per_call
@@ -1020,9 +1036,11 @@ def run_mode(mode: str, args: argparse.Namespace, model: Path, puzzles: list[Sud
                         if args.profile_dir is not None else None)
             if args.client_procs > 1:
                 (t_measure, t_end), extra = run_http_procs(load, server.url, http, args.client_procs,
-                                                           server.proc.pid)
+                                                           server.proc.pid, args.http_client)
             else:
-                (t_measure, t_end), extra = asyncio.run(run_http_here(load, server.url, http, server.proc.pid))
+                run = event_loop_runner() if args.http_client == "httptools" else asyncio.run
+                (t_measure, t_end), extra = run(run_http_here(load, server.url, http, server.proc.pid,
+                                                              args.http_client))
             info |= extra
             if profiler is not None:
                 info["profile_top_own_samples"] = top = profiler.top()
@@ -1077,6 +1095,9 @@ def main() -> None:
                          "client process i drives engine core i mod N")
     ap.add_argument("--api-workers", type=int, default=None,
                     help="API processes of `recursolve serve` (default: the server's, from the cores and the device)")
+    ap.add_argument("--http-client", default="httptools", choices=HTTP_CLIENTS,
+                    help="the HTTP modes' load generator: httptools (bench/http_load.py, on uvloop when installed) "
+                         "or aiohttp (runs before 2026-11-26; ~3.5x the client CPU a request)")
     ap.add_argument("--client-procs", type=int, default=1,
                     help="processes running the HTTP clients, concurrency/N clients each (default 1: this one)")
     ap.add_argument("--static-steps", type=int, default=None,
