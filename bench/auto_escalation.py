@@ -2,10 +2,11 @@
 
 halting=auto runs one plain trajectory that halts on the exact verifier; if it has not verified after
 `escalate_after` steps, K = 8 noisy PTRM trajectories run (verifier_first, up to max_steps each). A request's
-latency is then the steps of both phases one after the other. On a GPU a step costs about the same whatever
-the rows, so steps are the latency; on a CPU the row-steps are the cost. This runs real generated puzzles
-through the API's SolveService with the in-process engine (the shipped model, cache off) for each
-escalate_after and reports per tier:
+latency is then the steps of both phases one after the other; with `hedge_after` h (--hedge-after) the
+escalation starts beside the plain run after its h-th unverified step instead. On a GPU a step costs about the
+same whatever the rows, so steps are the latency; on a CPU the row-steps are the cost. This runs real generated
+puzzles through the API's SolveService with the in-process engine (the shipped model, cache off) for each
+escalate_after (and hedge_after) and reports per tier:
 
   verified      fraction of answers that pass the exact verifier
   escalated     fraction of requests that escalated
@@ -14,6 +15,7 @@ escalate_after and reports per tier:
 
     .venv/bin/python bench/auto_escalation.py                   # writes bench/results/auto-escalation-<host>.json
     .venv/bin/python bench/auto_escalation.py --escalate-after 8,4 --tiers medium:300
+    .venv/bin/python bench/auto_escalation.py --escalate-after 8 --hedge-after none,2,3
 """
 
 from __future__ import annotations
@@ -40,7 +42,7 @@ REPO = Path(__file__).resolve().parent.parent
 
 
 async def run_tier(runtime: Runtime, model: str, puzzles: list[str], escalate_after: int,
-                   concurrency: int) -> dict[str, Any]:
+                   concurrency: int, hedge_after: int | None = None) -> dict[str, Any]:
     service = runtime.service
     assert service is not None
     gate = asyncio.Semaphore(concurrency)
@@ -48,7 +50,8 @@ async def run_tier(runtime: Runtime, model: str, puzzles: list[str], escalate_af
 
     async def one(text: str) -> None:
         async with gate:
-            prep = service.prepare("sudoku", model, text, {"escalate_after": escalate_after, "cache": False})
+            prep = service.prepare("sudoku", model, text, {"escalate_after": escalate_after, "hedge_after": hedge_after,
+                                                           "cache": False})
             outcome = await service.solve(prep)
             # elapsed_steps: ACT steps from admission to answer, the plain run's and the escalation's together
             rows.append((outcome.result.elapsed_steps, service.render(prep, outcome)))
@@ -81,11 +84,13 @@ async def main_async(args: argparse.Namespace) -> dict[str, Any]:
     served = runtime.service.models[args.model]
     results: dict[str, Any] = {}
     try:
-        for after in [int(a) for a in args.escalate_after.split(",")]:
+        hedges = [None if h == "none" else int(h) for h in args.hedge_after.split(",")]
+        for after, hedge in [(int(a), h) for a in args.escalate_after.split(",") for h in hedges]:
             for name, puzzles in sets.items():
-                r = await run_tier(runtime, args.model, puzzles, after, args.concurrency)
-                results.setdefault(str(after), {})[name] = r
-                print(f"escalate_after {after:>2} {name:<8} verified {r['verified']:.3f} escalated "
+                r = await run_tier(runtime, args.model, puzzles, after, args.concurrency, hedge)
+                label = str(after) if hedge is None else f"{after}, hedge_after {hedge}"
+                results.setdefault(label, {})[name] = r
+                print(f"escalate_after {label:>2} {name:<8} verified {r['verified']:.3f} escalated "
                       f"{r['escalated']:.3f} steps mean {r['steps']['mean']:.2f} p95 {r['steps']['p95']:.0f} "
                       f"p99 {r['steps']['p99']:.0f} row-steps {r['row_steps_mean']:.2f} ({r['wall_s']} s)",
                       flush=True)
@@ -102,6 +107,8 @@ def main() -> None:
     ap.add_argument("--tiers", default="medium:1000,hard:300,extreme:200", help="tier:count,...")
     ap.add_argument("--escalate-after", default="8,3,4,5", help="values to compare (8 = the model's max_steps, "
                                                                  "the default)")
+    ap.add_argument("--hedge-after", default="none", help="hedge_after values to combine with each escalate_after "
+                                                          "(none: no hedge, the default)")
     ap.add_argument("--concurrency", type=int, default=64)
     ap.add_argument("--seed", type=int, default=7)
     ap.add_argument("--out", type=Path, default=None)

@@ -5,10 +5,11 @@ from __future__ import annotations
 
 from types import SimpleNamespace
 
+import msgspec
 import pytest
 import pytest_asyncio
 
-from app.api.service import SolveService
+from app.api.service import ServedModel, SolveService
 from app_engine_support import PUZZLE, SOLUTION, make_specs, running_app, solve_body, solve_ok
 from puzzles import get_codec
 from puzzles.maze import generate as maze
@@ -19,10 +20,15 @@ pytestmark = pytest.mark.asyncio(loop_scope="module")
 
 
 @pytest_asyncio.fixture(loop_scope="module", scope="module")
-async def client(tmp_path_factory):
+async def running(tmp_path_factory):
     root = tmp_path_factory.mktemp("adaptive")
-    async with running_app(root, specs=make_specs(root)) as (_, c):
-        yield c
+    async with running_app(root, specs=make_specs(root)) as app_and_client:
+        yield app_and_client
+
+
+@pytest_asyncio.fixture(loop_scope="module", scope="module")
+async def client(running):
+    return running[1]
 
 
 async def test_auto_is_the_default_and_stops_at_the_first_verified_step(client):
@@ -50,6 +56,41 @@ async def test_escalate_after_is_the_plain_runs_step_limit_capped_by_max_steps(c
 async def test_escalate_after_does_not_cut_a_run_that_is_not_auto(client):
     body = await solve_ok(client, model="copy", max_steps=4, halting="verifier", escalate_after=1, cache=False)
     assert (body["escalated"], body["steps"], body["halted_by"]) == (False, 4, "max_steps")
+
+
+async def test_hedge_after_starts_the_escalation_beside_the_plain_run(running):
+    service = running[0].state.runtime.service
+    elapsed = {}
+    for hedge_after in (None, 1, 4):  # 4: not below escalate_after (max_steps), so no hedge
+        prep = service.prepare("sudoku", "copy", PUZZLE, {"max_steps": 4, "halting": "auto", "trajectories": 2,
+                                                          "cache": False, "hedge_after": hedge_after})
+        assert prep.options.hedge_after == (1 if hedge_after == 1 else None)  # dropped where it means nothing
+        r = (await service.solve(prep)).result
+        assert (r.trajectories, r.row_steps, r.valid) == (3, 4 + 2 * 4, False)
+        elapsed[hedge_after] = r.elapsed_steps
+    # the copy model never verifies: sequentially 4 plain steps then 4 noisy ones; hedged, the noisy ones start
+    # after the plain run's first step
+    assert elapsed == {None: 8, 1: 5, 4: 8}
+    # The hedge draws the noise the escalation would draw without it (its seed leaves hedge_after out): random
+    # weights never verify, so both runs end and the Q-head picks, the same answer either way.
+    runs = []
+    for hedge_after in (None, 2):
+        prep = service.prepare("sudoku", "random", PUZZLE, {"max_steps": 4, "halting": "auto", "trajectories": 2,
+                                                            "cache": False, "hedge_after": hedge_after})
+        r = (await service.solve(prep)).result
+        runs.append((r.tokens, r.q_halt, r.chosen, r.trajectories))
+    assert runs[0] == runs[1] and runs[0][3] == 3
+    # The default: 3 steps for a model on a GPU (its rows are nearly free), none on a CPU; 0 turns it off.
+    copy = service.models["copy"]
+    on_gpu = ServedModel.of(msgspec.structs.replace(copy.info, backend={**copy.info.backend, "device": "cuda:0"}))
+    assert service.resolve_options(copy, {"max_steps": 8}).hedge_after is None
+    assert service.resolve_options(on_gpu, {"max_steps": 8}).hedge_after == 3
+    assert service.resolve_options(on_gpu, {"max_steps": 8, "hedge_after": 0}).hedge_after is None
+    assert service.resolve_options(on_gpu, {"max_steps": 3}).hedge_after is None  # not below escalate_after
+    plain = service.prepare("sudoku", "copy", PUZZLE, {"halting": "verifier", "hedge_after": 1})
+    assert plain.options.hedge_after is None and "hedge_after" not in plain.key
+    hedged = service.prepare("sudoku", "copy", PUZZLE, {"hedge_after": 1, "max_steps": 4})
+    assert hedged.key != service.prepare("sudoku", "copy", PUZZLE, {"max_steps": 4}).key  # its own cache key
 
 
 async def test_auto_budget_counts_the_escalation(client):

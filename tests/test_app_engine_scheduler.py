@@ -467,3 +467,110 @@ def test_an_escalation_that_could_never_run_is_refused_up_front():
     s = Scheduler(num_rows=4, max_queue_rows=16, seq_len=L, max_share=0.5)
     rejected = s.add(auto_req("a", k=3))
     assert rejected is not None and rejected.code == TOO_MANY_ROWS and "ask for at most 2" in rejected.message
+
+
+# -- halting=auto with hedge_after: the escalation starts beside the plain run -----------------------------------
+
+
+def hedged(s: Scheduler, rid: str = "a", k: int = 3, hedge_after: int = 1, max_steps: int = 3) -> None:
+    """A hedged auto request admitted and stepped to its hedge: the plain run has run `hedge_after` steps
+    unverified and its escalation (k rows) is queued."""
+    add(s, auto_req(rid, k=k, max_steps=max_steps, hedge_after=hedge_after), verify_each=True)
+    s.schedule(T0)
+    for _ in range(hedge_after):
+        assert rid not in by_id(step(s, verified=False, q=0.5).finished)
+
+
+def test_the_hedge_starts_beside_the_plain_run_and_the_first_to_verify_answers():
+    s = Scheduler(num_rows=8, max_queue_rows=16, seq_len=L)
+    hedged(s, hedge_after=1)
+    assert [st.id for st in s._waiting] == ["a#hedge"] and s.running_rows == 1  # the plain run goes on
+    add(s, req("late", max_steps=9))
+    assert admitted_ids(s) == ["a#hedge", "late"]  # the hedge ahead of new work
+    assert s.running_rows == 1 + 3 + 1
+    tokens = np.zeros((5, L), np.int64)
+    tokens[2, 0] = 9  # the hedge's second trajectory (rows: plain, hedge x3, late)
+    (out,) = step(s, tokens=tokens, verified=[False, False, True, False, False]).finished
+    assert (out.id, out.halted_by, out.valid, out.chosen, out.trajectories) == ("a", "verified", True, 2, 4)
+    assert out.tokens == tokens_to_bytes(tokens[2])
+    # the plain run stopped with the answer: 2 steps of its own, 3 hedge rows one step each
+    assert out.row_steps == 2 + 3 and out.elapsed_steps == max(2, 1 + 1) and out.steps == 1
+    assert s.running_rows == 1 and s.is_live("late") and not s.is_live("a") and not s.is_live("a#hedge")
+
+
+def test_a_plain_run_that_verifies_stops_its_hedge_running_or_queued():
+    s = Scheduler(num_rows=8, max_queue_rows=16, seq_len=L)
+    hedged(s, "running")
+    s.schedule(T0)  # the hedge runs
+    (out,) = step(s, verified=[True, False, False, False], q=[2.0, 0, 0, 0]).finished
+    assert (out.id, out.valid, out.chosen, out.trajectories, out.q_halt) == ("running", True, 0, 4, 2.0)
+    assert out.row_steps == 2 + 3 and s.running_rows == 0
+    s = Scheduler(num_rows=3, max_queue_rows=16, seq_len=L)  # no room beside the hog: the hedge waits in the queue
+    add(s, req("hog", max_steps=99))
+    hedged(s, "queued", k=2, max_steps=4)
+    assert s.schedule(T0).admitted == [] and s.queued_requests == 1
+    (out,) = step(s, verified=[False, True]).finished
+    assert (out.id, out.trajectories, out.row_steps) == ("queued", 3, 2)
+    assert s.queued_requests == 0 and s.queued_rows == 0 and s.running_rows == 1
+
+
+def test_when_both_runs_end_unverified_the_q_head_picks_and_nothing_escalates_again():
+    s = Scheduler(num_rows=8, max_queue_rows=16, seq_len=L)
+    hedged(s, hedge_after=1, max_steps=2)
+    s.schedule(T0)
+    assert step(s, verified=False, q=[3.0, -1.0, -1.0, -1.0], tokens=np.full((4, L), 5)).finished == []
+    assert s.queued_requests == 0 and s.running_rows == 3  # the plain run ended; no second escalation
+    for _ in range(2):
+        assert step(s, verified=False, q=-1.0).finished == []
+    (out,) = step(s, verified=False, q=-1.0).finished  # the hedge's 4th and last step
+    assert (out.id, out.halted_by, out.chosen, out.q_halt, out.trajectories) == ("a", "max_steps", 0, 3.0, 4)
+    assert out.tokens == tokens_to_bytes(np.full(L, 5)) and out.row_steps == 2 + 3 * 4
+    assert out.elapsed_steps == 1 + 4 and not s.has_work()
+
+
+def test_a_plain_run_that_verifies_after_its_hedge_ended_answers_whatever_the_q_head_says():
+    s = Scheduler(num_rows=8, max_queue_rows=16, seq_len=L)
+    hedged(s, hedge_after=1, max_steps=9)
+    s.schedule(T0)
+    for _ in range(3):
+        step(s, verified=False, q=5.0)
+    assert step(s, verified=False, q=5.0).finished == []  # the hedge ended unverified, trusted by its Q-head
+    (out,) = step(s, verified=True, q=-1.0, tokens=[[7, 7, 7, 7]]).finished
+    assert (out.id, out.valid, out.chosen, out.q_halt, out.elapsed_steps) == ("a", True, 0, -1.0, 6)
+    assert out.tokens == tokens_to_bytes(np.full(L, 7)) and out.row_steps == 6 + 3 * 4
+
+
+def test_a_hedge_that_verifies_in_the_step_its_plain_run_ends_answers_once():
+    s = Scheduler(num_rows=8, max_queue_rows=16, seq_len=L)
+    add(s, req("hog", trajectories=3, max_steps=1))  # rows 0-2 for one step: the hedge gets them, below the plain run
+    hedged(s, hedge_after=1, max_steps=2)
+    assert s.schedule(T0).admitted[0].rows == [0, 1, 2]
+    # rows 0-2: the hedge, the second of them verifies; row 3: the plain run's last step, unverified
+    (out,) = step(s, verified=[False, True, False, False], q=[0, 0, 0, 4.0]).finished
+    assert (out.id, out.valid, out.chosen, out.trajectories, out.row_steps) == ("a", True, 2, 4, 2 + 3)
+    assert not s.has_work() and s.running_rows == 0
+
+
+def test_hedged_runs_are_aborted_cut_and_failed_as_one_request():
+    s = Scheduler(num_rows=8, max_queue_rows=16, seq_len=L)
+    hedged(s, "gone")
+    s.schedule(T0)
+    s.abort(["gone"])
+    res = step(s, verified=False)
+    assert res.finished == [] and not s.is_live("gone") and not s.is_live("gone#hedge") and s.running_rows == 0
+    hedged(s, "cut")
+    s.schedule(T0)
+    step(s, verified=False, q=[-2.0, 1.0, 0.0, 0.0])
+    (out,) = s.cut(["cut"], T0 + 1).finished
+    assert (out.id, out.halted_by, out.trajectories, out.chosen, out.q_halt) == ("cut", "deadline", 4, 1, 1.0)
+    assert not s.has_work()
+    hedged(s, "failed")
+    assert [r.id for r in s.fail_all("boom")] == ["failed"]
+
+
+def test_no_hedge_when_both_runs_would_pass_a_requests_share_of_the_rows():
+    s = Scheduler(num_rows=8, max_queue_rows=16, seq_len=L, max_share=0.5)
+    hedged(s, k=4, max_steps=2)  # 1 + 4 rows > 4: the escalation waits for the plain run, as without a hedge
+    assert s.queued_requests == 0
+    assert step(s, verified=False).finished == []
+    assert [st.id for st in s._waiting] == ["a"]

@@ -44,6 +44,12 @@ class SolveOptionsIn(BaseModel):
         "halting=auto: escalate once the plain trajectory has run this many ACT steps without verifying "
         "(default and at most: max_steps). Fewer lowers the latency of the requests that escalate and can cost "
         "accuracy on hard puzzles. Other halting rules ignore it."))
+    hedge_after: int | None = Field(None, ge=0, le=MAX_STEPS_LIMIT, description=(
+        "halting=auto: start the escalation beside the plain trajectory once it has run this many ACT steps "
+        "without verifying, instead of after it ends (a hedged request): the first run to verify answers and "
+        "stops the other, so the requests that escalate wait fewer steps and neither run is cut short. Costs "
+        "row-steps for requests whose plain run would have verified later. Default: 3 for a model served on a "
+        "GPU (its rows are nearly free), none on a CPU; 0 turns it off; values from escalate_after up mean none."))
     fallback: Literal["none", "exact"] | None = Field(None, description=(
         "exact: when the model's answer does not verify, answer with the exact solver's solution instead (Sudoku, "
         "mazes), marked solved_by=exact. Off (none) by default: a model answer is never silently replaced."))

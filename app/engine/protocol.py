@@ -53,6 +53,9 @@ class SolveOptions(msgspec.Struct, frozen=True, omit_defaults=True):
     fallback: Literal["none", "exact"] = "none"  # API side only: answer with the exact solver when unverified
     # API side only: halting=auto's plain run escalates after this many unverified steps (resolved by the API)
     escalate_after: int | None = None
+    # halting=auto: the escalation starts beside the plain run once it has run this many steps unverified (the
+    # engine's hedged escalation, Scheduler); None or >= escalate_after: only after the plain run ends
+    hedge_after: int | None = None
 
     @property
     def deterministic(self) -> bool:
@@ -82,6 +85,8 @@ class SolveOptions(msgspec.Struct, frozen=True, omit_defaults=True):
             opts |= {"noise": self.noise, "noise_on": self.noise_on, "selection": self.selection, "seed": self.seed}
         if self.halting == "auto":
             opts["escalate_after"] = self.escalate_after
+            if self.hedge_after is not None:  # which run answers first can change the answer
+                opts["hedge_after"] = self.hedge_after
         return opts
 
 

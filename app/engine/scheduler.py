@@ -24,6 +24,12 @@ Policy, in short:
   the request goes on in the engine as its escalation (K noisy trajectories), queued ahead of new work (behind
   earlier escalations), so it neither goes back through an API process nor waits its turn twice. Its output
   is the escalation's answer when that verified, else the answer of whichever run the Q-head trusts more.
+- Hedged escalation (halting=auto with `hedge_after` h): when the plain trajectory has run h steps unverified,
+  its escalation is queued (as above) while the plain run goes on, the two runs of one request side by side,
+  as a hedged request in "The Tail at Scale". The first run to verify answers and stops the other; when both
+  end unverified, the Q-head picks, as above. Neither run is cut short, so a hedge can only add verified
+  answers, and a request that escalates waits h steps for it instead of the plain run's whole step limit.
+  The hedge is an internal request (id + HEDGE_SUFFIX) that never leaves the engine.
 """
 
 from __future__ import annotations
@@ -55,6 +61,7 @@ from models.ptrm import select_trajectory
 # Halt reason codes: 0 = still running, i + 1 = HALT_REASONS[i].
 _CANCELLED, _VERIFIED, _Q_HEAD, _CONVERGED, _MAX_STEPS, _DEADLINE = range(1, 7)
 _RULE_CODES = {"q_head": 0, "max_steps": 1, "verifier": 2}
+HEDGE_SUFFIX = "#hedge"  # the id of a hedged escalation: its request's id + this (no output goes out under it)
 
 
 @dataclass(slots=True)
@@ -80,6 +87,11 @@ class RequestState:
     rows: list[int] = field(default_factory=list)  # rows it still holds
     first: EngineOutput | None = None  # halting=auto: the plain run's output, while its escalation runs
     queued_since: float | None = None  # when the escalation was queued (None: the request's arrival)
+    # A hedged pair (module docstring): the plain run and its hedge point at each other; `is_hedge` marks the
+    # hedge; `ended` holds the output of a run that ended unverified while its partner still runs.
+    partner: RequestState | None = None
+    is_hedge: bool = False
+    ended: EngineOutput | None = None
 
     @property
     def id(self) -> str:
@@ -162,6 +174,7 @@ class Scheduler:
         # The verifier's verdict on each row's last answer (1 passed, 0 failed, -1 never checked), copied into the
         # row's Trajectory only when the row is freed: a per-row Python write after every step cost ~1 us a row.
         self.row_valid = np.full(r, -1, np.int8)
+        self.hedge_at = np.zeros(r, np.int64)  # halting=auto's plain run: the step its hedge starts after (0: none)
         self._free = list(range(r))  # a heap: the lowest free rows are handed out first
 
     # -- requests in -------------------------------------------------------------------------------
@@ -208,14 +221,16 @@ class Scheduler:
     def abort(self, ids: list[str]) -> None:
         """The callers left: queued requests are dropped at the next `schedule`, running rows at the next
         `update` (nothing is sent back for them)."""
-        for rid in ids:
-            state = self._states.get(rid)
-            if state is not None:
-                if state.admitted_at is None and not state.cancelled:
-                    self._cancelled_waiting += 1
-                state.cancelled = True
-                if state.rows:
-                    self.cancelled[state.rows] = True
+        for s in self._runs_of(ids):  # a hedged request's hedge too
+            if s.admitted_at is None and not s.cancelled:
+                self._cancelled_waiting += 1
+            s.cancelled = True
+            if s.rows:
+                self.cancelled[s.rows] = True
+
+    def _runs_of(self, ids: list[str]) -> list[RequestState]:
+        """The live runs of these requests: each one's own, and its hedge when one runs."""
+        return [self._states[k] for rid in ids for k in (rid, rid + HEDGE_SUFFIX) if k in self._states]
 
     def retry_after(self, extra_rows: int = 0) -> int:
         """Seconds until the queue has room, estimated from the queue length and the recent request time."""
@@ -285,8 +300,8 @@ class Scheduler:
                     del self._states[s.id]
                     if s.cancelled:  # nobody waits for a cancelled request's answer
                         dropped.append(s.id)
-                    else:
-                        finished.append(self._unstarted(s, "deadline", now))
+                    elif (out := self._unstarted(s, "deadline", now)) is not None:
+                        finished.append(out)
                 else:
                     keep.append(s)
             self._waiting = keep
@@ -349,6 +364,8 @@ class Scheduler:
         self.verify_each[idx] = per_row([s.verify_each for s in states], bool)
         self.last_q[idx] = -np.inf
         self.row_valid[idx] = -1
+        self.hedge_at[idx] = per_row([(s.request.options.hedge_after or 0) if s.request.escalation is not None else 0
+                                      for s in states], self.hedge_at.dtype)
 
     def update(self, idx: np.ndarray, tokens: np.ndarray, q_halt: np.ndarray, model_halted: np.ndarray,
                verified: np.ndarray | None, now: float) -> StepResult:
@@ -378,6 +395,9 @@ class Scheduler:
 
         out = StepResult()
         out.steps = self._step_updates(idx, tokens, q_halt, steps, cancelled)
+        hedge_at = self.hedge_at[idx]
+        for j in np.flatnonzero((hedge_at > 0) & (steps == hedge_at) & (code == 0)).tolist():
+            self._hedge(self.row_state[idx[j]], now)
         if checked.any():
             self.row_valid[idx[checked]] = ok[checked]
         touched: dict[str, RequestState] = {}
@@ -404,6 +424,8 @@ class Scheduler:
                 heapq.heappush(free, row)
                 touched[s.id] = s
         for s in touched.values():
+            if s.id not in self._states:  # a hedged run whose partner verified earlier in this loop stopped it
+                continue
             result = self._maybe_resolve(s, now)
             if result is not None:
                 out.finished.append(result)
@@ -484,6 +506,8 @@ class Scheduler:
             compute_ms=(now - admitted) * 1000.0,
             elapsed_steps=longest,
         )
+        if s.partner is not None:
+            return self._settle_pair(s, out, now)
         if s.first is not None:  # the escalation ended
             return _better_run(s.first, out)
         esc = s.request.escalation
@@ -500,22 +524,81 @@ class Scheduler:
         s.request = msgspec.structs.replace(s.request, options=esc, escalation=None)
         s.trajectories = [Trajectory() for _ in range(esc.trajectories)]
         self._states[s.id] = s
+        self._queue_ahead(s)
+
+    def _queue_ahead(self, s: RequestState) -> None:
         ahead = 0  # the escalations already waiting: they stand at the front, in the order they came
-        while ahead < len(self._waiting) and self._waiting[ahead].first is not None:
+        while ahead < len(self._waiting) and (self._waiting[ahead].first is not None or self._waiting[ahead].is_hedge):
             ahead += 1
         self._waiting.insert(ahead, s)
         self._waiting_rows += s.request.rows
         self._waiting_bytes += s.request.nbytes
         self._watch_deadline(s)
 
+    # -- hedged escalation -------------------------------------------------------------------------
+
+    def _hedge(self, s: RequestState | None, now: float) -> None:
+        """Queue the escalation of the plain run `s` beside it (the plain run goes on). Not when the two runs
+        together would hold more than a request's share of the rows: then the escalation follows the plain run
+        as without a hedge."""
+        esc = s.request.escalation if s is not None else None
+        if s is None or esc is None or s.partner is not None or s.cancelled or \
+                len(s.rows) + esc.trajectories > self.max_share_rows:
+            return
+        request = msgspec.structs.replace(s.request, id=s.id + HEDGE_SUFFIX, options=esc, escalation=None)
+        hedge = RequestState(request, [Trajectory() for _ in range(esc.trajectories)], verify_each=s.verify_each,
+                             queued_since=now, partner=s, is_hedge=True)
+        s.partner = hedge
+        self._states[hedge.id] = hedge
+        self._queue_ahead(hedge)
+
+    def _settle_pair(self, s: RequestState, out: EngineOutput, now: float) -> EngineOutput | None:
+        """One run of a hedged pair ended with `out`: the request's output when it verified (the partner is
+        stopped) or when the partner ended too; None while the partner still runs, or when the caller left."""
+        partner = s.partner
+        assert partner is not None
+        if out.halted_by == "cancelled":
+            return None
+        if partner.id in self._states:
+            if not out.valid:
+                s.ended = out
+                return None
+            other = self._stop(partner, now)
+        else:
+            other = partner.ended
+            assert other is not None
+        plain, hedge = (other, out) if s.is_hedge else (out, other)
+        owner = partner if s.is_hedge else s
+        return _hedged(plain, hedge, owner.request.options.hedge_after or 0,
+                       (now - (owner.admitted_at if owner.admitted_at is not None else now)) * 1000.0)
+
+    def _stop(self, s: RequestState, now: float) -> EngineOutput:
+        """Stop a run whose partner verified: free its rows (or take it out of the queue); what it cost."""
+        if s.admitted_at is None:
+            self._waiting.remove(s)
+            self._waiting_rows -= s.request.rows
+            self._waiting_bytes -= s.request.nbytes
+        for row in list(s.rows):
+            traj = s.trajectories[self.row_traj[row]]
+            if traj.halted_by is None:
+                traj.steps = int(self.steps[row])
+            self._free_row(s, row)
+        self._states.pop(s.id, None)
+        steps = [t.steps for t in s.trajectories]
+        return EngineOutput(id=s.id, tokens=None, confidence=None, q_halt=None, steps=max(steps, default=0),
+                            halted_by="cancelled", trajectories=len(steps), chosen=None, row_steps=sum(steps),
+                            valid=None, queue_ms=0.0, compute_ms=0.0, elapsed_steps=max(steps, default=0))
+
     @staticmethod
     def _queued_since(s: RequestState) -> float:
         return s.queued_since if s.queued_since is not None else s.request.arrival
 
-    def _unstarted(self, s: RequestState, halted_by: str, now: float) -> EngineOutput:
+    def _unstarted(self, s: RequestState, halted_by: str, now: float) -> EngineOutput | None:
         out = EngineOutput(id=s.id, tokens=None, confidence=None, q_halt=None, steps=0, halted_by=halted_by,
                            trajectories=s.request.rows, chosen=None, row_steps=0, valid=None,
                            queue_ms=(now - self._queued_since(s)) * 1000.0, compute_ms=0.0)
+        if s.partner is not None:
+            return self._settle_pair(s, out, now)
         return out if s.first is None else _better_run(s.first, out)
 
     def _step_updates(self, idx: np.ndarray, tokens: np.ndarray, q_halt: np.ndarray, steps: np.ndarray,
@@ -537,32 +620,37 @@ class Scheduler:
         """Resolve these requests (None: every request) now with their answers so far, halted_by deadline;
         queued ones resolve without an answer. The grace period of a drain ran out."""
         out = StepResult()
-        targets = list(self._states.values()) if ids is None else [self._states[i] for i in ids if i in self._states]
-        for s in targets:
-            if s.admitted_at is None:  # still queued
-                self._waiting.remove(s)
-                self._waiting_rows -= s.request.rows
-                self._waiting_bytes -= s.request.nbytes
-                del self._states[s.id]
-                out.finished.append(self._unstarted(s, "deadline", now))
-                continue
-            for row in list(s.rows):
-                traj = s.trajectories[self.row_traj[row]]
-                if self.steps[row] > 0:
-                    traj.tokens, traj.q_halt = self.last_tokens[row].copy(), float(self.last_q[row])
-                traj.steps, traj.halted_by, traj.valid = int(self.steps[row]), "deadline", self._verdict(row)
-                out.halts["deadline"] += 1
-                self._free_row(s, row)
-            started = [k for k, t in enumerate(s.trajectories) if t.tokens is not None]
-            chosen = self._select(s) if len(started) == len(s.trajectories) else (started[0] if started else None)
-            cut = self._finish(s, chosen, "deadline", now, escalate=False)
-            assert cut is not None
-            out.finished.append(cut)
+        runs = list(self._states.values()) if ids is None else self._runs_of(ids)
+        for s in runs:  # a hedged request's two runs: the second one cut settles the pair
+            if s.id in self._states:
+                cut = self._cut_run(s, now, out)
+                if cut is not None:
+                    out.finished.append(cut)
         return out
+
+    def _cut_run(self, s: RequestState, now: float, out: StepResult) -> EngineOutput | None:
+        if s.admitted_at is None:  # still queued
+            self._waiting.remove(s)
+            self._waiting_rows -= s.request.rows
+            self._waiting_bytes -= s.request.nbytes
+            del self._states[s.id]
+            return self._unstarted(s, "deadline", now)
+        for row in list(s.rows):
+            traj = s.trajectories[self.row_traj[row]]
+            if self.steps[row] > 0:
+                traj.tokens, traj.q_halt = self.last_tokens[row].copy(), float(self.last_q[row])
+            traj.steps, traj.halted_by, traj.valid = int(self.steps[row]), "deadline", self._verdict(row)
+            out.halts["deadline"] += 1
+            self._free_row(s, row)
+        started = [k for k, t in enumerate(s.trajectories) if t.tokens is not None]
+        chosen = self._select(s) if len(started) == len(s.trajectories) else (started[0] if started else None)
+        return self._finish(s, chosen, "deadline", now, escalate=False)
 
     def fail_all(self, message: str) -> list[Rejected]:
         """The step itself failed: every request, running or queued, is rejected with `message`."""
-        failed = [Rejected(s.id, ENGINE_ERROR, message) for s in self._states.values() if not s.cancelled]
+        ids = dict.fromkeys(s.partner.id if s.is_hedge and s.partner is not None else s.id
+                            for s in self._states.values() if not s.cancelled)
+        failed = [Rejected(rid, ENGINE_ERROR, message) for rid in ids]
         for s in list(self._states.values()):
             for row in list(s.rows):
                 self._free_row(s, row)
@@ -573,6 +661,21 @@ class Scheduler:
         self._waiting_rows = 0
         self._waiting_bytes = 0
         return failed
+
+
+def _hedged(plain: EngineOutput, hedge: EngineOutput, hedge_after: int, compute_ms: float) -> EngineOutput:
+    """A hedged request's output: the run that verified (the plain one when both did), else whichever run the
+    Q-head trusts more; the counts cover both runs. Its steps elapsed: the longer of the plain run and the hedge
+    (which started after the plain run's `hedge_after`-th step)."""
+    q_plain = plain.q_halt if plain.q_halt is not None else -math.inf
+    q_hedge = hedge.q_halt if hedge.q_halt is not None else -math.inf
+    use_hedge = not plain.valid and hedge.tokens is not None and (bool(hedge.valid) or q_hedge >= q_plain)
+    best = hedge if use_hedge else plain
+    return msgspec.structs.replace(
+        best, id=plain.id, trajectories=1 + hedge.trajectories, row_steps=plain.row_steps + hedge.row_steps,
+        chosen=1 + hedge.chosen if use_hedge and hedge.chosen is not None else best.chosen,
+        queue_ms=plain.queue_ms, compute_ms=compute_ms,
+        elapsed_steps=max(plain.elapsed_steps, hedge_after + hedge.elapsed_steps))
 
 
 def _better_run(first: EngineOutput, second: EngineOutput) -> EngineOutput:
