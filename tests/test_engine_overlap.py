@@ -17,10 +17,11 @@ from puzzles import get_codec
 CODEC = get_codec("sudoku")
 
 
-def request(rid: str, model: str, puzzle: str, **options: object) -> EngineRequest:
+def request(rid: str, model: str, puzzle: str, escalation: SolveOptions | None = None,
+            **options: object) -> EngineRequest:
     tokens = np.asarray(CODEC.encode(CODEC.parse(puzzle), 81), np.int32)
     return EngineRequest(rid, model, inputs=tokens.tobytes(), puzzle_identifier=0, options=SolveOptions(**options),
-                         arrival=0.0)
+                         arrival=0.0, escalation=escalation)
 
 
 def waves() -> list[list[EngineRequest]]:
@@ -35,6 +36,10 @@ def waves() -> list[list[EngineRequest]]:
             request(f"r{w}-ptrm", "random", PUZZLE, max_steps=3 + w, halting="max_steps", trajectories=3, noise=0.3,
                     seed=10 + w),
             request(f"r{w}-conv", "copy", variant(w + 12), max_steps=9, halting="max_steps", converge_steps=2),
+            # halting=auto's plain run with a hedged escalation (its rows run beside it from the plain run's 2nd step)
+            request(f"r{w}-hedge", "random", variant(w + 16), max_steps=4, halting="verifier", hedge_after=1 + w % 2,
+                    escalation=SolveOptions(max_steps=3, halting="verifier", trajectories=2, noise=0.3, seed=20 + w,
+                                            selection="verifier_first")),
         ])
     return out
 
@@ -82,7 +87,10 @@ def test_overlapped_steps_give_the_answers_of_the_plain_loop(specs, one_torch_th
     assert sum(dropped) == 0  # launch-and-wait never sees a row change under a step
     got, _ = run(overlapped)
     assert sum(dropped) > 0, "no row halted or changed hands under an overlapped step: the test tests nothing"
-    assert sorted(got) == sorted(want) and len(want) == 20
+    assert sorted(got) == sorted(want) and len(want) == 24
+    # the hedges ran beside their plain runs: max(4, hedge_after + 3) steps, not 4 + 3 one after the other
+    assert [(got[f"r{w}-hedge"].trajectories, got[f"r{w}-hedge"].elapsed_steps) for w in range(4)] == [
+        (3, 4), (3, 5), (3, 4), (3, 5)]
     for rid, w in want.items():
         g = got[rid]
         assert (g.tokens, g.steps, g.halted_by, g.valid, g.chosen, g.trajectories, g.row_steps) == (
