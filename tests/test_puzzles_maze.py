@@ -93,3 +93,49 @@ def test_maze_dataset_with_dihedral_groups(tmp_path) -> None:
     assert tr.inputs.shape == (24, 100) and tr.group_indices.tolist() == [0, 8, 16, 24]
     assert tr.metadata["vocab_size"] == 6 and tr.metadata["num_puzzle_identifiers"] == 1
     assert read_dataset(tmp_path, "test").num_examples == 1
+
+
+def test_a_requests_puzzle_runs_its_bfs_once(monkeypatch) -> None:
+    """Parsing (reachability), the engine's verifier fact, the exact facts and the verdict all read one BFS."""
+    import puzzles.maze as maze
+
+    codec = get_codec("maze")
+    puzzle = generate(3, 30)
+    calls = []
+    bfs = maze.bfs_distances
+    monkeypatch.setattr(maze, "bfs_distances", lambda rows, start: calls.append(start) or bfs(rows, start))
+    parsed = codec.parse(codec.render(puzzle))
+    fact, facts = codec.verify_fact(parsed), codec.exact(parsed)
+    assert codec.verify(parsed, facts.solution).valid and facts.unique is not None
+    assert fact == len(shortest_path(puzzle.rows, puzzle.start, puzzle.goal)) - 1 and len(calls) == 2  # + this one
+    assert not parsed.distances.flags.writeable
+
+
+@given(st.integers(0, 10_000), st.sampled_from([5, 9, 30]), st.integers(0, 2**32 - 1))
+@settings(max_examples=60, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+def test_bfs_distances_match_a_plain_breadth_first_search(seed: int, size: int, noise: int) -> None:
+    """The flat-list BFS against the obvious one, on mazes with walls knocked down and put up at random
+    (starts on a wall or at the border included)."""
+    import random
+    from collections import deque
+
+    from puzzles.maze import bfs_distances
+
+    rng = random.Random(noise)
+    grid = [list(row) for row in generate(seed, size).rows]
+    for _ in range(rng.randint(0, 3 * size)):
+        r, c = rng.randrange(size), rng.randrange(size)
+        if grid[r][c] in "# ":
+            grid[r][c] = rng.choice("# ")
+    rows = ["".join(row) for row in grid]
+    start = (rng.randrange(size), rng.randrange(size))
+    want = np.full((size, size), -1)
+    want[start] = 0
+    queue = deque([start])
+    while queue:
+        r, c = queue.popleft()
+        for nr, nc in ((r - 1, c), (r + 1, c), (r, c - 1), (r, c + 1)):
+            if 0 <= nr < size and 0 <= nc < size and rows[nr][nc] != "#" and want[nr, nc] < 0:
+                want[nr, nc] = want[r, c] + 1
+                queue.append((nr, nc))
+    assert (bfs_distances(rows, start) == want).all()
