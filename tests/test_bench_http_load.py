@@ -53,21 +53,21 @@ class Scripted:
         except (asyncio.IncompleteReadError, ConnectionError):
             self.closed.set()
 
-    async def __aenter__(self) -> str:
+    async def __aenter__(self) -> tuple[Scripted, HttpClient]:
+        """The server started, and a client of it."""
         self.server = await asyncio.start_server(self.handle, "127.0.0.1", 0)
-        port = self.server.sockets[0].getsockname()[1]
-        return f"http://127.0.0.1:{port}"
+        self.client = HttpClient(f"http://127.0.0.1:{self.server.sockets[0].getsockname()[1]}")
+        return self, self.client
 
     async def __aexit__(self, *exc: object) -> None:
         assert self.server is not None
+        self.client.close()
         self.server.close()
 
 
 @pytest.mark.asyncio
 async def test_bodies_come_back_whole_over_one_kept_alive_connection():
-    server = Scripted()
-    async with server as url:
-        client = HttpClient(url)
+    async with Scripted() as (server, client):
         for i in range(5):
             assert await client.post("/echo", b'{"n": %d}' % i) == (200, b'{"n": %d}' % i)
         assert await client.post("/chunked", b"{}") == (200, b"abcdefg")
@@ -75,28 +75,22 @@ async def test_bodies_come_back_whole_over_one_kept_alive_connection():
         # Two calls at once need two connections; both go back to the pool.
         a, b = await asyncio.gather(client.post("/echo", b"a"), client.post("/echo", b"b"))
         assert (a, b) == ((200, b"a"), (200, b"b")) and server.connections == 2
-        client.close()
 
 
 @pytest.mark.asyncio
 async def test_a_closed_connection_is_replaced_and_a_broken_one_is_an_error():
-    server = Scripted()
-    async with server as url:
-        client = HttpClient(url)
+    async with Scripted() as (server, client):
         assert await client.post("/close", b"{}") == (503, b"busy")
         assert await client.post("/echo", b"x") == (200, b"x")  # on a new connection
         assert server.connections == 2
         with pytest.raises(HttpError, match="closed the connection"):
             await client.post("/drop", b"{}")
         assert await client.post("/echo", b"y") == (200, b"y")
-        client.close()
 
 
 @pytest.mark.asyncio
 async def test_a_cancelled_call_closes_its_connection():
-    server = Scripted()
-    async with server as url:
-        client = HttpClient(url)
+    async with Scripted() as (server, client):
         call = asyncio.create_task(client.post("/hang", b"{}"))
         await asyncio.sleep(0.05)
         call.cancel()
@@ -104,4 +98,3 @@ async def test_a_cancelled_call_closes_its_connection():
             await call
         await asyncio.wait_for(server.closed.wait(), 5)
         assert await client.post("/echo", b"z") == (200, b"z")  # the cancelled connection was not pooled
-        client.close()
