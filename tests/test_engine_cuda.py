@@ -22,7 +22,7 @@ import torch
 from app.engine.backends import make_backend
 from app.engine.core import EngineCore
 from app.engine.protocol import EngineRequest, SolveOptions
-from app.engine.runner import ModelRunner
+from app.engine.runner import ModelRunner, NoiseRows
 from app.settings import ModelSpec, Settings
 from app_engine_support import running_app
 from puzzles import get_codec
@@ -167,7 +167,7 @@ def test_ptrm_noise_on_cuda_is_the_draw_of_inject_noise():
     runner = loaded_runner("bfloat16", "cuda", 8, graphs=False)
     before = runner.z_L.clone()
     runner.start_noise("r", seed=3)
-    runner.add_noise("r", 4, 0.3, "z_L", [2, 5, 6], [0, 2, 3])
+    runner.add_noise([NoiseRows("r", 4, 0.3, "z_L", [2, 5, 6], [0, 2, 3])])
     zeros = torch.zeros(4, runner.total_len, runner.hidden, dtype=runner.z_L.dtype, device="cuda")
     _, noise = inject_noise(zeros, zeros, 0.3, "z_L", torch.Generator(device="cuda").manual_seed(3))
     assert torch.equal(runner.z_L[[2, 5, 6]], before[[2, 5, 6]] + noise[[0, 2, 3]])

@@ -9,7 +9,7 @@ import pytest
 import torch
 
 from app.engine.backends import make_backend
-from app.engine.runner import ModelRunner, batch_buckets
+from app.engine.runner import ModelRunner, NoiseRows, batch_buckets
 from app_engine_support import SOLUTION, save_random, variant
 from puzzles import get_codec
 
@@ -133,7 +133,7 @@ def test_ptrm_noise_lands_on_each_running_trajectorys_row(runners, noise_on, row
     runner, _ = runners
     before = runner.z_H.clone(), runner.z_L.clone()
     runner.start_noise("r", seed=11)
-    runner.add_noise("r", 3, 0.5, noise_on, rows, trajs)
+    runner.add_noise([NoiseRows("r", 3, 0.5, noise_on, rows, trajs)])
     runner.end_noise("r")
     g = torch.Generator().manual_seed(11)
     shape = (3, runner.total_len, runner.hidden)
@@ -145,6 +145,30 @@ def test_ptrm_noise_lands_on_each_running_trajectorys_row(runners, noise_on, row
         assert torch.equal(after[others], was[others])
         expect = was[rows] + draws[name][trajs].to(was.dtype) if name in draws else was[rows]
         assert torch.equal(after[rows], expect), name
+    runner.z_H.copy_(before[0])
+    runner.z_L.copy_(before[1])
+
+
+def test_one_steps_noise_for_several_requests_is_each_ones_own_draw(runners):
+    """Three noisy requests in one step (K, sigma and latents of their own): each row gets the draw its request's
+    generator makes alone, as if the requests were noised one by one; one add per latent does it."""
+    runner, _ = runners
+    before = runner.z_H.clone(), runner.z_L.clone()
+    requests = [NoiseRows("a", 2, 0.5, "z_L", [0, 1], [0, 1]), NoiseRows("b", 3, 1.5, "both", [4, 6], [2, 0]),
+                NoiseRows("c", 1, 0.25, "z_H", [7], [0])]
+    for seed, r in enumerate(requests):
+        runner.start_noise(r.key, seed=seed)
+    runner.add_noise(requests)
+    shape = (runner.total_len, runner.hidden)
+    expect = [before[0].clone(), before[1].clone()]
+    for seed, r in enumerate(requests):
+        g = torch.Generator().manual_seed(seed)
+        for latent, name in enumerate(("z_H", "z_L")):
+            if r.noise_on in (name, "both"):
+                draw = r.sigma * torch.randn((r.k, *shape), generator=g, dtype=torch.float32)
+                expect[latent][r.rows] += draw[r.trajs].to(expect[latent].dtype)
+        runner.end_noise(r.key)
+    assert torch.equal(runner.z_H, expect[0]) and torch.equal(runner.z_L, expect[1])
     runner.z_H.copy_(before[0])
     runner.z_L.copy_(before[1])
 

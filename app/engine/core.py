@@ -32,7 +32,7 @@ from app.engine.protocol import (
     Rejected,
     tokens_from_bytes,
 )
-from app.engine.runner import Launched, ModelRunner
+from app.engine.runner import Launched, ModelRunner, NoiseRows
 from app.engine.scheduler import Scheduler, StepResult
 from app.settings import ModelSpec
 from models.checkpoint import confidence_temperature
@@ -202,6 +202,7 @@ class ModelEngine:
         if not self.runner.generators:
             return
         stepping = set(idx.tolist())
+        noisy: list[NoiseRows] = []
         for rid in self.runner.generators:
             s = self.scheduler.live_state(rid)
             if s is None:
@@ -209,8 +210,10 @@ class ModelEngine:
             rows = sorted(r for r in s.rows if r in stepping)
             if rows:
                 o = s.request.options
-                self.runner.add_noise(rid, o.trajectories, o.noise, o.noise_on, rows,
-                                      self.scheduler.row_traj[rows].tolist())
+                noisy.append(NoiseRows(rid, o.trajectories, o.noise, o.noise_on, rows,
+                                       self.scheduler.row_traj[rows].tolist()))
+        if noisy:
+            self.runner.add_noise(noisy)
 
     def _forget_noise(self) -> None:
         for rid in [r for r in self.runner.generators if not self.scheduler.is_live(r)]:
