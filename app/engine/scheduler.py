@@ -433,6 +433,15 @@ class Scheduler:
                 out.dropped.append(s.id)
         return out
 
+    def _release(self, s: RequestState) -> None:
+        """Free the rows `s` still holds; a trajectory cut short keeps its progress (for the row-step count) and its
+        last verdict."""
+        for row in list(s.rows):
+            traj = s.trajectories[self.row_traj[row]]
+            if traj.halted_by is None:
+                traj.steps, traj.valid = int(self.steps[row]), self._verdict(row)
+            self._free_row(s, row)
+
     def _verdict(self, row: int) -> bool | None:
         """The verifier's verdict on the row's last answer (None: it never ran on this row)."""
         v = int(self.row_valid[row])
@@ -479,11 +488,7 @@ class Scheduler:
                 escalate: bool = True) -> EngineOutput | None:
         """Free whatever rows the request still holds and build its output; None when the run was halting=auto's
         plain run and its escalation now follows (`escalate` False: never, as when a drain cuts it)."""
-        for row in list(s.rows):
-            traj = s.trajectories[self.row_traj[row]]
-            if traj.halted_by is None:  # a sibling cut short: keep its progress for the row-step count
-                traj.steps, traj.valid = int(self.steps[row]), self._verdict(row)
-            self._free_row(s, row)
+        self._release(s)
         self._states.pop(s.id, None)
         admitted = s.admitted_at if s.admitted_at is not None else now
         traj = s.trajectories[chosen] if chosen is not None else None
@@ -563,7 +568,7 @@ class Scheduler:
             if not out.valid:
                 s.ended = out
                 return None
-            other = self._stop(partner, now)
+            other = self._stop(partner)
         else:
             other = partner.ended
             assert other is not None
@@ -572,17 +577,13 @@ class Scheduler:
         return _hedged(plain, hedge, owner.request.options.hedge_after or 0,
                        (now - (owner.admitted_at if owner.admitted_at is not None else now)) * 1000.0)
 
-    def _stop(self, s: RequestState, now: float) -> EngineOutput:
+    def _stop(self, s: RequestState) -> EngineOutput:
         """Stop a run whose partner verified: free its rows (or take it out of the queue); what it cost."""
         if s.admitted_at is None:
             self._waiting.remove(s)
             self._waiting_rows -= s.request.rows
             self._waiting_bytes -= s.request.nbytes
-        for row in list(s.rows):
-            traj = s.trajectories[self.row_traj[row]]
-            if traj.halted_by is None:
-                traj.steps = int(self.steps[row])
-            self._free_row(s, row)
+        self._release(s)
         self._states.pop(s.id, None)
         steps = [t.steps for t in s.trajectories]
         return EngineOutput(id=s.id, tokens=None, confidence=None, q_halt=None, steps=max(steps, default=0),
