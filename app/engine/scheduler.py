@@ -540,6 +540,12 @@ class Scheduler:
         self._waiting_bytes += s.request.nbytes
         self._watch_deadline(s)
 
+    def _unqueue(self, s: RequestState) -> None:
+        """Take a waiting request out of the queue (a cut, or a hedge whose partner verified)."""
+        self._waiting.remove(s)
+        self._waiting_rows -= s.request.rows
+        self._waiting_bytes -= s.request.nbytes
+
     # -- hedged escalation -------------------------------------------------------------------------
 
     def _hedge(self, s: RequestState | None, now: float) -> None:
@@ -580,9 +586,7 @@ class Scheduler:
     def _stop(self, s: RequestState) -> EngineOutput:
         """Stop a run whose partner verified: free its rows (or take it out of the queue); what it cost."""
         if s.admitted_at is None:
-            self._waiting.remove(s)
-            self._waiting_rows -= s.request.rows
-            self._waiting_bytes -= s.request.nbytes
+            self._unqueue(s)
         self._release(s)
         self._states.pop(s.id, None)
         steps = [t.steps for t in s.trajectories]
@@ -631,9 +635,7 @@ class Scheduler:
 
     def _cut_run(self, s: RequestState, now: float, out: StepResult) -> EngineOutput | None:
         if s.admitted_at is None:  # still queued
-            self._waiting.remove(s)
-            self._waiting_rows -= s.request.rows
-            self._waiting_bytes -= s.request.nbytes
+            self._unqueue(s)
             del self._states[s.id]
             return self._unstarted(s, "deadline", now)
         for row in list(s.rows):
