@@ -6,6 +6,7 @@ from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 
 from fastapi import FastAPI
+from fastapi.telemetry import TelemetryConfig
 
 from app.api import errors, middleware, ui
 from app.api.mcp import install_mcp
@@ -21,6 +22,10 @@ POST a Sudoku, maze or ARC puzzle to `/v1/solve` and get a checked answer. Reque
 model through continuous batching at ACT-step granularity: a row that halts leaves after the
 step it halted in and a waiting request takes its place at the next step.
 """
+
+# FastAPI's native OpenTelemetry switched off (RECURSOLVE_OPENTELEMETRY=false, the default): no span, metric or
+# log record, and no provider lookup per request.
+TELEMETRY_OFF: TelemetryConfig = {"tracing": False, "metrics": False, "logs": False, "operation_spans": False}
 
 
 def create_app(settings: Settings | None = None, specs: list[ModelSpec] | None = None, *,
@@ -41,7 +46,7 @@ def create_app(settings: Settings | None = None, specs: list[ModelSpec] | None =
 
     # docs_url/redoc_url off: FastAPI's pages load from a CDN; app.api.ui serves them from local files.
     app = FastAPI(title="recursolve", version="0.1.0", description=DESCRIPTION, lifespan=lifespan,
-                  docs_url=None, redoc_url=None)
+                  docs_url=None, redoc_url=None, telemetry=None if settings.opentelemetry else TELEMETRY_OFF)
     app.state.runtime = runtime
     middleware.install(app, settings)  # auth, CORS, JSON only, limits, timeouts, Idempotency-Key (app/api/)
     app.add_middleware(RequestIdMiddleware)  # added last = outermost: every response and log line carries the id

@@ -197,6 +197,10 @@ class Settings(BaseSettings):
     overlap: bool | None = None
     log_level: str = "info"
     access_log: bool = False  # one JSON line per HTTP request (off: at thousands of requests/s it costs CPU)
+    # FastAPI's native OpenTelemetry (traces, HTTP metrics and logs to the global providers, or to exporters from
+    # OTEL_* with FASTAPI_OTEL_AUTO_CONFIGURE=true). Off by default: /metrics is the server's telemetry, and with
+    # it on FastAPI looks up the providers on every request, ~15 us of an API process's CPU even when none is set.
+    opentelemetry: bool = False
     # Engine v2: `recursolve serve` runs one engine-core process and this many API processes (None: from the
     # cores and whether a GPU serves the models, see app.serve.default_api_workers). engine_address is set by
     # `serve` for its API processes; unset, an app runs its engine core in a thread (tests, `recursolve solve`).

@@ -252,3 +252,23 @@ def test_the_server_wide_overlap_fills_only_entries_that_leave_it_out(tmp_path, 
     monkeypatch.delenv("RECURSOLVE_OVERLAP")
     a, b = with_server_defaults([left_out, chosen], Settings())
     assert a.overlap is None and b.overlap is False  # None: the engine's default (on for CUDA)
+
+
+@pytest.mark.parametrize("on", [False, True])
+async def test_fastapi_telemetry_runs_only_when_asked(tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
+                                                     on: bool) -> None:
+    # FastAPI's native OpenTelemetry looks the tracer provider up on every request while it is on, even with no
+    # provider set (~15 us of an API process's CPU); RECURSOLVE_OPENTELEMETRY=false (the default) turns it off.
+    import httpx
+    from opentelemetry import trace
+
+    from app.main import create_app
+
+    lookups = []
+    real = trace.get_tracer_provider
+    monkeypatch.setattr(trace, "get_tracer_provider", lambda: lookups.append(1) or real())
+    app = create_app(Settings(weights_dir=tmp_path, opentelemetry=on), [])
+    async with httpx.AsyncClient(transport=httpx.ASGITransport(app=app), base_url="http://test") as client:
+        for _ in range(3):
+            assert (await client.get("/healthz")).status_code == 200
+    assert (len(lookups) >= 3) is on

@@ -20,8 +20,8 @@ import functools
 import hashlib
 import logging
 import math
+import secrets
 import time
-import uuid
 from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass, field, replace
 from typing import Any
@@ -468,7 +468,7 @@ class SolveService:
                         escalation: SolveOptions | None = None) -> EngineRequest:
         # An auto request reaching here directly is a stream: it shows the plain run (no escalation).
         opts = _plain_phase(prep.options) if prep.options.halting == "auto" else prep.options
-        return EngineRequest(id=uuid.uuid4().hex, model=prep.model.name, inputs=prep.inputs.tobytes(),
+        return EngineRequest(id=secrets.token_hex(16), model=prep.model.name, inputs=prep.inputs.tobytes(),
                              puzzle_identifier=prep.puzzle_identifier, options=opts, arrival=prep.started,
                              stream=stream, escalation=escalation,
                              verify_fact=prep.model.codec.verify_fact(prep.puzzle))
