@@ -7,7 +7,7 @@
 # and with PROFILE=1 py-spy's stacks of the engine-core and one API process per HTTP mode ($OUT/prof; the
 # device tool returns 8 files). Logs are appended, so several calls in one command share them.
 # A failing step does not stop the next one: each figure that can be had comes back.
-# Environment: SKIP_TESTS=1 runs the benchmark alone; API_WORKERS=N API processes of `recursolve serve`;
+# Environment: SKIP_TESTS=1 runs the benchmark alone; API_LAYERS=1 runs bench/api_layers.py first; API_WORKERS=N API processes of `recursolve serve`;
 # CLIENT_PROCS=N load-generator processes (default 4; serve_bench's clients_busy says whether they were the cap);
 # TAG names this call's JSON; EXTRA adds serve_bench arguments (e.g. '--compile off', '--overlap off'); BENCH_TIMEOUT
 # (s, default 400); TEST_TIMEOUT (s, default 300) bounds the cuda tests.
@@ -37,6 +37,13 @@ timeout 120 python3 -m pytest -q -p no:cacheprovider \
   tests/test_models_ptrm.py::test_sigma_zero_reproduces_plain_trm_exactly \
   tests/test_app_engine_batching.py::test_queue_full_is_429_with_retry_after 2>&1 | tee -a "$OUT/check.log"
 echo "tests took $(( $(date +%s) - t )) s" | tee -a "$OUT/check.log"
+fi
+
+# The API process's own Python per answer on this host's CPU (~25 s, no GPU): against the VM's
+# bench/results/api-layers-vm.json it says how much of the HTTP modes' API CPU per answer is this CPU's speed.
+if [ -n "${API_LAYERS:-}" ]; then
+  timeout 120 python3 bench/api_layers.py --seconds 2 --repeats 2 --out "$OUT/api-layers-gpu-host.json" 2>&1 \
+    | tee -a "$OUT/check.log"
 fi
 
 echo "== gpu_check${tag} $(date -u +%FT%TZ)" >> "$OUT/dmon.txt"
