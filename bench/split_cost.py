@@ -8,12 +8,13 @@ Sudoku model, cache off) drives one at a time for --window seconds, round after 
 server's answers/s per round and, per round, its ratio to the one-process server; the median of the ratios is the
 figure. An idle server costs next to nothing (its engine polls its socket every 100 ms).
 
-Servers (`--servers`, comma-separated):
+Servers (`--servers`, comma-separated), each `KIND` or `KIND:VAR=VALUE[:VAR=VALUE...]` (environment variables of
+that server's processes, e.g. `serve:RECURSOLVE_ENGINE_THREADS=1`):
   oneproc    one uvicorn process, the engine core in a thread (the shape before the split)
   serve      `recursolve serve`: the supervisor, one engine-core process, the default API processes
-  serve-tN   the same with RECURSOLVE_ENGINE_THREADS=N (torch intra-op threads of the engine core)
 
     .venv/bin/python bench/split_cost.py        # writes bench/results/split-cost-<host>.json
+    .venv/bin/python bench/split_cost.py --pool bench/results/split-cost-*vm.json   # the rounds of several runs
 """
 
 from __future__ import annotations
@@ -37,18 +38,20 @@ from http_load import event_loop_runner
 from puzzles.sudoku import generate
 
 
-def start(name: str, model: Path, tmp: Path, spec: dict[str, Any]) -> sb.Server:
-    """The server `name` (see the docstring), started; RECURSOLVE_ENGINE_THREADS only for a serve-tN."""
-    kind = "oneproc" if name == "oneproc" else "serve"
-    saved = os.environ.pop("RECURSOLVE_ENGINE_THREADS", None)
-    if name.startswith("serve-t"):
-        os.environ["RECURSOLVE_ENGINE_THREADS"] = name.removeprefix("serve-t")
+def start(name: str, tag: str, model: Path, tmp: Path, spec: dict[str, Any]) -> sb.Server:
+    """The server `name` (see the docstring), started with its environment variables set."""
+    kind, *assignments = name.split(":")
+    env = dict(a.split("=", 1) for a in assignments)
+    saved = {k: os.environ.get(k) for k in env}
+    os.environ.update(env)
     try:
-        return sb.Server(kind, model, spec, tmp, name)
+        return sb.Server(kind, model, spec, tmp, tag)
     finally:
-        os.environ.pop("RECURSOLVE_ENGINE_THREADS", None)
-        if saved is not None:
-            os.environ["RECURSOLVE_ENGINE_THREADS"] = saved
+        for k, v in saved.items():
+            if v is None:
+                os.environ.pop(k, None)
+            else:
+                os.environ[k] = v
 
 
 def window(server: sb.Server, puzzles: list[Any], args: argparse.Namespace) -> dict[str, Any]:
@@ -59,6 +62,22 @@ def window(server: sb.Server, puzzles: list[Any], args: argparse.Namespace) -> d
     s = sb.summarise(load.results(), t_measure, t_end)
     return {"answers_per_s": s["throughput_rps"], "p99_ms": s["latency_ms"]["p99"], "errors": s["errors"],
             "verified": s["verified_fraction"]}
+
+
+def pool(paths: list[Path]) -> None:
+    """Every server's ratios to the baseline over the rounds of several reports that share their baseline."""
+    ratios: dict[str, list[float]] = {}
+    for path in paths:
+        rounds = json.loads(path.read_text())["rounds"]
+        base = "oneproc"
+        for row in rounds:
+            for name, v in row.items():
+                if name != base and base in row:
+                    ratios.setdefault(name, []).append(v["answers_per_s"] / row[base]["answers_per_s"])
+    for name, v in sorted(ratios.items(), key=lambda kv: -len(kv[1])):
+        v.sort()
+        print(f"{name}: {len(v)} rounds against oneproc, median {statistics.median(v):.3f}x, geometric mean "
+              f"{statistics.geometric_mean(v):.3f}x, quartiles {v[len(v) // 4]:.3f}-{v[3 * len(v) // 4]:.3f}")
 
 
 def main() -> None:
@@ -72,11 +91,17 @@ def main() -> None:
     ap.add_argument("--weights-dir", type=Path, default=sb.REPO / "weights")
     ap.add_argument("--model", default="trm-mlp-sudoku")
     ap.add_argument("--out", type=Path, default=None)
+    ap.add_argument("--pool", type=Path, nargs="+", default=None,
+                    help="measure nothing: pool the rounds of these reports (their baseline is oneproc)")
     args = ap.parse_args()
+    if args.pool:
+        pool(args.pool)
+        return
     names = args.servers.split(",")
     for name in names:
-        if name not in ("oneproc", "serve") and not (name.startswith("serve-t") and name[7:].isdigit()):
-            ap.error(f"--servers: unknown {name!r}")
+        kind, *assignments = name.split(":")
+        if kind not in ("oneproc", "serve") or not all("=" in a for a in assignments):
+            ap.error(f"--servers: {name!r} is not oneproc or serve, with :VAR=VALUE settings")
 
     rng = random.Random(1234)
     puzzles = [generate(rng, "medium") for _ in range(600)]
@@ -85,7 +110,7 @@ def main() -> None:
     with tempfile.TemporaryDirectory(prefix="split-cost-") as tmp_name:
         tmp = Path(tmp_name)
         model = args.weights_dir / args.model
-        servers = {name: start(name, model, tmp, spec) for name in names}
+        servers = {name: start(name, f"split-{i}", model, tmp, spec) for i, name in enumerate(names)}
         try:
             for server in servers.values():
                 server.wait_ready()
