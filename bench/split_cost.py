@@ -12,6 +12,8 @@ Servers (`--servers`, comma-separated), each `KIND` or `KIND:VAR=VALUE[:VAR=VALU
 that server's processes, e.g. `serve:RECURSOLVE_ENGINE_THREADS=1`):
   oneproc    one uvicorn process, the engine core in a thread (the shape before the split)
   serve      `recursolve serve`: the supervisor, one engine-core process, the default API processes
+  static     no server: serve_bench's official-style static loop in this process (batches of --batch-rows,
+             the model's halt_max_steps each, no halting), for the continuous/static ratio
 
     .venv/bin/python bench/split_cost.py        # writes bench/results/split-cost-<host>.json
     .venv/bin/python bench/split_cost.py --pool bench/results/split-cost-*vm.json   # the rounds of several runs
@@ -20,6 +22,7 @@ that server's processes, e.g. `serve:RECURSOLVE_ENGINE_THREADS=1`):
 from __future__ import annotations
 
 import argparse
+import asyncio
 import json
 import os
 import random
@@ -54,29 +57,33 @@ def start(name: str, tag: str, model: Path, tmp: Path, spec: dict[str, Any]) -> 
                 os.environ[k] = v
 
 
-def window(server: sb.Server, puzzles: list[Any], args: argparse.Namespace) -> dict[str, Any]:
-    """One measured window of the closed loop on `server`."""
+def window(server: sb.Server | None, puzzles: list[Any], args: argparse.Namespace) -> dict[str, Any]:
+    """One measured window of the closed loop on `server` (None: on the static loop, in this process)."""
     load = sb.Load(args.concurrency, args.window, args.warmup, puzzles)
-    mode = sb.HttpMode(None, {}, "solve", "serve")
-    t_measure, t_end = event_loop_runner()(sb.run_http(load, server.url, mode))
+    if server is None:
+        model = args.weights_dir / args.model
+        steps = int(json.loads((model / "config.json").read_text()).get("halt_max_steps", 16))
+        (t_measure, t_end), _ = asyncio.run(sb.run_static(load, model, args.batch_rows, steps, "cpu"))
+    else:
+        mode = sb.HttpMode(None, {}, "solve", "serve")
+        t_measure, t_end = event_loop_runner()(sb.run_http(load, server.url, mode))
     s = sb.summarise(load.results(), t_measure, t_end)
     return {"answers_per_s": s["throughput_rps"], "p99_ms": s["latency_ms"]["p99"], "errors": s["errors"],
             "verified": s["verified_fraction"]}
 
 
-def pool(paths: list[Path]) -> None:
-    """Every server's ratios to the baseline over the rounds of several reports that share their baseline."""
+def pool(paths: list[Path], base: str) -> None:
+    """Every server's ratios to `base` over the rounds of several reports (those that ran it)."""
     ratios: dict[str, list[float]] = {}
     for path in paths:
         rounds = json.loads(path.read_text())["rounds"]
-        base = "oneproc"
         for row in rounds:
             for name, v in row.items():
                 if name != base and base in row:
                     ratios.setdefault(name, []).append(v["answers_per_s"] / row[base]["answers_per_s"])
     for name, v in sorted(ratios.items(), key=lambda kv: -len(kv[1])):
         v.sort()
-        print(f"{name}: {len(v)} rounds against oneproc, median {statistics.median(v):.3f}x, geometric mean "
+        print(f"{name}: {len(v)} rounds against {base}, median {statistics.median(v):.3f}x, geometric mean "
               f"{statistics.geometric_mean(v):.3f}x, quartiles {v[len(v) // 4]:.3f}-{v[3 * len(v) // 4]:.3f}")
 
 
@@ -92,16 +99,17 @@ def main() -> None:
     ap.add_argument("--model", default="trm-mlp-sudoku")
     ap.add_argument("--out", type=Path, default=None)
     ap.add_argument("--pool", type=Path, nargs="+", default=None,
-                    help="measure nothing: pool the rounds of these reports (their baseline is oneproc)")
+                    help="measure nothing: pool the rounds of these reports, as ratios to --base")
+    ap.add_argument("--base", default="oneproc", help="the baseline of --pool (default oneproc)")
     args = ap.parse_args()
     if args.pool:
-        pool(args.pool)
+        pool(args.pool, args.base)
         return
     names = args.servers.split(",")
     for name in names:
         kind, *assignments = name.split(":")
-        if kind not in ("oneproc", "serve") or not all("=" in a for a in assignments):
-            ap.error(f"--servers: {name!r} is not oneproc or serve, with :VAR=VALUE settings")
+        if name != "static" and (kind not in ("oneproc", "serve") or not all("=" in a for a in assignments)):
+            ap.error(f"--servers: {name!r} is not static, or oneproc or serve with :VAR=VALUE settings")
 
     rng = random.Random(1234)
     puzzles = [generate(rng, "medium") for _ in range(600)]
@@ -110,10 +118,12 @@ def main() -> None:
     with tempfile.TemporaryDirectory(prefix="split-cost-") as tmp_name:
         tmp = Path(tmp_name)
         model = args.weights_dir / args.model
-        servers = {name: start(name, f"split-{i}", model, tmp, spec) for i, name in enumerate(names)}
+        servers = {name: start(name, f"split-{i}", model, tmp, spec) if name != "static" else None
+                   for i, name in enumerate(names)}
         try:
             for server in servers.values():
-                server.wait_ready()
+                if server is not None:
+                    server.wait_ready()
             for r in range(args.rounds):
                 order = names if r % 2 == 0 else names[::-1]  # neither always goes first
                 row = {name: window(servers[name], puzzles, args) for name in order}
@@ -122,7 +132,8 @@ def main() -> None:
                       flush=True)
         finally:
             for server in servers.values():
-                server.stop()
+                if server is not None:
+                    server.stop()
     base = names[0]
     ratios = {n: [round(row[n]["answers_per_s"] / row[base]["answers_per_s"], 3) for row in rounds]
               for n in names[1:]}
