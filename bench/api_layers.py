@@ -39,6 +39,8 @@ import orjson
 from fastapi import FastAPI, Request, Response
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "tests"))
+from http_load import event_loop_runner  # bench/http_load.py (this script's folder is on sys.path)
+
 from app.api.schemas import SolveRequest
 from app.engine.protocol import EngineOutput, EngineRequest
 from app.gc_pauses import freeze_startup_heap
@@ -178,12 +180,7 @@ def main() -> None:
     if not layers <= set(LAYERS):
         ap.error(f"--layers: unknown {', '.join(sorted(layers - set(LAYERS)))}")
     os.environ.setdefault("RECURSOLVE_LOG_LEVEL", "warning")
-    try:
-        import uvloop
-        run = uvloop.run
-    except ImportError:
-        run = asyncio.run
-    us = run(measure(layers, args.seconds, args.repeats))
+    us = event_loop_runner()(measure(layers, args.seconds, args.repeats))  # uvloop, as the server's processes
     for layer, v in us.items():
         print(f"{layer:11s} {v:7.1f} us {'a call' if layer == 'exact' else 'of event-loop CPU an answer'}")
     host = platform.node() or "host"
