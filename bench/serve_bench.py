@@ -309,7 +309,8 @@ class Server:
 
     def __init__(self, kind: str, model: Path, spec: dict[str, Any], tmp: Path, tag: str,
                  api_workers: int | None = None, max_batch_items: int = 64, repo: Path = REPO,
-                 engines: int = 1) -> None:
+                 engines: int = 1, extra_env: dict[str, str] | None = None) -> None:
+        """`extra_env`: environment variables of the server's processes beyond the bench's own."""
         self.port = free_port()
         self.url = f"http://127.0.0.1:{self.port}"
         models_file = tmp / f"models-{tag}.yaml"
@@ -325,6 +326,7 @@ class Server:
         for name in ("RECURSOLVE_REDIS_URL", "RECURSOLVE_ENGINE_ADDRESS", "RECURSOLVE_API_WORKERS",
                      "RECURSOLVE_ENGINES", "PROMETHEUS_MULTIPROC_DIR", "RECURSOLVE_API_KEYS"):
             env.pop(name, None)
+        env |= extra_env or {}
         if kind == "serve":
             argv = [sys.executable, "-m", "app.cli", "serve"]
             if api_workers is not None:

@@ -41,29 +41,20 @@ from http_load import event_loop_runner
 from puzzles.sudoku import generate
 
 
-def start(name: str, tag: str, model: Path, tmp: Path, spec: dict[str, Any]) -> sb.Server:
-    """The server `name` (see the docstring), started with its environment variables set."""
+def parse_server(name: str) -> tuple[str, dict[str, str]] | None:
+    """(kind, environment) of a --servers entry (see the docstring); None when it is not one."""
     kind, *assignments = name.split(":")
-    env = dict(a.split("=", 1) for a in assignments)
-    saved = {k: os.environ.get(k) for k in env}
-    os.environ.update(env)
-    try:
-        return sb.Server(kind, model, spec, tmp, tag)
-    finally:
-        for k, v in saved.items():
-            if v is None:
-                os.environ.pop(k, None)
-            else:
-                os.environ[k] = v
+    if name == "static" or (kind in ("oneproc", "serve") and all("=" in a for a in assignments)):
+        return kind, dict(a.split("=", 1) for a in assignments)
+    return None
 
 
 def window(server: sb.Server | None, puzzles: list[Any], args: argparse.Namespace) -> dict[str, Any]:
     """One measured window of the closed loop on `server` (None: on the static loop, in this process)."""
     load = sb.Load(args.concurrency, args.window, args.warmup, puzzles)
     if server is None:
-        model = args.weights_dir / args.model
-        steps = int(json.loads((model / "config.json").read_text()).get("halt_max_steps", 16))
-        (t_measure, t_end), _ = asyncio.run(sb.run_static(load, model, args.batch_rows, steps, "cpu"))
+        (t_measure, t_end), _ = asyncio.run(sb.run_static(load, args.weights_dir / args.model, args.batch_rows,
+                                                          args.static_steps, "cpu"))
     else:
         mode = sb.HttpMode(None, {}, "solve", "serve")
         t_measure, t_end = event_loop_runner()(sb.run_http(load, server.url, mode))
@@ -78,8 +69,10 @@ def pool(paths: list[Path], base: str) -> None:
     for path in paths:
         rounds = json.loads(path.read_text())["rounds"]
         for row in rounds:
+            if base not in row:
+                continue
             for name, v in row.items():
-                if name != base and base in row:
+                if name != base:
                     ratios.setdefault(name, []).append(v["answers_per_s"] / row[base]["answers_per_s"])
     for name, v in sorted(ratios.items(), key=lambda kv: -len(kv[1])):
         v.sort()
@@ -106,10 +99,14 @@ def main() -> None:
         pool(args.pool, args.base)
         return
     names = args.servers.split(",")
+    parsed: dict[str, tuple[str, dict[str, str]]] = {}
     for name in names:
-        kind, *assignments = name.split(":")
-        if name != "static" and (kind not in ("oneproc", "serve") or not all("=" in a for a in assignments)):
+        found = parse_server(name)
+        if found is None:
             ap.error(f"--servers: {name!r} is not static, or oneproc or serve with :VAR=VALUE settings")
+        parsed[name] = found
+    model = args.weights_dir / args.model
+    args.static_steps = int(json.loads((model / "config.json").read_text()).get("halt_max_steps", 16))
 
     rng = random.Random(1234)
     puzzles = [generate(rng, "medium") for _ in range(600)]
@@ -117,9 +114,8 @@ def main() -> None:
     rounds: list[dict[str, Any]] = []
     with tempfile.TemporaryDirectory(prefix="split-cost-") as tmp_name:
         tmp = Path(tmp_name)
-        model = args.weights_dir / args.model
-        servers = {name: start(name, f"split-{i}", model, tmp, spec) if name != "static" else None
-                   for i, name in enumerate(names)}
+        servers = {name: sb.Server(kind, model, spec, tmp, f"split-{i}", extra_env=env) if kind != "static" else None
+                   for i, (name, (kind, env)) in enumerate(parsed.items())}
         try:
             for server in servers.values():
                 if server is not None:
