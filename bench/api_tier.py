@@ -103,8 +103,10 @@ def measure(kind: str, args: argparse.Namespace, tmp: Path) -> dict[str, Any]:
     """One server, one measured window of `kind` answers: the report's entry for it."""
     answers = answers_kind(kind, tmp / kind)
     cpus = os.sched_getaffinity(0)  # pin() moves this process off the API's CPU: the next server gets them back
+    # One engine thread: OpenMP spinning would take the API's core.
     server = sb.Server("serve", tmp / kind, {"device": "cpu", "batch_rows": 256, "max_queue_rows": 4096},
-                       tmp, f"api-tier-{kind}", api_workers=1, repo=args.repo)
+                       tmp, f"api-tier-{kind}", api_workers=1, repo=args.repo,
+                       extra_env={"RECURSOLVE_ENGINE_THREADS": "1"})
     try:
         server.wait_ready()
         pinned = pin(sb.server_roles(server.proc.pid))
@@ -157,7 +159,6 @@ def main() -> None:
     if not set(kinds) <= set(KINDS):
         ap.error(f"--answers: unknown {', '.join(sorted(set(kinds) - set(KINDS)))}")
 
-    os.environ["RECURSOLVE_ENGINE_THREADS"] = "1"  # one engine thread: OpenMP spinning would take the API's core
     report: dict[str, Any] = {
         "benchmark": "api_tier", "command": " ".join(sys.argv), "repo": str(args.repo), "host": os.uname().nodename,
         "when": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
