@@ -136,6 +136,11 @@ def evaluate(
     ks = [int(k) for k in ptrm_k.split(",") if k.strip()]
     result = run(model, heldout, n=n, ptrm_k=ks, ptrm_n=ptrm_n, sigma=sigma, noise_on=noise_on,
                  tiers=tiers.split(",") if tiers else None, threads=threads, device=device)
+    _report(result, out)
+
+
+def _report(result: object, out: Path | None) -> None:
+    """Print a command's JSON result, and write it to `out` too when given."""
     text = json.dumps(result, indent=2)
     if out:
         out.parent.mkdir(parents=True, exist_ok=True)
@@ -162,11 +167,7 @@ def calibrate(
     report = fit(model, val, n=n, threads=threads, device=device)
     if write:
         write_temperature(model, report, apply=apply)
-    text = json.dumps(report, indent=2)
-    if out:
-        out.parent.mkdir(parents=True, exist_ok=True)
-        out.write_text(text + "\n")
-    typer.echo(text)
+    _report(report, out)
 
 
 @app.command()

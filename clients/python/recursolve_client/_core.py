@@ -8,7 +8,7 @@ from __future__ import annotations
 import email.utils
 import json
 import time
-from collections.abc import Iterator, Mapping
+from collections.abc import Iterable, Iterator, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -142,6 +142,14 @@ class SSEParser:
 
     def close(self) -> Iterator[tuple[str, str]]:
         yield from self.feed("")
+
+
+def stream_items(events: Iterable[tuple[str, str]], request_id: str | None) -> Iterator[StepEvent | SolveResponse]:
+    """The typed objects of parsed SSE events (see `stream_item`), the skipped events left out."""
+    for event, data in events:
+        item = stream_item(event, data, request_id)
+        if item is not None:
+            yield item
 
 
 def stream_item(event: str, data: str, request_id: str | None) -> StepEvent | SolveResponse | None:

@@ -113,14 +113,8 @@ class Client:
         parser = SSEParser()
         try:
             for line in response.iter_lines():
-                for event, data in parser.feed(line):
-                    item = _core.stream_item(event, data, rid)
-                    if item is not None:
-                        yield item
-            for event, data in parser.close():
-                item = _core.stream_item(event, data, rid)
-                if item is not None:
-                    yield item
+                yield from _core.stream_items(parser.feed(line), rid)
+            yield from _core.stream_items(parser.close(), rid)
         finally:
             response.close()
 
@@ -213,14 +207,10 @@ class AsyncClient:
         parser = SSEParser()
         try:
             async for line in response.aiter_lines():
-                for event, data in parser.feed(line):
-                    item = _core.stream_item(event, data, rid)
-                    if item is not None:
-                        yield item
-            for event, data in parser.close():
-                item = _core.stream_item(event, data, rid)
-                if item is not None:
+                for item in _core.stream_items(parser.feed(line), rid):
                     yield item
+            for item in _core.stream_items(parser.close(), rid):
+                yield item
         finally:
             await response.aclose()
 
