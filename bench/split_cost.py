@@ -8,8 +8,9 @@ Sudoku model, cache off) drives one at a time for --window seconds, round after 
 server's answers/s per round and, per round, its ratio to the one-process server; the median of the ratios is the
 figure. An idle server costs next to nothing (its engine polls its socket every 100 ms).
 
-Servers (`--servers`, comma-separated), each `KIND` or `KIND:VAR=VALUE[:VAR=VALUE...]` (environment variables of
-that server's processes, e.g. `serve:RECURSOLVE_ENGINE_THREADS=1`):
+Servers (`--servers`, comma-separated), each `KIND[+HALTING][:VAR=VALUE...]`: `+HALTING` sends the requests with
+that halting rule (`serve+verifier`: {"halting": "verifier"}; default: none, /v1/solve's auto), `:VAR=VALUE` sets
+environment variables of that server's processes (`serve:RECURSOLVE_ENGINE_THREADS=1`):
   oneproc    one uvicorn process, the engine core in a thread (the shape before the split)
   serve      `recursolve serve`: the supervisor, one engine-core process, the default API processes
   static     no server: serve_bench's official-style static loop in this process (batches of --batch-rows,
@@ -40,23 +41,30 @@ from http_load import event_loop_runner
 
 from puzzles.sudoku import generate
 
+HALTING = ("auto", "verifier", "q_head", "max_steps")  # the halting rules a `+HALTING` suffix may name
 
-def parse_server(name: str) -> tuple[str, dict[str, str]] | None:
-    """(kind, environment) of a --servers entry (see the docstring); None when it is not one."""
-    kind, *assignments = name.split(":")
-    if name == "static" or (kind in ("oneproc", "serve") and all("=" in a for a in assignments)):
-        return kind, dict(a.split("=", 1) for a in assignments)
+
+def parse_server(name: str) -> tuple[str, dict[str, str], dict[str, str]] | None:
+    """(kind, environment, request options) of a --servers entry (see the docstring); None when it is not one."""
+    head, *assignments = name.split(":")
+    kind, _, halting = head.partition("+")
+    if name == "static":
+        return kind, {}, {}
+    if kind in ("oneproc", "serve") and all("=" in a for a in assignments) and (not halting or halting in HALTING):
+        return kind, dict(a.split("=", 1) for a in assignments), {"halting": halting} if halting else {}
     return None
 
 
-def window(server: sb.Server | None, puzzles: list[Any], args: argparse.Namespace) -> dict[str, Any]:
-    """One measured window of the closed loop on `server` (None: on the static loop, in this process)."""
+def window(server: sb.Server | None, options: dict[str, str], puzzles: list[Any], args: argparse.Namespace
+           ) -> dict[str, Any]:
+    """One measured window of the closed loop on `server` with these request options (None: on the static loop,
+    in this process)."""
     load = sb.Load(args.concurrency, args.window, args.warmup, puzzles)
     if server is None:
         (t_measure, t_end), _ = asyncio.run(sb.run_static(load, args.weights_dir / args.model, args.batch_rows,
                                                           args.static_steps, "cpu"))
     else:
-        mode = sb.HttpMode(None, {}, "solve", "serve")
+        mode = sb.HttpMode(None, options, "solve", "serve")
         t_measure, t_end = event_loop_runner()(sb.run_http(load, server.url, mode))
     s = sb.summarise(load.results(), t_measure, t_end)
     return {"answers_per_s": s["throughput_rps"], "p99_ms": s["latency_ms"]["p99"], "errors": s["errors"],
@@ -103,7 +111,8 @@ def main() -> None:
     for name in names:
         found = parse_server(name)
         if found is None:
-            ap.error(f"--servers: {name!r} is not static, or oneproc or serve with :VAR=VALUE settings")
+            ap.error(f"--servers: {name!r} is not static, or oneproc or serve with +HALTING ({', '.join(HALTING)}) "
+                     "and :VAR=VALUE settings")
         parsed[name] = found
     model = args.weights_dir / args.model
     args.static_steps = int(json.loads((model / "config.json").read_text()).get("halt_max_steps", 16))
@@ -115,14 +124,14 @@ def main() -> None:
     with tempfile.TemporaryDirectory(prefix="split-cost-") as tmp_name:
         tmp = Path(tmp_name)
         servers = {name: sb.Server(kind, model, spec, tmp, f"split-{i}", extra_env=env) if kind != "static" else None
-                   for i, (name, (kind, env)) in enumerate(parsed.items())}
+                   for i, (name, (kind, env, _)) in enumerate(parsed.items())}
         try:
             for server in servers.values():
                 if server is not None:
                     server.wait_ready()
             for r in range(args.rounds):
                 order = names if r % 2 == 0 else names[::-1]  # neither always goes first
-                row = {name: window(servers[name], puzzles, args) for name in order}
+                row = {name: window(servers[name], parsed[name][2], puzzles, args) for name in order}
                 rounds.append(row)
                 print(f"round {r + 1}: " + ", ".join(f"{n} {row[n]['answers_per_s']:.1f}/s" for n in names),
                       flush=True)
