@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # One device-tool call that checks the engine's CUDA path and measures it (issue 9), within a short lease.
 # Prepare here once:  echo /.whl/ >> .git/info/exclude && bash deploy/gpu-wheels.sh .whl
-# Then run on the GPU machine (device tool, carry [".whl"]):  bash bench/gpu_check.sh [DURATION_S] [MODES]
+# Then run on the GPU machine (device tool, carry [".whl"]):  bash bench/gpu_check.sh [DURATION_S] [MODES|none]
 # Everything it prints and writes lands in $OUT (default ./gpu-out): check.log (machine and tests), bench.log,
 # the benchmark's JSON (serve-gpu[-TAG].json), nvidia-smi's utilisation samples taken while it ran (dmon.txt),
 # and with PROFILE=1 py-spy's stacks of the engine-core and one API process per HTTP mode ($OUT/prof; the
@@ -16,7 +16,7 @@ export PYTHONUNBUFFERED=1
 OUT=${OUT:-gpu-out}
 mkdir -p "$OUT"
 duration=${1:-12}
-modes=${2:-graph,inproc,engine,continuous,batch,static}
+modes=${2:-graph,inproc,engine,continuous,verifier,batch,static}  # none: the tests (and API_LAYERS) alone
 tag=${TAG:+-$TAG}
 
 if [ ! -d /tmp/site/fastapi ]; then  # installed once per machine
@@ -46,6 +46,9 @@ if [ -n "${API_LAYERS:-}" ]; then
     | tee -a "$OUT/check.log"
 fi
 
+if [ "$modes" = none ]; then
+  exit 0
+fi
 echo "== gpu_check${tag} $(date -u +%FT%TZ)" >> "$OUT/dmon.txt"
 nvidia-smi dmon -s um -d 1 >> "$OUT/dmon.txt" 2>&1 &
 dmon=$!

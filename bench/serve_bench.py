@@ -32,7 +32,8 @@ together, supervisor; from /proc over the same window) with api_busy, the API pr
 generator's client processes' mean share of a core (near 1.0: the clients bound it), over the answers completed
 in the measured window (after the warm-up; requests still in flight at the end are cut, so a slow mode cannot
 stretch the run). The summary adds
-the ratios continuous/static, inproc/graph, engine/graph, batch/inproc and continuous/oneproc.
+the ratios continuous/static, verifier/static (about equal verified accuracy), inproc/graph, engine/graph,
+batch/inproc and continuous/oneproc.
 The result cache is disabled in the servers; puzzles cycle through a seeded pool (--puzzles, default 600), so
 a repeat is hundreds of requests away and never coalesces with an identical request in flight.
 
@@ -1063,8 +1064,10 @@ def run_mode(mode: str, args: argparse.Namespace, model: Path, puzzles: list[Sud
     return summary | info
 
 
-RATIOS = (("continuous", "static"), ("inproc", "graph"), ("engine", "graph"), ("batch", "inproc"),
-          ("continuous", "oneproc"))
+# verifier/static: /v1/solve against the static loop at about equal verified accuracy (halting=verifier skips
+# auto's escalations, which buy the last few percent); continuous/static compares /v1/solve's default.
+RATIOS = (("continuous", "static"), ("verifier", "static"), ("inproc", "graph"), ("engine", "graph"),
+          ("batch", "inproc"), ("continuous", "oneproc"))
 
 
 def graph_answers(results: dict[str, Any]) -> str | None:
