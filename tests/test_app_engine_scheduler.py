@@ -498,6 +498,18 @@ def test_the_hedge_starts_beside_the_plain_run_and_the_first_to_verify_answers()
     assert s.running_rows == 1 and s.is_live("late") and not s.is_live("a") and not s.is_live("a#hedge")
 
 
+def test_a_hedge_that_wins_reports_the_requests_time_in_the_queue():
+    """The request's queue time is its plain run's, also when the hedge answers and the plain run is stopped."""
+    s = Scheduler(num_rows=8, max_queue_rows=16, seq_len=L)
+    add(s, auto_req("a", k=2, max_steps=3, hedge_after=1), verify_each=True)
+    assert admitted_ids(s, now=T0 + 0.5) == ["a"]  # half a second in the queue
+    assert not step(s, now=T0 + 0.6, verified=False, q=0.5).finished
+    assert admitted_ids(s, now=T0 + 0.6) == ["a#hedge"]
+    (out,) = step(s, now=T0 + 0.7, verified=[False, True, False]).finished  # rows: plain, hedge x2
+    assert (out.id, out.valid, out.chosen) == ("a", True, 1)
+    assert out.queue_ms == pytest.approx(500.0) and out.compute_ms == pytest.approx(200.0)
+
+
 def test_a_plain_run_that_verifies_stops_its_hedge_running_or_queued():
     s = Scheduler(num_rows=8, max_queue_rows=16, seq_len=L)
     hedged(s, "running")
@@ -558,6 +570,14 @@ def test_hedged_runs_are_aborted_cut_and_failed_as_one_request():
     s.abort(["gone"])
     res = step(s, verified=False)
     assert res.finished == [] and not s.is_live("gone") and not s.is_live("gone#hedge") and s.running_rows == 0
+    assert set(res.dropped) == {"gone"}  # by the id its caller knows (the engine core forgets it by that id)
+    hedged(s, "left", max_steps=2)
+    s.schedule(T0)
+    step(s, verified=False)  # the plain run ends unverified at its max_steps; the hedge runs on
+    assert not s.is_live("left") and s.is_live("left#hedge")
+    s.abort(["left"])
+    res = step(s, verified=False)
+    assert res.finished == [] and res.dropped == ["left"] and s.running_rows == 0
     hedged(s, "cut")
     s.schedule(T0)
     step(s, verified=False, q=[-2.0, 1.0, 0.0, 0.0])

@@ -24,7 +24,6 @@ import torch
 from app import metrics
 from app.engine.backends import make_backend
 from app.engine.protocol import (
-    ENGINE_ERROR,
     UNKNOWN_MODEL,
     EngineRequest,
     ModelInfo,
@@ -150,9 +149,23 @@ class ModelEngine:
         are dropped (a request that halts on its verifier or Q-head gets one wasted row-step at its end, against
         Python that no longer waits on the device; a row the step in flight brings to max_steps is not launched
         again)."""
+        result = StepResult()
+        try:
+            self._step(now, result)
+        except Exception as e:  # a failed step fails its requests, never the loop; what it resolved still goes out
+            log.exception("ACT step failed on model %s", self.info.name)
+            result.rejected = self.scheduler.fail_all(f"model {self.info.name} failed during a step: {e}")
+            result.failed = True
+            self.runner.generators.clear()
+            self.in_flight = None
+        return result
+
+    def _step(self, now: float, result: StepResult) -> None:
+        """`step`'s work, into `result` as it goes: the requests `schedule` resolves (deadline passed in the
+        queue) are out of the scheduler from then on, so a failure later in the step must not lose them."""
         name, sched, runner = self.info.name, self.scheduler, self.runner
         batch = sched.schedule(now)
-        result = StepResult(finished=batch.finished, dropped=batch.dropped)
+        result.finished, result.dropped = batch.finished, batch.dropped
         for o in batch.finished:  # resolved without running: each of its trajectories stopped
             result.halts[o.halted_by] += o.trajectories
         if batch.admitted:
@@ -180,7 +193,7 @@ class ModelEngine:
         if runner.overlap:
             flight, self.in_flight = self.in_flight, flight
         if flight is None:
-            return result
+            return
         out = runner.collect(flight.launched)
         metrics.STEP_DURATION.labels(model=name).observe(time.perf_counter() - flight.t0)
         ran = flight.launched.idx
@@ -194,7 +207,6 @@ class ModelEngine:
         result.dropped += step.dropped
         metrics.RUNNING_ROWS.labels(model=name).set(sched.running_rows)
         self._forget_noise()
-        return result
 
     def _add_noise(self, idx: np.ndarray) -> None:
         """PTRM noise on the rows of `idx` that belong to noisy requests: a loop over those requests (a few),
@@ -284,28 +296,21 @@ class EngineCore:
         for name, model in self.models.items():
             if not model.has_work():
                 continue
-            try:
-                with torch.inference_mode():
-                    result = model.step(time.monotonic())
-            except Exception as e:  # a failed step fails its requests, never the loop
-                log.exception("ACT step failed on model %s", name)
-                for rej in model.scheduler.fail_all(f"model {name} failed during a step: {e}"):
-                    out.rejected.append(Rejected(rej.id, ENGINE_ERROR, rej.message))
-                # Cancelled requests get no rejection but must be forgotten too (or _owner grows per failure).
-                self._owner = {rid: m for rid, m in self._owner.items() if m != name}
-                model.runner.generators.clear()
-                model.in_flight = None
-                continue
+            with torch.inference_mode():
+                result = model.step(time.monotonic())
             self._collect(out, name, result)
         return out
 
     def _collect(self, out: Outputs, name: str, result: StepResult) -> None:
         for reason, n in result.halts.items():
             metrics.HALTS.labels(model=name, reason=reason).inc(n)
-        for rid in [o.id for o in result.finished] + result.dropped:
+        for rid in [o.id for o in result.finished] + [r.id for r in result.rejected] + result.dropped:
             self._owner.pop(rid, None)
+        if result.failed:  # the model holds no request now; cancelled ones got no rejection but must go too
+            self._owner = {rid: m for rid, m in self._owner.items() if m != name}
         out.finished += result.finished
         out.steps += result.steps
+        out.rejected += result.rejected
 
     def _by_model(self, ids: list[str]) -> dict[str, list[str]]:
         groups: dict[str, list[str]] = {}

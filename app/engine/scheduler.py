@@ -13,8 +13,8 @@ Policy, in short:
 - No request may hold more than `max_share` of the rows (it is refused with too_many_rows, naming the
   limit): however heavy the requests already running, the rest of the pool stays free for others, so a
   light request is never queued behind one heavy request.
-- Deadlines include queue time. A request whose deadline passes, or whose client left, while it is still
-  queued is resolved without running: steps 0 and no answer (halted_by deadline/cancelled).
+- Deadlines include queue time. A request whose deadline passes while it is still queued is resolved without
+  running: steps 0 and no answer (halted_by deadline). One whose client left is dropped (nobody waits for it).
 - After each step every row is checked at once (vectorised): cancelled, verified, Q-head, converged, step
   limit, deadline, in that order of precedence when several fire in the same step (HALT_REASONS).
 - A PTRM request frees each row as soon as that row halts; it resolves when its last row halts (selection
@@ -58,8 +58,7 @@ from app.engine.protocol import (
 )
 from models.ptrm import select_trajectory
 
-# Halt reason codes: 0 = still running, i + 1 = HALT_REASONS[i].
-_CANCELLED, _VERIFIED, _Q_HEAD, _CONVERGED, _MAX_STEPS, _DEADLINE = range(1, 7)
+# Halt reason codes in `update`: 0 = still running, i + 1 = HALT_REASONS[i].
 _RULE_CODES = {"q_head": 0, "max_steps": 1, "verifier": 2}
 HEDGE_SUFFIX = "#hedge"  # the id of a hedged escalation: its request's id + this (no output goes out under it)
 
@@ -97,6 +96,11 @@ class RequestState:
     def id(self) -> str:
         return self.request.id
 
+    @property
+    def caller_id(self) -> str:
+        """The id the request's caller knows: a hedge's is its plain run's (its own ends in HEDGE_SUFFIX)."""
+        return self.partner.id if self.is_hedge and self.partner is not None else self.id
+
 
 @dataclass(frozen=True)
 class Admission:
@@ -111,17 +115,20 @@ class SchedulerOutput:
     admitted: list[Admission]
     active: np.ndarray  # int64 row indices to step this iteration
     finished: list[EngineOutput]
-    dropped: list[str]  # cancelled requests forgotten without an output (their callers are gone)
+    dropped: list[str]  # cancelled requests forgotten without an output (their callers are gone), by caller id
 
 
 @dataclass
 class StepResult:
-    """What `update` decided after a step: finished requests, stream updates, halt counts (for metrics)."""
+    """What one iteration decided: finished requests, stream updates, halt counts (for metrics); when the step
+    failed, the requests it rejected (`fail_all`)."""
 
     finished: list[EngineOutput] = field(default_factory=list)
     steps: list[StepUpdate] = field(default_factory=list)
     halts: Counter[str] = field(default_factory=Counter)
-    dropped: list[str] = field(default_factory=list)  # cancelled requests forgotten without an output
+    dropped: list[str] = field(default_factory=list)  # cancelled requests forgotten without an output, by caller id
+    rejected: list[Rejected] = field(default_factory=list)
+    failed: bool = False  # the step raised: every request the model held is in `rejected` (or was cancelled)
 
 
 def _sigmoid(x: float) -> float:
@@ -180,7 +187,7 @@ class Scheduler:
     # -- requests in -------------------------------------------------------------------------------
 
     def add(self, request: EngineRequest, verify_each: bool = False) -> Rejected | None:
-        """Queue a request, or say why not (the only place requests are refused)."""
+        """Queue a request, or say why not (every refusal but an unknown model's, which the engine core makes)."""
         rows = request.rows
         # An auto request must be able to run its escalation too.
         need = max(rows, request.escalation.trajectories) if request.escalation is not None else rows
@@ -214,8 +221,7 @@ class Scheduler:
         self._states[request.id] = state
         self._waiting.append(state)
         self._watch_deadline(state)
-        self._waiting_rows += request.rows
-        self._waiting_bytes += size
+        self._count_waiting(state, +1)
         return None
 
     def abort(self, ids: list[str]) -> None:
@@ -295,11 +301,10 @@ class Scheduler:
             keep: deque[RequestState] = deque()
             for s in self._waiting:
                 if s.cancelled or s.request.deadline <= now:
-                    self._waiting_rows -= s.request.rows
-                    self._waiting_bytes -= s.request.nbytes
+                    self._count_waiting(s, -1)
                     del self._states[s.id]
                     if s.cancelled:  # nobody waits for a cancelled request's answer
-                        dropped.append(s.id)
+                        dropped.append(s.caller_id)
                     elif (out := self._unstarted(s, "deadline", now)) is not None:
                         finished.append(out)
                 else:
@@ -329,8 +334,7 @@ class Scheduler:
         return expired
 
     def _admit(self, s: RequestState, now: float) -> Admission:
-        self._waiting_rows -= s.request.rows
-        self._waiting_bytes -= s.request.nbytes
+        self._count_waiting(s, -1)
         rows = [heapq.heappop(self._free) for _ in range(s.request.rows)]
         s.admitted_at = now
         s.rows = rows
@@ -389,9 +393,11 @@ class Scheduler:
         cancelled = self.cancelled[idx]
         checked = self.verify_each[idx] & ~cancelled
         ok = checked & (verified if verified is not None else False)
-        conditions = [cancelled, ok, q_rule, (self.converge[idx] > 0) & (unchanged >= self.converge[idx]),
-                      steps >= self.max_steps[idx], self.deadline[idx] <= now]
-        code = np.select(conditions, list(range(1, len(HALT_REASONS) + 1)), default=0)
+        fired = {"cancelled": cancelled, "verified": ok, "q_head": q_rule,
+                 "converged": (self.converge[idx] > 0) & (unchanged >= self.converge[idx]),
+                 "max_steps": steps >= self.max_steps[idx], "deadline": self.deadline[idx] <= now}
+        # the first reason that fired, in HALT_REASONS' order of precedence
+        code = np.select([fired[r] for r in HALT_REASONS], list(range(1, len(HALT_REASONS) + 1)), default=0)
 
         out = StepResult()
         out.steps = self._step_updates(idx, tokens, q_halt, steps, cancelled)
@@ -430,7 +436,7 @@ class Scheduler:
             if result is not None:
                 out.finished.append(result)
             elif s.cancelled and s.id not in self._states:
-                out.dropped.append(s.id)
+                out.dropped.append(s.caller_id)
         return out
 
     def _release(self, s: RequestState) -> None:
@@ -536,15 +542,18 @@ class Scheduler:
         while ahead < len(self._waiting) and (self._waiting[ahead].first is not None or self._waiting[ahead].is_hedge):
             ahead += 1
         self._waiting.insert(ahead, s)
-        self._waiting_rows += s.request.rows
-        self._waiting_bytes += s.request.nbytes
+        self._count_waiting(s, +1)
         self._watch_deadline(s)
 
     def _unqueue(self, s: RequestState) -> None:
         """Take a waiting request out of the queue (a cut, or a hedge whose partner verified)."""
         self._waiting.remove(s)
-        self._waiting_rows -= s.request.rows
-        self._waiting_bytes -= s.request.nbytes
+        self._count_waiting(s, -1)
+
+    def _count_waiting(self, s: RequestState, sign: int) -> None:
+        """The queue's totals, which its limits read (`add`), as `s` joins (+1) or leaves (-1) it."""
+        self._waiting_rows += sign * s.request.rows
+        self._waiting_bytes += sign * s.request.nbytes
 
     # -- hedged escalation -------------------------------------------------------------------------
 
@@ -574,7 +583,7 @@ class Scheduler:
             if not out.valid:
                 s.ended = out
                 return None
-            other = self._stop(partner)
+            other = self._stop(partner, now)
         else:
             other = partner.ended
             assert other is not None
@@ -583,8 +592,10 @@ class Scheduler:
         return _hedged(plain, hedge, owner.request.options.hedge_after or 0,
                        (now - (owner.admitted_at if owner.admitted_at is not None else now)) * 1000.0)
 
-    def _stop(self, s: RequestState) -> EngineOutput:
-        """Stop a run whose partner verified: free its rows (or take it out of the queue); what it cost."""
+    def _stop(self, s: RequestState, now: float) -> EngineOutput:
+        """Stop a run whose partner verified: free its rows (or take it out of the queue); what it cost, its
+        time in the queue included (the plain run's is the request's)."""
+        admitted = s.admitted_at if s.admitted_at is not None else now
         if s.admitted_at is None:
             self._unqueue(s)
         self._release(s)
@@ -592,7 +603,8 @@ class Scheduler:
         steps = [t.steps for t in s.trajectories]
         return EngineOutput(id=s.id, tokens=None, confidence=None, q_halt=None, steps=max(steps, default=0),
                             halted_by="cancelled", trajectories=len(steps), chosen=None, row_steps=sum(steps),
-                            valid=None, queue_ms=0.0, compute_ms=0.0, elapsed_steps=max(steps, default=0))
+                            valid=None, queue_ms=(admitted - self._queued_since(s)) * 1000.0,
+                            compute_ms=(now - admitted) * 1000.0, elapsed_steps=max(steps, default=0))
 
     @staticmethod
     def _queued_since(s: RequestState) -> float:
@@ -651,8 +663,7 @@ class Scheduler:
 
     def fail_all(self, message: str) -> list[Rejected]:
         """The step itself failed: every request, running or queued, is rejected with `message`."""
-        ids = dict.fromkeys(s.partner.id if s.is_hedge and s.partner is not None else s.id
-                            for s in self._states.values() if not s.cancelled)
+        ids = dict.fromkeys(s.caller_id for s in self._states.values() if not s.cancelled)
         failed = [Rejected(rid, ENGINE_ERROR, message) for rid in ids]
         for s in list(self._states.values()):
             for row in list(s.rows):
