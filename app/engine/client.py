@@ -273,7 +273,6 @@ class InprocEngine:
         self.address = f"inproc://recursolve-engine-{uuid.uuid4().hex[:8]}"
         self._specs, self._warmup, self._max_share = specs, warmup, max_share
         self._thread: threading.Thread | None = None
-        self._bound = threading.Event()
 
     def start(self) -> None:
         from app.engine.core_loop import run_engine_loop

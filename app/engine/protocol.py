@@ -201,7 +201,8 @@ class Ready(msgspec.Struct, tag=True):
 
 
 class EngineOutput(msgspec.Struct, frozen=True):
-    """A finished request. `tokens` is None only when no step ran (deadline or cancel while queued)."""
+    """A finished request. `tokens` is None only when no step ran (its deadline passed, or a drain cut it, while
+    it was queued)."""
 
     id: str
     tokens: bytes | None

@@ -40,7 +40,8 @@ def batch_buckets(batch_rows: int) -> list[int]:
 
     Why so many above 32: a GPU step of a tiny model is launch-bound below ~32 rows, but above that its time
     grows with the rows, so padding 170 active rows to 256 (powers of two) would cost a third of the step.
-    Multiples of 32 pad by at most 31 rows (at most 2x below 64), for batch_rows / 32 + 6 graphs.
+    Multiples of 32 pad by at most 31 rows (at most 2x below 64), for ceil(batch_rows / 32) + 5 graphs from
+    batch_rows 32 up (13 for 256).
     """
     sizes, b = [], 1
     while b < min(batch_rows, BUCKET_STEP):
