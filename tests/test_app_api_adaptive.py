@@ -152,3 +152,17 @@ async def test_an_engine_verified_answer_renders_as_the_codecs_own_check_would(t
         assert codec.verify(puzzle, answer).valid
         prep = SimpleNamespace(model=SimpleNamespace(codec=codec), puzzle=puzzle)
         assert SolveService._answer(prep, answer, engine_verified=True) == SolveService._answer(prep, answer)
+
+
+async def test_a_stream_of_an_auto_request_caches_only_a_verified_plain_run(client):
+    """A stream shows the plain run alone (no escalation): unverified, it must not answer a later /v1/solve of the
+    same puzzle and options from the cache, which would then never escalate; verified, it may."""
+    unsolved = sudoku(__import__("random").Random(11), "medium")
+    text = get_codec("sudoku").canonical(unsolved)
+    r = await client.post("/v1/solve/stream", json=solve_body(puzzle=text, model="copy", max_steps=2))
+    assert r.status_code == 200 and '"verified":false' in r.text
+    body = await solve_ok(client, puzzle=text, model="copy", max_steps=2)
+    assert (body["cached"], body["escalated"]) == (False, True)
+    r = await client.post("/v1/solve/stream", json=solve_body(puzzle=SOLUTION, model="copy", max_steps=2))
+    assert r.status_code == 200 and '"verified":true' in r.text
+    assert (await solve_ok(client, puzzle=SOLUTION, model="copy", max_steps=2))["cached"] is True

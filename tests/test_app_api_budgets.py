@@ -138,3 +138,6 @@ async def test_batch_over_its_row_step_budget_is_413(client):
                                                    "options": {"max_steps": 50, "halting": "max_steps"}})
     assert r.status_code == 200, r.text
     assert [x["status"] for x in r.json()["results"]] == [200, 404]
+    # halting=auto (the default here) counts its escalation as a single request does: 4 x 10 x (1 + K = 2) = 120
+    r = await client.post("/v1/solve/batch", json={"items": [solve_body(model="copy", max_steps=10)] * 4})
+    assert r.status_code == 413 and "120 row-steps" in r.json()["error"]["message"], r.text

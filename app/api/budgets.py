@@ -21,7 +21,7 @@ from app.api.schemas import SolveRequest
 from app.settings import ModelLimits, Settings
 
 if TYPE_CHECKING:
-    from app.engine.service import SolveService
+    from app.api.service import SolveService
 
 # ModelLimits field -> the Settings field holding its server-wide default.
 SERVER_FIELDS = {"max_steps": "max_steps_cap", "max_trajectories": "trajectories_cap",
@@ -37,7 +37,7 @@ class BudgetExceeded(ValueError):
 
 
 class CostedOptions(Protocol):
-    """What the check reads from resolved options (app.engine.request.SolveOptions has these)."""
+    """What the check reads from resolved options (app.engine.protocol.SolveOptions has these)."""
 
     max_steps: int
     trajectories: int
@@ -106,8 +106,9 @@ def check_batch_budget(row_steps: Iterable[int], cap: int) -> None:
     costs = list(row_steps)
     total = sum(costs)
     if total > cap:
-        raise BudgetExceeded(f"the batch's {len(costs)} items may take {total} row-steps (max_steps x trajectories "
-                             f"summed over the items) but one batch may take at most {cap} "
+        raise BudgetExceeded(f"the batch's {len(costs)} items may take {total} row-steps (max_steps x trajectories, "
+                             f"halting=auto's escalation included, summed over the items) but one batch may take at "
+                             f"most {cap} "
                              "(RECURSOLVE_BATCH_ROW_STEPS_CAP): split the batch or lower max_steps",
                              "items", status=413, code="batch_over_budget")
 
@@ -122,9 +123,10 @@ def batch_row_steps(service: SolveService, items: Iterable[Mapping[str, Any]],
         try:
             item = SolveRequest.model_validate(raw)
             given = {**shared, **item.options.model_dump(exclude_none=True)}
-            opts = service.resolve_options(service.model_for(item.task, item.model), given)
+            model = service.model_for(item.task, item.model)
+            opts = service.resolve_options(model, given)
         except Exception:  # any per-item error (validation, unknown model, over a cap) is reported per item
             costs.append(0)
             continue
-        costs.append(opts.max_steps * opts.trajectories)
+        costs.append(opts.max_steps * service.held_trajectories(model, opts))
     return costs

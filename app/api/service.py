@@ -347,8 +347,13 @@ class SolveService:
         budget = self._budget(model)
         check_budget(opts, budget)  # BudgetExceeded -> 422
         if opts.halting == "auto":  # the plain run and the escalation together
-            check_budget(msgspec.structs.replace(opts, trajectories=1 + self._escalation_k(model, opts)), budget)
+            check_budget(msgspec.structs.replace(opts, trajectories=self.held_trajectories(model, opts)), budget)
         return opts
+
+    def held_trajectories(self, model: ServedModel, opts: SolveOptions) -> int:
+        """The trajectories a request with these resolved options may run, each up to max_steps: halting=auto's
+        plain run and its escalation's K together (what the budgets charge it)."""
+        return 1 + self._escalation_k(model, opts) if opts.halting == "auto" else opts.trajectories
 
     def _budget(self, model: ServedModel) -> Budget:
         """The model's caps over the server's; built once per model (they change only with a new engine Ready)."""
@@ -455,7 +460,10 @@ class SolveService:
                 while not events.empty():  # steps that arrived with the result
                     yield events.get_nowait()
                 result = future.result()
-                await self._cache_put(prep, result)
+                # An auto request's stream runs its plain trajectory alone; unverified, /v1/solve would have
+                # escalated it, so that answer must not stand for the auto request's cache key.
+                if prep.options.halting != "auto" or self._valid(prep, result):
+                    await self._cache_put(prep, result)
                 yield Outcome(result)
                 return
         finally:
