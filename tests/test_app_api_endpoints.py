@@ -218,6 +218,9 @@ async def test_failed_model_load_is_not_ready(tmp_path):
             assert r.status_code == 503 and "loading models failed" in r.json()["detail"]
             r = await c.post("/v1/solve", json=solve_body())
             assert r.status_code == 503 and r.json()["error"]["code"] == "not_ready"
+            # which models are served is not known: not a 404 (which a client would take as final)
+            r = await c.get("/v1/models/broken")
+            assert r.status_code == 503 and r.json()["error"]["code"] == "not_ready" and "retry-after" in r.headers
 
 
 async def test_invalid_model_default_options_fail_the_start(tmp_path):

@@ -101,6 +101,21 @@ async def test_batch_replays_and_bad_keys(app_client):
         assert r.status_code == 400 and r.json()["error"]["code"] == "invalid_idempotency_key"
 
 
+async def test_a_batch_with_an_item_a_retry_would_redo_is_not_kept(app_client):
+    """Items over the queue's room get 429 inside the batch's 200: the batch is marked no-store and a retry with
+    the same key runs again instead of replaying those 429s."""
+    _, c = app_client
+    body = {"items": [solve_body(puzzle=variant(i), model="copy", max_steps=2048, halting="max_steps",
+                                 deadline_ms=300, cache=False) for i in range(24)]}  # copy: 4 rows + 16 queued
+    first = await c.post("/v1/solve/batch", json=body, headers=key("batch-429"))
+    statuses = {r["status"] for r in first.json()["results"]}
+    assert first.status_code == 200 and 429 in statuses and first.headers["cache-control"] == "no-store"
+    again = await c.post("/v1/solve/batch", json=body, headers=key("batch-429"))
+    assert again.status_code == 200 and "idempotent-replayed" not in again.headers
+    whole = await c.post("/v1/solve/batch", json={"items": [solve_body(max_steps=1)]}, headers=key("batch-ok"))
+    assert "cache-control" not in whole.headers
+
+
 async def test_entries_expire_with_the_ttl(app_client):
     app, c = app_client
     body = solve_body(puzzle=variant(2), max_steps=1)

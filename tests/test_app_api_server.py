@@ -68,6 +68,38 @@ async def test_client_disconnect_frees_rows(server):
     assert r.json()["timings"]["queue_ms"] < 200
 
 
+async def test_a_request_whose_client_left_is_counted_and_its_idempotency_key_not_kept(server):
+    """The 499 is counted as client_closed (not an error), and a retry with the same Idempotency-Key runs the
+    request again instead of replaying 'the client disconnected'."""
+    _, base = server
+    body = solve_body(max_steps=4096, halting="max_steps", deadline_ms=1500, cache=False)
+    headers = {"Idempotency-Key": "left-early"}
+
+    def closed() -> float:
+        return metrics.REQUESTS.labels(model="random", task="sudoku", status="client_closed")._value.get()
+
+    before = closed()
+
+    async def long_call():
+        async with httpx.AsyncClient(timeout=60) as c:
+            await c.post(f"{base}/v1/solve", json=body, headers=headers)
+
+    call = asyncio.create_task(long_call())
+    await wait_for(lambda: _is(rows(base), 1))
+    call.cancel()
+    with contextlib.suppress(asyncio.CancelledError):
+        await call
+
+    async def counted():
+        return closed() - before == 1 and await rows(base) == 0
+
+    await wait_for(counted, timeout=2)
+    await asyncio.sleep(0.2)  # the idempotency layer has finished with the first request
+    async with httpx.AsyncClient(timeout=30) as c:
+        r = await c.post(f"{base}/v1/solve", json=body, headers=headers)
+    assert r.status_code == 200 and "idempotent-replayed" not in r.headers and r.json()["halted_by"] == "deadline"
+
+
 async def test_batch_disconnect_frees_every_items_rows(server):
     _, base = server
     before = cancelled_halts()

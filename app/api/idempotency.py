@@ -7,8 +7,9 @@ sharing Redis can replay it) for RECURSOLVE_IDEMPOTENCY_TTL_SECONDS. As the draf
 - the same key while its first request is still running here: 409 `idempotency_key_in_use` + Retry-After.
 Bodies are compared as canonical JSON (key order and whitespace do not matter). Keys are scoped to the path
 and to the API key that sent them, so two clients cannot read each other's answers by guessing keys.
-Only final answers are kept: 200 and the 4xx that a retry would get again; never 408, 409, 429 nor any 5xx
-(a retry should really retry those). The SSE stream is not covered: its answer is a stream, not a body.
+Only final answers are kept: 200 and the 4xx that a retry would get again; never 408, 409, 429, 499 (the client
+left) nor any 5xx (a retry should really retry those), nor a response marked `Cache-Control: no-store` (a batch
+with such an item, see `is_final`). The SSE stream is not covered: its answer is a stream, not a body.
 """
 
 from __future__ import annotations
@@ -31,7 +32,12 @@ PATHS = frozenset({"/v1/solve", "/v1/solve/batch"})
 KEY_PREFIX = "recursolve:idempotency:"
 MAX_KEY_CHARS = 255
 MAX_STORED_BYTES = 4_000_000  # a bigger answer is sent but not kept (a retry then recomputes it)
-NOT_STORED = frozenset({408, 409, 429})
+NOT_STORED = frozenset({408, 409, 429, 499})
+
+
+def is_final(status: int) -> bool:
+    """Whether a retry would get this status again, so an answer with it may be replayed."""
+    return status < 500 and status not in NOT_STORED
 KEPT_HEADERS = (b"content-type", b"x-request-id")
 
 
@@ -107,14 +113,16 @@ class IdempotencyMiddleware:
         headers: dict[str, str] = {}
         chunks: list[bytes] = []
         size = 0
-        complete = False
+        complete = no_store = False
 
         async def capture(message: Message) -> None:
-            nonlocal status, size, complete
+            nonlocal status, size, complete, no_store
             if message["type"] == "http.response.start":
                 status = message["status"]
                 headers.update({k.decode("latin-1"): v.decode("latin-1") for k, v in message.get("headers", ())
                                 if k.lower() in KEPT_HEADERS})
+                no_store = any(k.lower() == b"cache-control" and b"no-store" in v.lower()
+                               for k, v in message.get("headers", ()))
             elif message["type"] == "http.response.body":
                 chunk = message.get("body", b"")
                 size += len(chunk)
@@ -124,7 +132,7 @@ class IdempotencyMiddleware:
             await send(message)
 
         await self.app(scope, receive, capture)
-        if complete and size <= MAX_STORED_BYTES and status < 500 and status not in NOT_STORED:
+        if complete and size <= MAX_STORED_BYTES and is_final(status) and not no_store:
             record = {"fingerprint": fingerprint, "status": status, "headers": headers,
                       "body": b"".join(chunks).hex()}
             await cache.set(stored_at, orjson.dumps(record), self.ttl_seconds)

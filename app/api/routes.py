@@ -16,6 +16,7 @@ from pydantic import ValidationError
 from app import metrics
 from app.api.budgets import BudgetExceeded, batch_row_steps, check_batch_budget
 from app.api.errors import ApiError, classify, count_error, from_validation
+from app.api.idempotency import is_final
 from app.api.redact import clip
 from app.api.schemas import (
     BatchRequest,
@@ -88,10 +89,9 @@ async def run_solve(service: SolveService, item: SolveRequest, request_id: str, 
                                started)
         outcome = await service.solve(prep, is_disconnected)
         return 200, service.render(prep, outcome, request_id), {}
-    except ClientGone:
-        return 499, {"error": {"code": "client_closed", "message": "the client disconnected"}}, {}
     except Exception as exc:
-        err = classify(exc)
+        gone = isinstance(exc, ClientGone)
+        err = ApiError(499, "client_closed", "the client disconnected") if gone else classify(exc)
         count_error(err, *_labels(service, item))
         return err.status, err.body(), err.headers
 
@@ -118,7 +118,11 @@ async def solve_batch(body: BatchRequest, request: Request) -> Response:
     """Every item is validated and solved on its own and gets its own status (200, 404, 413, 422, 429, 503);
     the batch itself answers 200. Items share the engine's batch rows with all other traffic."""
     started = time.monotonic()
-    service = _service(request)
+    try:
+        service = _service(request)
+    except ApiError as err:
+        count_error(err)
+        raise
     limit = _runtime(request).settings.max_batch_items
     if len(body.items) > limit:
         err = ApiError(413, "too_many_items", f"{len(body.items)} items in one batch; the limit is {limit} "
@@ -149,7 +153,10 @@ async def solve_batch(body: BatchRequest, request: Request) -> Response:
 
     results = await asyncio.gather(*(one(i, raw) for i, raw in enumerate(body.items)))
     ok = sum(1 for r in results if r["status"] == 200)
-    return _json({"results": results, "ok": ok, "failed": len(results) - ok}, headers={"X-Request-ID": rid})
+    headers = {"X-Request-ID": rid}
+    if not all(is_final(r["status"]) for r in results):  # a retry would redo those items: not an answer to keep
+        headers["Cache-Control"] = "no-store"
+    return _json({"results": results, "ok": ok, "failed": len(results) - ok}, headers=headers)
 
 
 @router.post("/v1/solve/stream", operation_id="solve_stream", responses={
@@ -215,15 +222,19 @@ async def list_models(request: Request) -> JSONResponse:
 
 
 @router.get("/v1/models/{name}", operation_id="get_model", summary="One served model",
-            responses={404: ERRORS[404]}, tags=["models"])
+            responses={404: ERRORS[404], 503: ERRORS[503]}, tags=["models"])
 async def get_model(name: str, request: Request) -> JSONResponse:
     """Task, architecture, parameters, dtype, device, backend, version hash, the card's measured accuracy and
-    the live engine state (batch rows, running rows, queued rows)."""
-    s = _runtime(request).service
-    model = s.models.get(name) if s is not None else None
+    the live engine state (batch rows, running rows, queued rows). 503 while the engine has not said which
+    models it serves (start-up): whether this one is among them is not known yet."""
+    rt = _runtime(request)
+    s = rt.service
+    if s is None:
+        raise ApiError(503, "not_ready", rt.not_ready_reason(), headers={"Retry-After": "2"})
+    model = s.models.get(name)
     if model is None:
-        served = ", ".join(sorted(s.models)) if s is not None else "none yet"
-        raise ApiError(404, "model_not_found", f"unknown model {clip(name)!r}; served models: {served}", "name")
+        raise ApiError(404, "model_not_found", f"unknown model {clip(name)!r}; served models: "
+                       f"{', '.join(sorted(s.models))}", "name")
     stats = await s.engine.stats()
     return JSONResponse(model.describe(default=s.defaults.get(model.task) == model.name, engine=stats.get(name)))
 
