@@ -1,10 +1,11 @@
 """Result cache: answers keyed on model version + task + canonical puzzle + the options that change the answer.
 
 Two backends behind one protocol: `MemoryCache` (in-process LRU with TTL) and `RedisCache` (shared between
-replicas). Both fail open: a cache problem never fails or slows a solve by more than ~0.1 s; Redis errors
-are counted in recursolve_cache_errors_total{backend="redis"} and logged once per outage.
-What may be cached (successes only, never deadline-cut or unseeded unverified PTRM results) is the
-engine's decision; values are opaque bytes (the engine stores orjson-serialised results).
+replicas). Both fail open: a cache problem never fails a solve nor slows it by more than one operation's
+timeout (0.25 s by default); Redis errors are counted in recursolve_cache_errors_total{backend="redis"} and
+logged once per outage. What may be cached (answers only: never deadline-cut or cancelled runs, nor unseeded
+noisy results that did not verify) is the API's decision (`SolveService._cache_put`); values are opaque bytes
+here (msgpack-encoded engine outputs).
 """
 
 from __future__ import annotations

@@ -29,7 +29,13 @@ CONFIG_FILE = "config.json"
 DTYPE_NAMES = ("float32", "bfloat16", "float16")  # models.config.DTYPES keys
 LOG_LEVELS = ("critical", "error", "warning", "info", "debug")
 # Model names end up in URL paths (/v1/models/{name}) and Prometheus label values.
-MODEL_NAME_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,63}$")
+MODEL_NAME_MAX = 64
+MODEL_NAME_RE = re.compile(rf"^[A-Za-z0-9][A-Za-z0-9._-]{{0,{MODEL_NAME_MAX - 1}}}$")
+# The request schema's hard limits (app/api/schemas.py). The cost caps below cannot exceed them: a request over
+# one is refused by validation before any cap is read, so a cap above it could never be reached.
+MAX_STEPS_LIMIT = 4096  # a request may not hold a row longer than this many ACT steps
+MAX_TRAJECTORIES = 1024
+MAX_DEADLINE_MS = 3_600_000
 DEVICE_RE = re.compile(r"^(auto|cpu|mps|cuda(:\d+)?)$")
 
 
@@ -55,10 +61,10 @@ class ModelLimits(BaseModel):
 
     model_config = ConfigDict(extra="forbid", frozen=True)
 
-    max_steps: int | None = Field(default=None, ge=1)  # ACT steps per trajectory
-    max_trajectories: int | None = Field(default=None, ge=1)  # PTRM K
+    max_steps: int | None = Field(default=None, ge=1, le=MAX_STEPS_LIMIT)  # ACT steps per trajectory
+    max_trajectories: int | None = Field(default=None, ge=1, le=MAX_TRAJECTORIES)  # PTRM K
     max_row_steps: int | None = Field(default=None, ge=1)  # max_steps x trajectories: the rows x steps held
-    max_deadline_ms: int | None = Field(default=None, ge=1)  # the longest time budget a request may ask for
+    max_deadline_ms: int | None = Field(default=None, ge=1, le=MAX_DEADLINE_MS)  # the longest time budget asked
 
 
 class ModelSpec(BaseModel):
@@ -166,15 +172,15 @@ class Settings(BaseSettings):
     # times its text, so an API process's RSS grows by at most a small multiple of this under a flood.
     max_inflight_bytes: int = Field(default=64_000_000, ge=1024)
     max_queue_bytes: int = Field(default=32_000_000, ge=1024)  # per model, unless its models-file entry sets one
-    cache_max_bytes: int = Field(default=64_000_000, ge=1024)  # in-process LRU bound in value bytes (memory cache)
+    cache_max_bytes: int = Field(default=64_000_000, ge=1024)  # in-process LRU bound: keys, values, ~200 B an entry
     # Cost budgets (app/api/budgets.py). A request without deadline_ms gets this one: the best answer so far
     # is returned when it runs out, so no request holds rows for minutes unless it asks (up to deadline_ms_cap).
     default_deadline_ms: int | None = Field(default=30_000, gt=0)
     # Server-wide caps; a model's `limits:` in the models file overrides each one for that model.
-    max_steps_cap: int = Field(default=4096, ge=1)  # ACT steps per trajectory
-    trajectories_cap: int = Field(default=64, ge=1)  # PTRM trajectories K
+    max_steps_cap: int = Field(default=4096, ge=1, le=MAX_STEPS_LIMIT)  # ACT steps per trajectory
+    trajectories_cap: int = Field(default=64, ge=1, le=MAX_TRAJECTORIES)  # PTRM trajectories K
     row_steps_cap: int = Field(default=16384, ge=1)  # max_steps x trajectories of one request
-    deadline_ms_cap: int = Field(default=300_000, ge=1)  # the longest deadline_ms a request may ask for
+    deadline_ms_cap: int = Field(default=300_000, ge=1, le=MAX_DEADLINE_MS)  # the longest deadline_ms asked for
     batch_row_steps_cap: int = Field(default=65536, ge=1)  # summed over the items of one /v1/solve/batch call
     # Connections (app/api/server_options.py): a half-sent request is closed after these.
     header_timeout_s: float = Field(default=10.0, gt=0)  # from connect (or keep-alive reuse) to complete headers

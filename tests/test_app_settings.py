@@ -84,6 +84,9 @@ def test_blank_values_mean_unset(monkeypatch: pytest.MonkeyPatch) -> None:
     ("RECURSOLVE_LOG_LEVEL", "loud", "unknown log level 'loud'; expected one of critical, error, warning"),
     ("RECURSOLVE_DEFAULT_DEADLINE_MS", "-5", "RECURSOLVE_DEFAULT_DEADLINE_MS='-5': Input should be greater than 0"),
     ("RECURSOLVE_CACHE_ENABLED", "maybe", "RECURSOLVE_CACHE_ENABLED='maybe': Input should be a valid boolean"),
+    # a cap above the request schema's own limit could never be reached (a request over 4096 is a 422 anyway)
+    ("RECURSOLVE_MAX_STEPS_CAP", "8192", "RECURSOLVE_MAX_STEPS_CAP='8192': Input should be less than or equal to 4096"),
+    ("RECURSOLVE_DEADLINE_MS_CAP", "7200000", "Input should be less than or equal to 3600000"),
 ])
 def test_bad_env_is_named(monkeypatch: pytest.MonkeyPatch, name: str, value: str, message: str) -> None:
     monkeypatch.setenv(name, value)
@@ -170,6 +173,8 @@ def test_models_file_empty_list(tmp_path: Path) -> None:
     ("models:\n  - {name: a, path: w/m, dtype: int4}\n", "field 'dtype': unknown dtype 'int4'"),
     ("models:\n  - {name: a, path: w/m, batch_row: 8}\n", "models[0] (a): unknown field 'batch_row' (allowed:"),
     ("models:\n  - {name: 'a b', path: w/m}\n", "field 'name': 'a b' is not a usable model name"),
+    ("models:\n  - {name: a, path: w/m, limits: {max_trajectories: 2048}}\n",
+     "Input should be less than or equal to 1024"),
     ("models:\n  - {name: a, path: w/m}\n  - {name: a, path: w/m}\n",
      "models[1] (a): name 'a' is already used by models[0]"),
 ])

@@ -7,6 +7,7 @@ from typing import Any, Literal
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
 from app.engine.protocol import HaltReason
+from app.settings import MAX_DEADLINE_MS, MAX_STEPS_LIMIT, MAX_TRAJECTORIES, MODEL_NAME_MAX
 
 SUDOKU_EXAMPLE = "53..7....6..195....98....6.8...6...34..8.3..17...2...6.6....28....419..5....8..79"
 # Mazes are square (5..30 a side): the example must be too, or the docs' own example gets 422 not_square.
@@ -14,9 +15,6 @@ MAZE_EXAMPLE = "#######\n#S    #\n# ### #\n#   # #\n### # #\n#    G#\n#######"
 ARC_EXAMPLE = {"train": [{"input": [[1, 0], [0, 0]], "output": [[0, 1], [0, 0]]},
                          {"input": [[0, 0], [2, 0]], "output": [[0, 0], [0, 2]]}],
                "test": [{"input": [[3, 0], [0, 0]]}]}
-MODEL_NAME_MAX = 64  # settings.MODEL_NAME_RE: a longer name can never be served, so it is refused before lookup
-MAX_STEPS_LIMIT = 4096  # a request may not hold a row longer than this many ACT steps
-MAX_TRAJECTORIES = 1024
 
 Task = Literal["sudoku", "maze", "arc"]
 
@@ -34,10 +32,11 @@ class SolveOptionsIn(BaseModel):
     max_steps: int | None = Field(None, ge=1, le=MAX_STEPS_LIMIT,
                                   description="ACT step limit per trajectory (default: the model's halt_max_steps).")
     halting: Literal["auto", "q_head", "max_steps", "verifier"] | None = Field(
-        None, description="auto (default for Sudoku and mazes): one trajectory that stops when its answer passes the "
+        None, description="auto (default for Sudoku and mazes with one trajectory; with trajectories > 1 the default "
+                          "is verifier): one trajectory that stops when its answer passes the "
                           "exact verifier; if it has not passed after escalate_after steps, escalate once to K noisy "
-                          "PTRM trajectories (verifier_first; K = trajectories when > 1, else 8) within the request's "
-                          "budget. "
+                          "PTRM trajectories (verifier_first; K = trajectories when > 1 is asked with halting=auto, "
+                          "else 8) within the request's budget. "
                           "q_head: stop when the model's Q-head says so (default for ARC); max_steps: always run to "
                           "max_steps; verifier: stop as soon as the decoded answer passes the exact verifier.")
     escalate_after: int | None = Field(None, ge=1, le=MAX_STEPS_LIMIT, description=(
@@ -70,7 +69,7 @@ class SolveOptionsIn(BaseModel):
     seed: int | None = Field(None, ge=0, lt=2**63, description=(
         "Seed for the PTRM noise: the same seed gives the same answer. Unseeded noisy results are cached "
         "only when verified."))
-    deadline_ms: int | None = Field(None, ge=1, le=3_600_000, description=(
+    deadline_ms: int | None = Field(None, ge=1, le=MAX_DEADLINE_MS, description=(
         "Time budget from arrival, queue time included. When it runs out the best answer so far is "
         "returned with halted_by=deadline (never a 504)."))
     cache: bool | None = Field(None, description="Look up and store the result in the result cache (default on).")
@@ -88,6 +87,7 @@ class SolveRequest(BaseModel):
     ]})
 
     task: Task | None = Field(None, description="Puzzle kind. Optional (absent or null) when `model` is given.")
+    # a longer name can never be served (settings.MODEL_NAME_RE), so it is refused before lookup
     model: str | None = Field(None, max_length=MODEL_NAME_MAX, description=(
         "Served model name (GET /v1/models). Optional (absent or null): the task's default model."))
     # Required and never null; its JSON type depends on the task, so the schema lists the three it may have.
