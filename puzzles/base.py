@@ -75,6 +75,14 @@ class Verification:
         return Verification(valid=not reasons, reasons=tuple(reasons))
 
 
+MAX_REASONS = 20  # a garbage answer can break hundreds of rules; the first few say enough
+
+
+def at_most(reasons: list[str], what: str, limit: int = MAX_REASONS) -> list[str]:
+    """The first `limit` reasons, and a last line counting the rest ("... and 37 more `what`")."""
+    return reasons if len(reasons) <= limit else [*reasons[:limit], f"... and {len(reasons) - limit} more {what}"]
+
+
 @dataclass(frozen=True)
 class ExactFacts:
     """What an exact (non-neural) solver knows about a puzzle, reported beside the model's answer.

@@ -21,7 +21,15 @@ from typing import Any
 
 import numpy as np
 
-from puzzles.base import ExactFacts, PuzzleError, Verification, as_tokens, describe_type, lists_accepted
+from puzzles.base import (
+    ExactFacts,
+    PuzzleError,
+    Verification,
+    as_tokens,
+    at_most,
+    describe_type,
+    lists_accepted,
+)
 from puzzles.dihedral import dihedral, inverse_dihedral
 from puzzles.grid_text import clip, is_int
 from puzzles.llm_text import extract, find_json, has_words, render_table, table_cells
@@ -31,14 +39,13 @@ TOKEN_OF = {ch: i + 1 for i, ch in enumerate(CHARSET)}
 CHAR_OF = {i + 1: ch for i, ch in enumerate(CHARSET)}
 MIN_SIDE, MAX_SIDE = 5, 30
 PUZZLE_CHARS = frozenset("# SG")
-MAX_REASONS = 20
 _ROLE = {"#": "wall", " ": "open cell", "S": "start", "G": "goal"}
 # Text markers in the common conventions -> the Maze-Hard characters. 'o' is never a goal: it is the
 # official path mark (an answer's), and reading it as a goal would be a guess.
 CANON = {"#": "#", "X": "#", " ": " ", ".": " ", "S": "S", "@": "S", "G": "G", "E": "G"}
 MARKERS = "'#' or 'X' (wall), ' ' or '.' (open), 'S' or '@' (start), 'G' or 'E' (goal)"
 INT_CODES = {0: " ", 1: "#", 2: "S", 3: "G"}  # answer path: 4
-TOKEN_CODES = {1: "#", 2: " ", 3: "S", 4: "G"}  # the official token ids; answer path: 5
+TOKEN_CODES = {t: ch for t, ch in CHAR_OF.items() if ch != "o"}  # the official token ids of a puzzle's cells
 INT_FORM = "0 open, 1 wall, 2 start, 3 goal"
 TOKEN_FORM = "the Maze-Hard token ids 1 wall, 2 open, 3 start, 4 goal"
 START_HINT = "'S' or '@', or give \"start\": [row, col]"
@@ -389,7 +396,7 @@ def solve(puzzle: MazePuzzle) -> MazeAnswer:
 # ------------------------------------------------------------------------------------------- codec
 
 
-_TO_CANON = str.maketrans(".X@E", " #SG")
+_TO_CANON = str.maketrans({k: v for k, v in CANON.items() if k != v})
 
 
 def _answer_rows(answer: Any) -> tuple[str, ...]:
@@ -503,7 +510,7 @@ class MazeCodec:
                 elif got != want:
                     reasons.append(f"row {r + 1}, col {c + 1} is {got!r} but the maze has {want!r}")
         if reasons:
-            return Verification.of(reasons[:20])
+            return Verification.of(at_most(reasons, "cells"))
         # connected from S through path cells to G?
         allowed = path | {puzzle.start, puzzle.goal}
         seen = {puzzle.start}
@@ -561,9 +568,7 @@ class MazeCodec:
                 else:
                     why = {"#": "wall added", "S": "second start", "G": "second goal"}.get(got, "open cell changed")
                 out.append(f"row {r + 1}, col {c + 1}: {_ROLE[want]} {want!r}, answer {got!r} ({why})")
-        if len(out) > MAX_REASONS:
-            out = [*out[:MAX_REASONS], f"... and {len(out) - MAX_REASONS} more cells"]
-        return out
+        return at_most(out, "cells")
 
     def canonical(self, puzzle: MazePuzzle | MazeAnswer) -> str:
         return "\n".join(_answer_rows(puzzle))

@@ -2,9 +2,10 @@
 
 Why this construction: a randomised depth-first "recursive backtracker" carves a perfect maze on the
 odd lattice (long winding corridors, like Maze-Hard), then a ``loops`` fraction of the remaining inner
-walls is knocked out so several routes exist and "shortest" actually matters. S is put at the far end
-of a BFS sweep and G is drawn among the open cells whose shortest distance from S lies in
-[min_path_len, max_path_len]. Even sizes keep an extra wall row and column at the bottom and right.
+walls is knocked out so several routes exist and "shortest" actually matters. S is a random open cell,
+or, when paths longer than the side are asked for (min_path_len > size), the far end of a BFS sweep;
+G is drawn among the open cells whose shortest distance from S lies in [min_path_len, max_path_len].
+Even sizes keep an extra wall row and column at the bottom and right.
 Path length = steps along a shortest path = number of 'o' cells + 1.
 """
 

@@ -18,13 +18,21 @@ from __future__ import annotations
 import random
 import re
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
 
-from puzzles.base import ExactFacts, PuzzleError, Verification, as_tokens, describe_type, lists_accepted
+from puzzles.base import (
+    ExactFacts,
+    PuzzleError,
+    Verification,
+    as_tokens,
+    at_most,
+    describe_type,
+    lists_accepted,
+)
 from puzzles.grid_text import cell_name, clip, is_int
 from puzzles.llm_text import NULL_WORDS, Line, extract, find_json, has_words, render_table, table_cells
 from puzzles.sudoku_gen import TIER_SPECS, TIERS, generate_digits, tier_of
@@ -65,7 +73,6 @@ ACCEPTED_FORMS: tuple[str, ...] = (
 )
 _UNIT_NAMES = tuple([f"row {i + 1}" for i in range(9)] + [f"column {i + 1}" for i in range(9)]
                     + [f"box {i + 1}" for i in range(9)])
-MAX_REASONS = 20  # a garbage answer can break hundreds of rules; the first few say enough
 # Effort cap of ``SudokuCodec.exact``: generated extreme puzzles take ~1 ms and < 1,000 guesses; a
 # pathological grid (few givens, no solution) could search for seconds and hold an API worker.
 EXACT_MAX_GUESSES = 20_000
@@ -262,18 +269,21 @@ def _check_givens(cells: Sequence[int]) -> None:
     """Reject contradictory givens, naming both cells of the first clash found."""
     if unit_masks(cells) is not None:  # one pass over unit masks finds whether there is a clash at all
         return
-    for u, unit in enumerate(UNITS):  # there is one: name the first in unit order, as the message always did
+    message, second = next(_clashes(cells))  # there is one: name the first in unit order
+    raise PuzzleError(message, cell_name(*divmod(second, 9)), code="contradictory_givens")
+
+
+def _clashes(cells: Sequence[int]) -> Iterator[tuple[str, int]]:
+    """Each digit that stands twice in a unit, in unit order: what to say, and the second cell."""
+    for u, unit in enumerate(UNITS):
         seen: dict[int, int] = {}
         for cell in unit:
             v = cells[cell]
-            if not v:
-                continue
-            if v in seen:
-                a, b = seen[v], cell
-                raise PuzzleError(
-                    f"digit {v} appears twice in {_UNIT_NAMES[u]}: {cell_name(*divmod(a, 9))} "
-                    f"and {cell_name(*divmod(b, 9))}", cell_name(*divmod(b, 9)), code="contradictory_givens")
-            seen[v] = cell
+            if v and v in seen:
+                yield (f"digit {v} appears twice in {_UNIT_NAMES[u]}: {cell_name(*divmod(seen[v], 9))} and "
+                       f"{cell_name(*divmod(cell, 9))}", cell)
+            elif v:
+                seen[v] = cell
 
 
 def _is_cell(v: Any) -> bool:
@@ -399,17 +409,7 @@ def _answer_cells(answer: Any) -> tuple[int, ...]:
 
 
 def _duplicates(cells: Sequence[int]) -> list[str]:
-    reasons = []
-    for u, unit in enumerate(UNITS):
-        seen: dict[int, int] = {}
-        for cell in unit:
-            v = cells[cell]
-            if v and v in seen:
-                reasons.append(f"digit {v} appears twice in {_UNIT_NAMES[u]}: "
-                               f"{cell_name(*divmod(seen[v], 9))} and {cell_name(*divmod(cell, 9))}")
-            elif v:
-                seen[v] = cell
-    return reasons
+    return [message for message, _ in _clashes(cells)]
 
 
 class SudokuCodec:
@@ -458,9 +458,7 @@ class SudokuCodec:
         reasons += [f"{cell_name(*divmod(i, 9))} is {cells[i]} but the given is {g}"
                     for i, g in enumerate(puzzle.givens) if g and cells[i] and cells[i] != g]
         reasons += _duplicates(cells)
-        if len(reasons) > MAX_REASONS:
-            reasons = [*reasons[:MAX_REASONS], f"... and {len(reasons) - MAX_REASONS} more problems"]
-        return Verification.of(reasons)
+        return Verification.of(at_most(reasons, "problems"))
 
     def verify_fact(self, puzzle: SudokuPuzzle) -> None:
         """None: the Sudoku verifier needs the tokens alone."""

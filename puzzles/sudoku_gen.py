@@ -13,14 +13,14 @@ hard          22..30       2..9           needs search: a few branch points
 extreme       17..30       >= 10          needs deep search (sudoku-extreme style)
 ============  ===========  =============  ==============================================
 
-How (why it is fast): a complete grid comes from the solver seeded with three random diagonal
-boxes. Easy/medium remove a random batch of cells at once and then "repair": run singles
-propagation and, where it stalls, give back one stalled cell from the solution and continue the
-same propagation state (deductions stay sound because the solution satisfies every given). Hard and
-extreme remove a batch, repair uniqueness by giving back a cell where two solutions differ, then
-remove the rest one at a time while the solution stays unique (a minimal puzzle), and keep the
-result only if its rating lands in the tier. Expect roughly: easy/medium hundreds per second,
-hard tens, extreme about ten per second on one CPU core.
+How (why it is fast): a complete grid comes from the solver seeded with one random box (the
+top-left, a shuffled 1-9) and a shuffled search order. Easy/medium remove a random batch of cells at
+once and then "repair": run singles propagation and, where it stalls, give back one stalled cell
+from the solution and continue the same propagation state (deductions stay sound because the
+solution satisfies every given). Hard and extreme remove a batch, repair uniqueness by giving back a
+cell where two solutions differ, then remove the rest one at a time while the solution stays unique
+(a minimal puzzle), and keep the result only if its rating lands in the tier. Expect roughly:
+easy/medium hundreds per second, hard tens, extreme about ten per second on one CPU core.
 """
 
 from __future__ import annotations

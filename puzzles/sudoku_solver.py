@@ -237,12 +237,6 @@ def solve_digits(givens: Sequence[int], limit: int = 2, rng: random.Random | Non
     return SolveResult(tuple(search.solutions), len(search.solutions), search.guesses)
 
 
-def singles_only(givens: Sequence[int]) -> bool:
-    """True when naked and hidden singles alone fill the grid (so the solution is also unique)."""
-    cands = initial_candidates(givens)
-    return cands is not None and all(not m & (m - 1) for m in cands)
-
-
 def random_full_grid(rng: random.Random) -> tuple[int, ...]:
     """A uniformly-shuffled-search complete grid; the start point for removal-based generation."""
     # Seed the first band's box with a random permutation so early branching is cheap and varied.

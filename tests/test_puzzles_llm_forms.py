@@ -283,6 +283,20 @@ def test_arc_task_json_as_text_in_prose_or_fence() -> None:
     assert info.value.accepted == arc_mod.ACCEPTED_FORMS
 
 
+@pytest.mark.parametrize("task", ["sudoku", "maze", "arc"])
+@pytest.mark.parametrize(("text", "says"), [
+    ("{[1]: 2}", "does not parse"),  # a Python literal that cannot be built (unhashable key)
+    ("{{}}", "does not parse"),
+    ("[" + "1" * 5000 + "]", "cannot be read: Exceeds the limit"),  # an integer past Python's digit limit
+    ("[" * 3000 + "]" * 3000, "cannot be read: nested too deeply"),
+])
+def test_json_that_cannot_be_read_is_a_puzzle_error_not_a_crash(task: str, text: str, says: str) -> None:
+    """Each of these raised TypeError, ValueError or RecursionError (a 500 in the server) before."""
+    with pytest.raises(PuzzleError) as info:
+        get_codec(task).parse(text)
+    assert info.value.code == "bad_json" and says in info.value.message and info.value.location
+
+
 # ------------------------------------------------------------------------------------- API and docs
 
 
