@@ -7,7 +7,7 @@ import math
 from typing import Literal
 
 import torch
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, model_validator
 
 DTYPES: dict[str, torch.dtype] = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}
 
@@ -39,6 +39,15 @@ class ModelConfig(BaseModel):
 
     halt_max_steps: int = Field(default=16, ge=1)
     forward_dtype: Literal["float32", "bfloat16", "float16"] = "bfloat16"
+
+    @model_validator(mode="after")
+    def _prefix_has_an_embedding(self) -> ModelConfig:
+        # The official defaults (puzzle_emb_ndim 0, puzzle_emb_len 16) size a 16-position prefix that nothing fills:
+        # `embed` adds the prefix only from a puzzle embedding, so the first step would fail on mismatched shapes.
+        if self.arch == "trm" and self.puzzle_emb_ndim == 0 and self.puzzle_emb_len > 0:
+            raise ValueError(f"puzzle_emb_len={self.puzzle_emb_len} needs a puzzle embedding to fill that prefix, but "
+                             "puzzle_emb_ndim is 0: set puzzle_emb_ndim > 0, or puzzle_emb_len 0 for no prefix")
+        return self
 
     @property
     def P(self) -> int:

@@ -144,6 +144,7 @@ def ptrm_solve(model: RecursiveModel, inputs: torch.Tensor | np.ndarray, puzzle_
         raise ValueError(f"unknown selection policy {policy!r}; use one of {SELECTION_POLICIES}")
     if policy == "verifier_first" and verify is None:
         raise ValueError("policy 'verifier_first' needs a verify function")
+    noise_targets(noise_on, sigma)  # checks both up front: with sigma 0 no step would
     steps = model.config.halt_max_steps if steps is None else steps
     device = next(model.parameters()).device
     inputs = torch.as_tensor(inputs, device=device)

@@ -183,10 +183,18 @@ def test_reset_rows_gives_fresh_carry_only_where_asked():
     assert torch.equal(r_H[~mask], z_H[~mask]) and torch.equal(r_L[~mask], z_L[~mask])
 
 
+def test_a_trm_prefix_without_a_puzzle_embedding_is_refused():
+    """The official defaults (puzzle_emb_ndim 0, puzzle_emb_len 16) would fail at the first step on shapes."""
+    with pytest.raises(ValueError, match="puzzle_emb_len=16 needs a puzzle embedding"):
+        ModelConfig(arch="trm", seq_len=4, vocab_size=5, hidden_size=16, H_cycles=1, L_cycles=1, L_layers=1)
+    ModelConfig(arch="hrm", seq_len=4, vocab_size=5, hidden_size=16, H_cycles=1, L_cycles=1, H_layers=1,
+                L_layers=1)  # HRM derives its prefix from the embedding: 0 positions here
+
+
 def test_halting_rules():
     q_halt, q_cont = torch.tensor([-1.0, 0.5, 0.2, 0.0]), torch.tensor([-2.0, 1.0, 0.1, -1.0])
     trm = build_model(ModelConfig(arch="trm", seq_len=4, vocab_size=5, hidden_size=16, num_heads=2,
-                                  H_cycles=1, L_cycles=1, L_layers=1))
+                                  H_cycles=1, L_cycles=1, L_layers=1, puzzle_emb_len=0))
     hrm = build_model(ModelConfig(arch="hrm", seq_len=4, vocab_size=5, hidden_size=16, num_heads=2,
                                   H_cycles=1, L_cycles=1, H_layers=1, L_layers=1))
     assert trm.halted(q_halt, q_cont).tolist() == [False, True, True, False]  # q_halt > 0

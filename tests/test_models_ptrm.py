@@ -130,6 +130,14 @@ def test_selection_errors():
 
 # -- ptrm_solve ---------------------------------------------------------------------------------
 
+@pytest.mark.parametrize(("sigma", "noise_on", "says"), [(-1.0, "z_L", "sigma"), (math.nan, "z_L", "sigma"),
+                                                         (0.0, "bogus", "noise_on")])
+def test_ptrm_solve_refuses_bad_noise_settings_even_when_no_noise_would_be_drawn(model, sigma, noise_on, says):
+    inputs, ids = random_inputs(CONFIG, 1)
+    with pytest.raises(ValueError, match=says):
+        ptrm_solve(model, inputs, ids, K=2, sigma=sigma, noise_on=noise_on, steps=1, seed=0)
+
+
 def test_sigma_zero_reproduces_plain_trm_exactly(model):
     """Bit for bit against a plain run of the same batch shape (each puzzle repeated K times, as ptrm_solve lays
     out its rows): a different batch size may change a multithreaded matmul's blocking, and so the last bit."""
