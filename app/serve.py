@@ -1,9 +1,11 @@
-"""`recursolve serve`: one engine-core process, N API processes in front of it, and a supervisor.
+"""`recursolve serve`: engine-core processes (one by default, `--engines N`), API processes in front of them, and
+a supervisor.
 
     supervisor (this process)           binds the port, starts and restarts the others, forwards SIGTERM
-      ├── engine core (1 per device)    app.engine.core_loop: the models, a tight step loop, ZMQ ROUTER
-      └── API worker x N                uvicorn + FastAPI, each on its own socket of the port; parse, cache,
-                                        verify, render; a ZMQ DEALER to the engine core
+      ├── engine core x E (default 1)   app.engine.core_loop: the models, a tight step loop, ZMQ ROUTER; each
+      │                                 with every model and its own batch rows, on the same device
+      └── API worker x N (N >= E)       uvicorn + FastAPI, each on its own socket of the port; parse, cache,
+                                        verify, render; a ZMQ DEALER to engine core i mod E
 
 The API processes share nothing but the port (a socket each, see listening_sockets) and the engine; /metrics
 is one view across all of them (prometheus_client's multiprocess mode, PROMETHEUS_MULTIPROC_DIR set here before
@@ -111,13 +113,18 @@ def serves_on_gpu(specs: list[ModelSpec]) -> bool:
 
 class DrainingServer(uvicorn.Server):
     """SIGTERM: keep the listener open and answer new requests 503 (readiness false) while the running ones
-    finish, up to the grace period; then stop like uvicorn does. A second signal stops at once."""
+    finish, up to the grace period; then stop like uvicorn does. A second SIGTERM stops at once. SIGINT is
+    ignored: a terminal's Ctrl-C reaches the whole process group, and the supervisor answers it with a SIGTERM
+    to each API process, which would otherwise be their second signal and cut the drain short (the engine core
+    ignores SIGINT for the same reason)."""
 
     _tasks: set[asyncio.Task[None]] = set()  # noqa: RUF012 - keeps the drain task referenced
 
     def handle_exit(self, sig: int, frame: Any) -> None:
         from app.main import worker_runtime
 
+        if sig == signal.SIGINT:
+            return
         runtime = worker_runtime()
         if getattr(self, "_draining", False) or runtime is None:
             super().handle_exit(sig, frame)
@@ -242,7 +249,11 @@ class Supervisor:
     def run(self) -> None:
         os.environ["PROMETHEUS_MULTIPROC_DIR"] = str(self.run_dir / "metrics")
         (self.run_dir / "metrics").mkdir()
-        socks = listening_sockets(self.host, self.port, self.api_workers, self.settings.reuse_port)
+        try:
+            socks = listening_sockets(self.host, self.port, self.api_workers, self.settings.reuse_port)
+        except OSError:  # the port is taken: nothing started, and the run directory must not stay behind
+            shutil.rmtree(self.run_dir, ignore_errors=True)
+            raise
         for sig in (signal.SIGTERM, signal.SIGINT):
             signal.signal(sig, lambda *_: self.stopping.set())
         for j in range(len(self.engines)):

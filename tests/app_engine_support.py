@@ -179,9 +179,10 @@ def free_port() -> int:
 
 @contextlib.contextmanager
 def served(models_file: Path, env: dict[str, str] | None = None, ready_timeout: float = 120.0,
-           log_path: Path | None = None) -> Any:
+           log_path: Path | None = None, own_group: bool = False) -> Any:
     """`recursolve serve` (supervisor, engine-core process, API processes) as a subprocess on a free loopback
-    port with this models file; yields (base URL, process) once /readyz is 200, and stops it afterwards."""
+    port with this models file; yields (base URL, process) once /readyz is 200, and stops it afterwards.
+    `own_group`: in a process group of its own (the supervisor's pid), as a terminal's Ctrl-C reaches it."""
     import os
     import subprocess
     import sys
@@ -194,7 +195,8 @@ def served(models_file: Path, env: dict[str, str] | None = None, ready_timeout: 
     log_path = log_path or models_file.with_suffix(".log")
     with log_path.open("w") as log:
         proc = subprocess.Popen([sys.executable, "-m", "app.cli", "serve", "--host", "127.0.0.1", "--port",
-                                 str(port)], env=env, cwd=root, stdout=log, stderr=subprocess.STDOUT)
+                                 str(port)], env=env, cwd=root, stdout=log, stderr=subprocess.STDOUT,
+                                start_new_session=own_group)
         base = f"http://127.0.0.1:{port}"
         try:
             deadline = time.monotonic() + ready_timeout

@@ -1,9 +1,11 @@
 """`recursolve serve` for real: on SIGTERM the listener stays open and new requests get 503 with Retry-After
 (never a refused connection), a running request finishes, one that outlives the grace period is cut with its
-best answer so far (never an error), and the supervisor, engine and API processes all exit cleanly."""
+best answer so far (never an error), and the supervisor, engine and API processes all exit cleanly. Ctrl-C in
+a terminal (SIGINT to every process of the group) drains the same way."""
 
 from __future__ import annotations
 
+import os
 import signal
 import threading
 import time
@@ -17,11 +19,13 @@ from app_engine_support import save_random, served, solve_body
 pytestmark = pytest.mark.slow
 
 
-def test_sigterm_drains_then_exits(tmp_path: Path):
+@pytest.mark.parametrize("stop", ["sigterm", "ctrl_c"])
+def test_sigterm_drains_then_exits(tmp_path: Path, stop: str):
     save_random(tmp_path / "random")
     models = tmp_path / "models.yaml"
     models.write_text(f"models:\n  - name: random\n    path: {tmp_path / 'random'}\n    batch_rows: 4\n")
-    with served(models, env={"RECURSOLVE_DRAIN_GRACE_SECONDS": "3"}, ready_timeout=60) as (base, proc):
+    with served(models, env={"RECURSOLVE_DRAIN_GRACE_SECONDS": "3"}, ready_timeout=60,
+                own_group=stop == "ctrl_c") as (base, proc):
         results: dict[str, httpx.Response] = {}
 
         def call(name: str, **opts) -> None:
@@ -36,7 +40,10 @@ def test_sigterm_drains_then_exits(tmp_path: Path):
         while httpx.get(f"{base}/v1/models/random").json()["engine"]["running_rows"] < 2:  # both admitted
             assert time.monotonic() < deadline
             time.sleep(0.02)
-        proc.send_signal(signal.SIGTERM)
+        if stop == "sigterm":
+            proc.send_signal(signal.SIGTERM)
+        else:  # the supervisor answers it with SIGTERM to each API process: their second signal
+            os.killpg(proc.pid, signal.SIGINT)
         time.sleep(0.3)
         late = httpx.post(f"{base}/v1/solve", json=solve_body(max_steps=1), timeout=10)  # the listener is open
         ready = httpx.get(f"{base}/readyz", timeout=10)

@@ -171,6 +171,24 @@ def test_a_port_in_use_fails_the_start_even_with_reuse_port() -> None:
             s.close()
 
 
+def test_a_supervisor_that_cannot_bind_leaves_no_run_directory(tmp_path, monkeypatch) -> None:
+    import pytest
+
+    from app.serve import Supervisor, listening_socket
+    from app.settings import Settings
+
+    monkeypatch.setattr("tempfile.tempdir", str(tmp_path))  # where the supervisor makes its run directory
+    monkeypatch.delenv("PROMETHEUS_MULTIPROC_DIR", raising=False)  # run() sets it: restored afterwards
+    taken = listening_socket("127.0.0.1", 0)
+    try:
+        sup = Supervisor(Settings(weights_dir=tmp_path), [], "127.0.0.1", taken.getsockname()[1], 2)
+        with pytest.raises(OSError):
+            sup.run()
+    finally:
+        taken.close()
+    assert not list(tmp_path.glob("recursolve-*"))
+
+
 def test_without_reuse_port_the_processes_share_one_socket(monkeypatch) -> None:
     """Where setting SO_REUSEPORT fails (some sandboxes), serving goes on with one shared socket."""
     import socket
