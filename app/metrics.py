@@ -28,9 +28,6 @@ from prometheus_client import (
 # `*_created` samples (one per label set) double the exposition and no dashboard query uses them.
 disable_created_metrics()
 
-# Label values the engine uses (kept here so dashboards and code agree).
-STATUSES = ("ok", "invalid", "not_found", "too_large", "overloaded", "unavailable", "error")
-
 CACHE_BACKENDS = ("redis", "memory")
 
 # One ACT step of a batch: ~0.5 ms for a tiny model on a GPU up to seconds for a big batch on a busy CPU.
@@ -74,7 +71,8 @@ RUNNING_ROWS = Gauge("recursolve_running_rows", "Rows currently in the running b
 # For alerts: queue saturation is depth / capacity, and "not ready" must be visible to Prometheus.
 QUEUE_CAPACITY = Gauge("recursolve_queue_capacity_rows", "Rows the waiting queue holds before it answers 429 "
                        "(the model's max_queue_rows).", ["model"], multiprocess_mode="livesum")
-# Each API process sets its own value when scraped; across processes the largest (any process can serve).
+# Each API process sets its own value every second and when scraped (Runtime.accepting); across processes the
+# largest (any process can serve).
 READY = Gauge("recursolve_ready", "1 while this process would answer /readyz with 200 (models loaded and "
               "warmed, not draining), else 0.", multiprocess_mode="livemax")
 CACHE_HITS = Counter("recursolve_cache_hits_total", "Result cache lookups that found an answer.", ["backend"])

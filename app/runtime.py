@@ -16,6 +16,7 @@ import asyncio
 import logging
 import time
 
+from app import metrics
 from app.api.budgets import server_limits
 from app.api.redact import redact_paths
 from app.api.service import ServedModel, SolveService, default_per_task
@@ -38,6 +39,7 @@ class Runtime:
         self._specs = specs
         self._serving_process = serving_process
         self._gc_flusher: asyncio.Task[None] | None = None
+        self._ready_publisher: asyncio.Task[None] | None = None
         self.service: SolveService | None = None
         self.cache: ResultCache | None = None
         self.engine: EngineClient | None = None
@@ -52,6 +54,19 @@ class Runtime:
     def ready(self) -> bool:
         return self.service is not None and self.engine is not None and self.engine.is_ready and bool(
             self.service.models)
+
+    @property
+    def accepting(self) -> bool:
+        """What /readyz answers 200 for: ready, and not draining."""
+        return self.ready and self.service is not None and not self.service.draining
+
+    async def _publish_accepting_every(self, seconds: float) -> None:
+        """recursolve_ready from this API process every `seconds`. Across processes the gauge is the largest
+        live value, so a process that set 1 once (when a scrape reached it) must say when that stops being
+        true, or an engine outage would show only after every API process had been scraped again."""
+        while True:
+            metrics.READY.set(float(self.accepting))
+            await asyncio.sleep(seconds)
 
     def not_ready_reason(self) -> str:
         if self.load_error is not None:
@@ -69,6 +84,7 @@ class Runtime:
         if self._serving_process:
             record_pauses("api")
             self._gc_flusher = asyncio.create_task(flush_pauses_every(1.0), name="recursolve-gc-pauses")
+            self._ready_publisher = asyncio.create_task(self._publish_accepting_every(1.0), name="recursolve-ready")
         self.cache = make_cache(self.settings)
         address = self.settings.engine_address
         if address is None:
@@ -147,8 +163,9 @@ class Runtime:
     async def stop(self) -> None:
         if self._loader is not None and not self._loader.done():
             self._loader.cancel()
-        if self._gc_flusher is not None:
-            self._gc_flusher.cancel()
+        for task in (self._gc_flusher, self._ready_publisher):
+            if task is not None:
+                task.cancel()
         self.begin_drain()
         if self._drainer is not None:
             await self._drainer

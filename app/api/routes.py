@@ -257,7 +257,7 @@ async def healthz(request: Request) -> JSONResponse:
             responses={503: {"model": HealthBody}}, summary="KServe / Open Inference Protocol v2 readiness alias")
 async def readyz(request: Request) -> JSONResponse:
     rt = _runtime(request)
-    if rt.ready and rt.service is not None and not rt.service.draining:
+    if rt.accepting and rt.service is not None:
         return JSONResponse({"status": "ready", "models": {m.name: m.version for m in rt.service.models.values()}})
     return JSONResponse({"status": "not_ready", "detail": rt.not_ready_reason()}, status_code=503)
 
@@ -270,7 +270,7 @@ async def model_ready(name: str, request: Request) -> JSONResponse:
     if rt.service is not None and name not in rt.service.models:
         raise ApiError(404, "model_not_found", f"unknown model {clip(name)!r}; served models: "
                        f"{', '.join(sorted(rt.service.models))}", "name")
-    if rt.ready and rt.service is not None and not rt.service.draining:
+    if rt.accepting and rt.service is not None:
         return JSONResponse({"status": "ready", "models": {name: rt.service.models[name].version}})
     return JSONResponse({"status": "not_ready", "detail": rt.not_ready_reason()}, status_code=503)
 
@@ -279,8 +279,9 @@ async def model_ready(name: str, request: Request) -> JSONResponse:
             response_class=Response, responses={200: {"content": {"text/plain": {}}}})
 async def prometheus_metrics(request: Request) -> Response:
     rt = _runtime(request)
-    # Set at scrape time, so it follows /readyz exactly (the RecursolveNotReady alert uses it).
-    metrics.READY.set(float(rt.ready and rt.service is not None and not rt.service.draining))
+    # Set at scrape time too (each API process also sets it every second), so it follows /readyz exactly (the
+    # RecursolveNotReady alert uses it).
+    metrics.READY.set(float(rt.accepting))
     flush_pauses()  # this process's GC passes up to now (the others flush every second)
     data, content_type = metrics.render_metrics()
     return Response(data, media_type=content_type)
