@@ -175,3 +175,12 @@ async def test_a_draining_server_answers_a_tool_error_with_retry_after(tmp_path)
     assert result.structured_content["error"]["code"] == "draining"
     assert result.structured_content["retry_after_s"] == 1 and "retry after 1 s" in result.content[0].text
     assert not listed.is_error  # listing still works while draining
+
+
+async def test_a_solve_tool_takes_no_task_argument(app_client):
+    """solve_sudoku solves Sudokus: a `task` argument (not in its schema) is refused, not obeyed."""
+    app, _ = app_client
+    async with mcp_client(app) as client:
+        result = await client.call_tool("solve_sudoku", {"puzzle": PUZZLE, "task": "maze"})
+    assert result.is_error and result.structured_content["status"] == 422
+    assert result.structured_content["error"]["location"] == "task"

@@ -85,7 +85,8 @@ def solve_result(body: dict[str, Any]) -> types.CallToolResult:
     conf = body.get("confidence")
     lines = [verdict, f"confidence: {conf:.3f}" if conf is not None else "confidence: unknown",
              f"steps: {body['steps']} (halted by {body['halted_by']}), model {body['model']['name']}",
-             "answer:", body.get("answer_text") or "(none: no step ran)"]
+             # no answer: no step ran, or the model's output decoded to none; the verdict above says which
+             "answer:", body.get("answer_text") or "(none)"]
     return types.CallToolResult(content=[types.TextContent(type="text", text="\n".join(lines))],
                                 structured_content=body)
 
@@ -98,9 +99,8 @@ async def call_tool(runtime: Runtime, name: str, arguments: dict[str, Any]) -> t
         return error_result(err.status, err.body())
     item: SolveRequest | None = None
     try:
-        if spec.task is None:
-            spec.args.model_validate(arguments)
-        else:
+        spec.args.model_validate(arguments)  # the tool's own schema: a solve tool takes no `task`, say
+        if spec.task is not None:
             item = SolveRequest.model_validate(to_solve_body(name, arguments))
     except ValidationError as exc:
         err = from_validation(exc.errors(include_url=False))

@@ -135,8 +135,9 @@ class SolveResponse(BaseModel):
     request_id: str | None
     task: str
     model: ModelRef
-    answer: Any = Field(description="The answer in the caller's form; null only if no step ran (deadline or "
-                                    "cancellation while queued).")
+    answer: Any = Field(description="The answer in the caller's form; null when no step ran (the deadline passed "
+                                    "while queued) or the model's output decodes to no answer (verification says "
+                                    "which).")
     answer_text: str | None = Field(description="The answer rendered as text, for humans and LLMs.")
     verified: bool = Field(description="Whether the answer passes the task's exact verifier.")
     verification: list[str] = Field(description="Why the answer fails the verifier (empty when verified).")

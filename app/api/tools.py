@@ -142,7 +142,8 @@ def to_solve_body(tool: str, arguments: dict[str, Any]) -> dict[str, Any]:
         raise ToolArgumentError(f"unknown solve tool {tool!r}; expected one of {solve_tools}", "name")
     body: dict[str, Any] = {"task": spec.task}
     for key, value in arguments.items():
-        # Unknown keys go through as they are, so SolveRequest rejects them with its extra_forbidden message.
+        # Unknown keys go through as they are, so SolveRequest rejects them with its extra_forbidden message
+        # (callers check the tool's own schema first, which also refuses `task`: the tool names the task).
         body[key] = _drop_null_keys(value) if key in ("options", "puzzle") else value
     if body.get("model") is None:
         body.pop("model", None)
