@@ -180,6 +180,9 @@ async def test_malformed_and_oversized_bodies(client):
     r = await client.post("/v1/solve", content=orjson.dumps(solve_body()),
                           headers={"content-type": "application/x-www-form-urlencoded"})
     assert r.status_code == 415 and "application/json" in r.json()["error"]["message"]
+    # media types are case-insensitive: a JSON body that is not an object is a plain validation error
+    r = await client.post("/v1/solve", content=b"[]", headers={"content-type": "Application/JSON"})
+    assert r.status_code == 422 and r.json()["error"]["code"] != "unsupported_media_type", r.text
     r = await client.get("/v1/solve")
     assert r.status_code == 405 and "error" in r.json()
 

@@ -137,6 +137,12 @@ def _rejected(exc: EngineRejected) -> ApiError:
     return ApiError(500, "engine_error", exc.message)
 
 
+def is_json_media_type(content_type: str) -> bool:
+    """application/json or application/<anything>+json, parameters (charset) allowed, case-insensitive."""
+    media = content_type.split(";", 1)[0].strip().lower()
+    return media == "application/json" or (media.startswith("application/") and media.endswith("+json"))
+
+
 def count_error(err: ApiError, model: str = "-", task: str = "-") -> None:
     metrics.REQUESTS.labels(model=model, task=task, status=err.status_label).inc()
 
@@ -146,7 +152,7 @@ def install(app: FastAPI) -> None:
     async def _validation(request: Request, exc: RequestValidationError) -> JSONResponse:
         err = from_validation(list(exc.errors()))
         content_type = request.headers.get("content-type", "")
-        if err.location == "body" and content_type and "json" not in content_type:
+        if err.location == "body" and content_type and not is_json_media_type(content_type):
             # The classic `curl -d '{...}'`: the body was sent as a form, not as JSON.
             err.message = (f"the request body must be a JSON object sent with 'Content-Type: application/json' "
                            f"(got {content_type!r})")

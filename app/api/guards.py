@@ -17,7 +17,7 @@ from collections.abc import Callable
 from starlette.routing import Match
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
-from app.api.errors import ApiError, count_error
+from app.api.errors import ApiError, count_error, is_json_media_type
 
 log = logging.getLogger(__name__)
 
@@ -29,12 +29,6 @@ OPEN_SUFFIXES = ("/ready",)  # /v2/models/{name}/ready
 def is_probe(path: str) -> bool:
     return path in OPEN_PATHS or path.startswith(OPEN_PATHS[-1]) or (
         path.startswith("/v2/models/") and path.endswith(OPEN_SUFFIXES))
-
-
-def is_json_media_type(content_type: str) -> bool:
-    """application/json or application/<anything>+json, parameters (charset) allowed, case-insensitive."""
-    media = content_type.split(";", 1)[0].strip().lower()
-    return media == "application/json" or (media.startswith("application/") and media.endswith("+json"))
 
 
 def _routed(scope: Scope) -> bool:
