@@ -33,7 +33,7 @@ def serve(
         min=1, max=16, help="Engine-core processes, each with every model and its own batch rows; API process i "
                             "talks to engine core i mod N (default: RECURSOLVE_ENGINES, else 1).")] = None,
 ) -> None:
-    """Start the server: one engine-core process running the models, API processes in front of it."""
+    """Start the server: engine-core processes running the models (one unless --engines), API processes in front."""
     from app.logs import configure_logging
     from app.serve import serve as run_server
     from app.settings import get_settings
@@ -68,7 +68,10 @@ async def _solve_in_process(body: dict[str, Any]) -> tuple[int, dict[str, Any]]:
 
     fastapi_app = create_app(get_settings())
     async with fastapi_app.router.lifespan_context(fastapi_app):
-        await fastapi_app.state.runtime.wait_ready()
+        try:
+            await fastapi_app.state.runtime.wait_ready()
+        except RuntimeError as e:  # no model loaded: an error (exit 2) said in one line, as a server says it
+            return 503, {"error": {"code": "not_ready", "message": f"loading models failed: {e}"}}
         transport = httpx.ASGITransport(app=fastapi_app)
         async with httpx.AsyncClient(transport=transport, base_url="http://in-process", timeout=None) as client:
             r = await client.post("/v1/solve", json=body)
@@ -85,7 +88,8 @@ def solve(
         envvar="RECURSOLVE_URL", help="A running server, e.g. http://127.0.0.1:8000. Without it the models are "
                                       "loaded in this process (from RECURSOLVE_* settings / weights/).")] = None,
     max_steps: Annotated[int | None, typer.Option(help="ACT step limit.")] = None,
-    halting: Annotated[str | None, typer.Option(help="q_head, max_steps or verifier.")] = None,
+    halting: Annotated[str | None, typer.Option(
+        help="auto (the default for Sudoku and mazes), q_head, max_steps or verifier.")] = None,
     trajectories: Annotated[int | None, typer.Option("--trajectories", "-k", help="PTRM trajectories K.")] = None,
     noise: Annotated[float | None, typer.Option(help="PTRM noise scale.")] = None,
     selection: Annotated[str | None, typer.Option(help="best_q, vote or verifier_first.")] = None,
@@ -110,7 +114,12 @@ def solve(
         except httpx.HTTPError as e:
             typer.echo(f"cannot reach {url}: {e}", err=True)
             raise typer.Exit(2) from e
-        status, data = r.status_code, r.json()
+        try:
+            status, data = r.status_code, r.json()
+        except ValueError:  # a proxy's HTML page, a plain-text 500: an error (exit 2), not an unverified answer
+            status = r.status_code if r.status_code != 200 else 502
+            data = {"error": {"code": "bad_response", "message": f"{url} answered {r.status_code} with a body "
+                                                                 f"that is not JSON: {r.text[:200]!r}"}}
     else:
         os.environ.setdefault("RECURSOLVE_LOG_LEVEL", "warning")
         # One puzzle: a compile of every model (a minute or more on CUDA) would cost more than it saves.
