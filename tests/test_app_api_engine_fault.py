@@ -50,14 +50,22 @@ def test_a_dead_engine_fails_its_requests_with_503_and_is_restarted(tmp_path: Pa
             result["r"] = httpx.post(f"{base}/v1/solve", json=solve_body(
                 cache=False, halting="max_steps", max_steps=4096, deadline_ms=60_000), timeout=90)
 
-        t = threading.Thread(target=hold)
-        t.start()
-        wait_until(lambda: httpx.get(f"{base}/v1/models/random").json()["engine"]["running_rows"] == 1, 30,
-                   "the request to start")
+        def stream() -> None:  # the same, streamed: its error comes in-band, after the 200
+            result["stream"] = httpx.post(f"{base}/v1/solve/stream", json=solve_body(
+                cache=False, halting="max_steps", max_steps=4096, deadline_ms=60_000, seed=1), timeout=90)
+
+        threads = [threading.Thread(target=hold), threading.Thread(target=stream)]
+        for t in threads:
+            t.start()
+        wait_until(lambda: httpx.get(f"{base}/v1/models/random").json()["engine"]["running_rows"] == 2, 30,
+                   "the requests to start")
         killed = time.monotonic()
         os.kill(engine, signal.SIGKILL)
-        t.join(30)
-        assert not t.is_alive()
+        for t in threads:
+            t.join(30)
+            assert not t.is_alive()
+        last = result["stream"].text.strip().split("\n\n")[-1]  # the stream's last event
+        assert last.startswith("event: error") and '"status":503' in last and "engine_unavailable" in last, last
         r = result["r"]
         assert r.status_code == 503, r.text
         assert time.monotonic() - killed < 10  # at once, not at the request's 60 s deadline

@@ -161,8 +161,9 @@ async def solve_batch(body: BatchRequest, request: Request) -> Response:
 
 @router.post("/v1/solve/stream", operation_id="solve_stream", responses={
     **ERRORS, 200: {"description": "Server-sent events: `step` after every ACT step ({step, answer, answer_text, "
-                                   "confidence, trajectory, active_rows}), then one `result` (a SolveResponse) "
-                                   "or one `error`.",
+                                   "verified, verification, overwritten, confidence, trajectory, active_rows}), "
+                                   "then one `result` (a SolveResponse) or one `error` ({status, error}: the "
+                                   "status it would have had as a response).",
                     "content": {"text/event-stream": {}}}},
              summary="Solve one puzzle, streaming every ACT step (SSE)", tags=["solve"])
 async def solve_stream(body: SolveRequest, request: Request) -> Response:
@@ -201,7 +202,7 @@ async def _sse(service: SolveService, prep: Prepared, events: AsyncIterator[Step
     except Exception as exc:  # after the headers went out: report in-band
         err = classify(exc)
         count_error(err, prep.model.name, prep.task)
-        yield _sse_event("error", err.body())
+        yield _sse_event("error", {"status": err.status, **err.body()})  # the status it would have had, as batch items
     finally:
         await events.aclose()
 

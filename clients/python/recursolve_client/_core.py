@@ -14,7 +14,7 @@ from typing import Any
 
 import httpx
 
-from recursolve_client.errors import RecursolveError, error_for
+from recursolve_client.errors import ConnectionFailed, RecursolveError, error_for
 from recursolve_client.models import SolveOptions, SolveRequest, SolveResponse, StepEvent
 
 RETRY_STATUSES = frozenset({429, 503})
@@ -111,8 +111,6 @@ def raise_for_error(response: httpx.Response) -> None:
 
 
 def connection_failed(exc: httpx.TransportError) -> RecursolveError:
-    from recursolve_client.errors import ConnectionFailed
-
     return ConnectionFailed(f"{type(exc).__name__}: {exc}", code="connection_failed")
 
 
@@ -144,23 +142,47 @@ class SSEParser:
         yield from self.feed("")
 
 
-def stream_items(events: Iterable[tuple[str, str]], request_id: str | None) -> Iterator[StepEvent | SolveResponse]:
-    """The typed objects of parsed SSE events (see `stream_item`), the skipped events left out."""
-    for event, data in events:
-        item = stream_item(event, data, request_id)
-        if item is not None:
-            yield item
+class StreamItems:
+    """The typed items of one ``/v1/solve/stream`` response, fed its lines as they come; ``close`` raises
+    ``stream_ended`` when the stream ended before its ``result`` (an ``error`` event raises as it comes)."""
+
+    def __init__(self, request_id: str | None) -> None:
+        self.request_id = request_id
+        self._parser = SSEParser()
+        self._answered = False
+
+    def feed(self, line: str) -> Iterator[StepEvent | SolveResponse]:
+        yield from self._typed(self._parser.feed(line))
+
+    def close(self) -> Iterator[StepEvent | SolveResponse]:
+        yield from self._typed(self._parser.close())
+        if not self._answered:
+            raise stream_ended(self.request_id)
+
+    def _typed(self, events: Iterable[tuple[str, str]]) -> Iterator[StepEvent | SolveResponse]:
+        for event, data in events:
+            item = stream_item(event, data, self.request_id)
+            if item is not None:
+                self._answered = self._answered or isinstance(item, SolveResponse)
+                yield item
 
 
 def stream_item(event: str, data: str, request_id: str | None) -> StepEvent | SolveResponse | None:
     """One SSE event -> a typed object; an ``error`` event raises its typed error; others are skipped."""
+    if event not in ("step", "result", "error"):
+        return None
     body = json.loads(data)
     if event == "step":
         return StepEvent.model_validate(body)
     if event == "result":
         return SolveResponse.model_validate(body)
-    if event == "error":
-        error = body.get("error", body) if isinstance(body, dict) else {"message": str(body)}
-        status = {"queue_full": 429, "draining": 503}.get(error.get("code", ""), 500)
-        raise error_for(status, error, request_id)
-    return None
+    error = body.get("error", body) if isinstance(body, dict) else {"message": str(body)}
+    # The server says the status the error would have had as a response ({"status", "error"}, as batch items).
+    status = body.get("status") if isinstance(body, dict) and isinstance(body.get("status"), int) else 500
+    raise error_for(status, error, request_id)
+
+
+def stream_ended(request_id: str | None) -> RecursolveError:
+    """The error for a stream that closed before its ``result`` (or ``error``) event."""
+    return ConnectionFailed("the stream ended before its result: the connection closed mid-answer",
+                            code="stream_ended", request_id=request_id)

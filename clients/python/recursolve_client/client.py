@@ -15,7 +15,7 @@ from typing import Any
 import httpx
 
 from recursolve_client import _core
-from recursolve_client._core import RetryPolicy, SSEParser
+from recursolve_client._core import RetryPolicy
 from recursolve_client.models import (
     BatchResponse,
     Health,
@@ -109,12 +109,13 @@ class Client:
         """Yield a StepEvent after every ACT step, then the final SolveResponse; an in-stream error raises."""
         body = _core.solve_body(puzzle, task, model, options, option_kwargs)
         response = self._send("POST", "/v1/solve/stream", json=body, request_id=request_id, stream=True)
-        rid = response.headers.get("x-request-id")
-        parser = SSEParser()
+        items = _core.StreamItems(response.headers.get("x-request-id"))
         try:
             for line in response.iter_lines():
-                yield from _core.stream_items(parser.feed(line), rid)
-            yield from _core.stream_items(parser.close(), rid)
+                yield from items.feed(line)
+            yield from items.close()
+        except httpx.TransportError as exc:  # the connection broke mid-stream
+            raise _core.connection_failed(exc) from exc
         finally:
             response.close()
 
@@ -203,14 +204,15 @@ class AsyncClient:
                      **option_kwargs: Any) -> AsyncIterator[StepEvent | SolveResponse]:
         body = _core.solve_body(puzzle, task, model, options, option_kwargs)
         response = await self._send("POST", "/v1/solve/stream", json=body, request_id=request_id, stream=True)
-        rid = response.headers.get("x-request-id")
-        parser = SSEParser()
+        items = _core.StreamItems(response.headers.get("x-request-id"))
         try:
             async for line in response.aiter_lines():
-                for item in _core.stream_items(parser.feed(line), rid):
+                for item in items.feed(line):
                     yield item
-            for item in _core.stream_items(parser.close(), rid):
+            for item in items.close():
                 yield item
+        except httpx.TransportError as exc:  # the connection broke mid-stream
+            raise _core.connection_failed(exc) from exc
         finally:
             await response.aclose()
 

@@ -18,8 +18,9 @@ from typing import Any
 
 # 422 codes about the request rather than the puzzle itself (every other 422 code is a puzzle problem).
 REQUEST_CODES = frozenset({"invalid_request", "invalid_option", "invalid_json", "unsupported_media_type",
-                           "missing_task", "unknown_task", "model_task_mismatch"})
-MODEL_CODES = frozenset({"model_not_found", "no_model_for_task", "wrong_task"})
+                           "missing_task", "unknown_task", "model_task_mismatch", "over_budget",
+                           "idempotency_key_reused"})
+MODEL_CODES = frozenset({"model_not_found", "no_model_for_task"})
 
 
 class RecursolveError(Exception):

@@ -24,6 +24,7 @@ class SolveOptions(_Body):
     max_steps: int | None = None
     halting: Literal["auto", "q_head", "max_steps", "verifier"] | None = None
     escalate_after: int | None = None
+    hedge_after: int | None = None
     fallback: Literal["none", "exact"] | None = None
     threshold: float | None = None
     converge_steps: int | None = None
@@ -91,6 +92,9 @@ class StepEvent(_Body):
     step: int
     answer: Any = None
     answer_text: str | None = None
+    verified: bool | None = None  # whether this step's answer passes the exact verifier
+    verification: list[str] = Field(default_factory=list)
+    overwritten: list[str] = Field(default_factory=list)
     confidence: float | None = None
     trajectory: int | None = None
     active_rows: int | None = None
@@ -107,6 +111,7 @@ class ErrorInfo(_Body):
     location: str | None = None
     details: list[ErrorDetail] | None = None
     accepted_forms: list[str] | None = None
+    request_id: str | None = None  # a batch item's own id (the batch's id, "-" and the item's index)
 
 
 class BatchItemResult(_Body):
@@ -125,7 +130,8 @@ class BatchItemResult(_Body):
             return self.result
         from recursolve_client.errors import error_for
 
-        raise error_for(self.status, self.error.model_dump() if self.error else {}, None)
+        raise error_for(self.status, self.error.model_dump() if self.error else {},
+                        self.error.request_id if self.error else None)
 
 
 class BatchResponse(_Body):

@@ -132,6 +132,7 @@ async def test_async_client_retries_the_same_way() -> None:
 @pytest.mark.parametrize(("status", "code", "cls"), [
     (422, "bad_character", InvalidPuzzle), (422, "contradictory_givens", InvalidPuzzle),
     (422, "invalid_option", InvalidRequest), (422, "model_task_mismatch", InvalidRequest),
+    (422, "over_budget", InvalidRequest), (422, "idempotency_key_reused", InvalidRequest),
     (404, "model_not_found", ModelNotFound), (404, "no_model_for_task", ModelNotFound), (404, "not_found", NotFound),
     (413, "too_many_items", TooLarge), (429, "queue_full", Overloaded), (503, "draining", Unavailable),
     (500, "engine_error", ServerError), (418, "teapot", RecursolveError),
@@ -207,6 +208,16 @@ def test_batch_items_unwrap_to_results_or_typed_errors() -> None:
         out.results[1].unwrap()
 
 
+def test_a_batch_item_error_keeps_the_items_request_id() -> None:
+    body = {"results": [{"status": 429, "error": {"code": "queue_full", "message": "full", "request_id": "b-1"}}],
+            "ok": 0, "failed": 1}
+    handler, _ = scripted(httpx.Response(200, json=body))
+    out = client(handler).solve_batch([{"task": "sudoku", "puzzle": "a"}])
+    with pytest.raises(Overloaded) as info:
+        out.results[0].unwrap()
+    assert info.value.request_id == "b-1"
+
+
 def test_health_and_ready_never_raise_on_503() -> None:
     handler, _ = scripted(httpx.Response(200, json={"status": "ok"}),
                           httpx.Response(503, json={"status": "not_ready", "detail": "loading 2 models"}))
@@ -247,6 +258,42 @@ def test_stream_error_event_raises_typed_with_the_request_id() -> None:
     with pytest.raises(ServerError) as info:
         got.extend(client(handler).stream("p", task="sudoku"))
     assert info.value.request_id == "r7" and info.value.code == "engine_error"
+
+
+@pytest.mark.parametrize(("status", "code", "cls"), [(503, "engine_unavailable", Unavailable),
+                                                     (413, "too_many_trajectories", TooLarge),
+                                                     (429, "queue_full", Overloaded)])
+def test_a_stream_error_event_raises_the_class_of_the_status_it_carries(status, code, cls) -> None:
+    handler, _ = scripted(httpx.Response(200, content=sse(("error", {"status": status, "error": {
+        "code": code, "message": "m"}}))))
+    with pytest.raises(cls) as info:
+        list(client(handler).stream("p", task="sudoku"))
+    assert info.value.status == status
+
+
+def test_a_stream_that_ends_or_breaks_before_its_result_raises_connection_failed() -> None:
+    handler, _ = scripted(httpx.Response(200, content=sse(("step", STEPS[0]))))
+    got: list[Any] = []
+    with pytest.raises(ConnectionFailed) as info:
+        got.extend(client(handler).stream("p", task="sudoku"))
+    assert info.value.code == "stream_ended" and [type(i) for i in got] == [StepEvent]
+
+    class Broken(httpx.SyncByteStream):
+        def __iter__(self):  # type: ignore[no-untyped-def]
+            yield sse(("step", STEPS[0]))
+            raise httpx.ReadError("connection reset by peer")
+
+    handler, _ = scripted(httpx.Response(200, stream=Broken()))
+    with pytest.raises(ConnectionFailed, match="reset"):
+        list(client(handler).stream("p", task="sudoku"))
+
+
+def test_steps_carry_their_verdict_and_unknown_events_are_skipped() -> None:
+    step = STEPS[0] | {"verified": True, "verification": [], "overwritten": []}
+    handler, _ = scripted(httpx.Response(200, content=sse(("step", step)) + b"event: ping\ndata: not json\n\n"
+                                         + sse(("result", RESULT))))
+    items = list(client(handler).stream("p", task="sudoku"))
+    assert items[0].verified is True and isinstance(items[-1], SolveResponse)
 
 
 def test_stream_errors_before_the_stream_are_retried_then_raised() -> None:
