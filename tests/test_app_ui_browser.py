@@ -144,6 +144,39 @@ def test_bad_puzzle_shows_the_servers_error(page, server):
     assert not outside
 
 
+def test_an_error_inside_the_stream_shows_its_own_status(page, server):
+    """The stream's in-band `error` event carries the status the error would have had (here the engine going
+    away mid-solve, a 503), and the badge shows it, not the stream's 200."""
+    pg, outside = page
+    body = ('event: error\ndata: {"status": 503, "error": {"code": "engine_unavailable", '
+            '"message": "the engine core went away"}}\n\n')
+    pg.route("**/v1/solve/stream", lambda r: r.fulfill(status=200, content_type="text/event-stream", body=body))
+    pg.goto(server + "/")
+    pg.wait_for_selector("#server-state[data-state=ready]")
+    pg.click("#solve")
+    pg.wait_for_selector("#badge[data-state=error]")
+    assert pg.text_content("#badge") == "Error 503"
+    assert pg.locator("#error code").text_content() == "engine_unavailable"
+    assert not outside
+
+
+def test_a_server_that_wants_an_api_key_is_said_so_not_polled_forever(page, server):
+    pg, outside = page
+    calls: list[str] = []
+
+    def unauthorized(r) -> None:  # what a server with RECURSOLVE_API_KEYS answers the keyless playground
+        calls.append(r.request.url)
+        r.fulfill(status=401, content_type="application/json",
+                  body='{"error": {"code": "unauthorized", "message": "this server needs an API key"}}')
+
+    pg.route("**/v1/models", unauthorized)
+    pg.goto(server + "/")
+    pg.wait_for_selector("#server-state[data-state=down]")
+    assert pg.text_content("#server-state") == "401 unauthorized: this server needs an API key"
+    pg.wait_for_timeout(2000)
+    assert len(calls) == 1 and not outside
+
+
 def test_maze_drawn_and_solved(page, server, tmp_path):
     pg, outside = page
     pg.goto(server + "/")

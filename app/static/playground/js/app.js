@@ -1,6 +1,6 @@
 // Playground wiring: models and options -> POST /v1/solve/stream -> the board, stats, chart and trajectories.
 import { ArcBoard, MazeBoard, SudokuBoard } from "./boards.js";
-import { streamSolve } from "./sse.js";
+import { errorOf, streamSolve } from "./sse.js";
 import { StepPlayer, confidenceChart, trajectoryColour } from "./steps.js";
 
 const $ = (id) => document.getElementById(id);
@@ -20,6 +20,13 @@ const player = new StepPlayer((i) => showFrame(i));
 async function loadModels() {
   try {
     const resp = await fetch("v1/models");
+    if (!resp.ok) {  // 401 with RECURSOLVE_API_KEYS set: the playground sends no key, so say so and stop
+      const err = await errorOf(resp);
+      $("server-state").dataset.state = "down";
+      $("server-state").textContent = `${err.status} ${err.code}: ${err.message}`;
+      if (resp.status !== 401 && resp.status !== 403) setTimeout(loadModels, 3000);
+      return;
+    }
     const body = await resp.json();
     state.models = body.models ?? [];
     state.defaults = body.defaults ?? {};

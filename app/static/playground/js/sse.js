@@ -45,7 +45,7 @@ export async function* sseRecords(body) {
   }
 }
 
-async function errorOf(resp) {
+export async function errorOf(resp) {
   try {
     const body = await resp.json();
     if (body && body.error) return new ApiError(resp.status, body.error);
@@ -72,7 +72,8 @@ export async function streamSolve(url, body, { onStep, signal } = {}) {
     const payload = JSON.parse(rec.data);
     if (rec.event === "step") onStep?.(payload);
     else if (rec.event === "result") return { ...payload, request_id: payload.request_id || requestId };
-    else if (rec.event === "error") throw new ApiError(200, payload.error || payload);
+    // an in-band error says the status it would have had as a response
+    else if (rec.event === "error") throw new ApiError(payload.status || 500, payload.error || payload);
   }
   throw new ApiError(0, { code: "stream_ended", message: "the stream ended without a result" });
 }
