@@ -92,6 +92,20 @@ async def test_metrics_can_need_a_key(tmp_path):
         assert (await c.get("/healthz")).status_code == 200
 
 
+async def test_a_root_path_does_not_open_the_api(tmp_path):
+    """Behind a proxy prefix (uvicorn --root-path /solver) the path is /solver/v1/solve: the key is still needed,
+    and the probes still pass the in-flight guard (every guard reads the path the routes match)."""
+    async with running_app(tmp_path, settings=Settings(weights_dir=tmp_path, api_keys="k"),
+                           specs=make_specs(tmp_path)) as (app, _):
+        transport = httpx.ASGITransport(app=app, root_path="/solver")
+        async with httpx.AsyncClient(transport=transport, base_url="http://test") as c:
+            r = await c.post("/solver/v1/solve", json=solve_body(max_steps=1))
+            assert r.status_code == 401, r.text
+            r = await c.post("/solver/v1/solve", json=solve_body(max_steps=1), headers={"Authorization": "Bearer k"})
+            assert r.status_code == 200, r.text
+            assert (await c.get("/solver/healthz")).status_code == 200
+
+
 @module_loop
 @pytest.mark.parametrize(("content_type", "body"), [
     (None, b'{"task": "sudoku", "puzzle": "x"}'),

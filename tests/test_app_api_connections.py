@@ -120,6 +120,9 @@ async def test_headers_over_the_cap_get_431_and_big_ones_under_it_pass(port):
     filler = b"X-Pad: " + b"a" * 1000 + b"\r\n"
     ok = await send(b"GET /healthz HTTP/1.1\r\nHost: x\r\nConnection: close\r\n" + filler * 12 + b"\r\n")
     assert ok.startswith(b"HTTP/1.1 200 "), ok[:200]
+    # Complete headers past the cap, in one write (the server reads them in one go): refused too.
+    big = await send(b"GET /healthz HTTP/1.1\r\nHost: x\r\nConnection: close\r\n" + filler * 40 + b"\r\n")
+    assert big.startswith(b"HTTP/1.1 431 "), big[:200]
     # Headers past the cap that have not ended: refused at once, not after the header deadline. (All of it is
     # written before the server answers, so it closes with nothing unread and the client sees the answer.)
     reader, writer = await asyncio.open_connection("127.0.0.1", port)

@@ -4,6 +4,7 @@ key is a 422, a retry while the first still runs is a 409; kept in the result ca
 from __future__ import annotations
 
 import asyncio
+import json
 
 import pytest
 import pytest_asyncio
@@ -25,6 +26,15 @@ async def app_client(tmp_path_factory):
 
 def key(k: str) -> dict[str, str]:
     return {"Idempotency-Key": k}
+
+
+async def test_a_stored_record_that_cannot_be_replayed_is_recomputed_not_a_500():
+    from app.api.idempotency import _load
+
+    good = {"fingerprint": "f", "status": 200, "headers": {}, "body": "7b7d"}
+    assert _load(json.dumps(good).encode()) == good
+    for bad in ({**good, "body": "zz"}, {**good, "status": "200"}, {**good, "headers": []}, {**good, "body": 5}):
+        assert _load(json.dumps(bad).encode()) is None, bad
 
 
 async def test_fingerprint_ignores_json_layout_and_keys_are_scoped():

@@ -13,6 +13,7 @@ import hmac
 from starlette.types import ASGIApp, Receive, Scope, Send
 
 from app.api.errors import ApiError, count_error
+from app.api.guards import route_path
 
 PROTECTED_PREFIXES = ("/v1/", "/mcp")
 REALM = 'Bearer realm="recursolve"'
@@ -52,7 +53,7 @@ class ApiKeyMiddleware:
         return bool(self.keys) and (path.startswith(self.prefixes) or path in ("/v1", "/mcp"))
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        if scope["type"] != "http" or not self.protects(scope["path"]):
+        if scope["type"] != "http" or not self.protects(route_path(scope)):
             await self.app(scope, receive, send)
             return
         token = bearer_token(scope.get("headers", ()))

@@ -26,6 +26,16 @@ OPEN_PATHS = ("/healthz", "/readyz", "/metrics", "/v2/health/")
 OPEN_SUFFIXES = ("/ready",)  # /v2/models/{name}/ready
 
 
+def route_path(scope: Scope) -> str:
+    """The path the routes match: scope["path"] less the root_path a proxy prefix adds (uvicorn --root-path
+    makes path = root_path + the route's path, and Starlette routes on the rest). Every guard that decides by
+    path must read this one, or /prefix/v1/solve would pass a check written for /v1/solve."""
+    path, root = scope["path"], scope.get("root_path", "")
+    if root and path.startswith(root) and (len(path) == len(root) or path[len(root)] == "/"):
+        return path[len(root):]
+    return path
+
+
 def is_probe(path: str) -> bool:
     return path in OPEN_PATHS or path.startswith(OPEN_PATHS[-1]) or (
         path.startswith("/v2/models/") and path.endswith(OPEN_SUFFIXES))
@@ -68,7 +78,7 @@ class InflightLimitMiddleware:
         self._warned = 0.0
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        if scope["type"] != "http" or is_probe(scope["path"]):
+        if scope["type"] != "http" or is_probe(route_path(scope)):
             await self.app(scope, receive, send)
             return
         if self.inflight >= self.limit:

@@ -25,6 +25,7 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from app.api.auth import bearer_token
 from app.api.errors import ApiError, count_error
+from app.api.guards import route_path
 from app.cache import ResultCache
 
 HEADER = b"idempotency-key"
@@ -68,7 +69,7 @@ class IdempotencyMiddleware:
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         raw_key = None
-        if scope["type"] == "http" and scope["method"] == "POST" and scope["path"] in PATHS:
+        if scope["type"] == "http" and scope["method"] == "POST" and route_path(scope) in PATHS:
             raw_key = next((v for k, v in scope.get("headers", ()) if k == HEADER), None)
         cache = self.get_cache()
         if raw_key is None or cache is None:
@@ -84,7 +85,7 @@ class IdempotencyMiddleware:
         if body is None:  # the client went away
             return
         fingerprint = body_fingerprint(body)
-        stored_at = storage_key(key, scope["path"], bearer_token(scope.get("headers", ())))
+        stored_at = storage_key(key, route_path(scope), bearer_token(scope.get("headers", ())))
         if stored_at in self._running:
             await self._error(scope, receive, send, ApiError(
                 409, "idempotency_key_in_use", "a request with this Idempotency-Key is still running; retry after "
@@ -148,8 +149,10 @@ def _load(raw: bytes) -> dict[str, Any] | None:
     try:
         record = orjson.loads(raw)
         if isinstance(record, dict) and {"fingerprint", "status", "headers", "body"} <= set(record):
-            return record
-    except orjson.JSONDecodeError:
+            bytes.fromhex(record["body"])  # every field as it will be read (a bad one was a 500 at replay)
+            if isinstance(record["status"], int) and isinstance(record["headers"], dict):
+                return record
+    except (orjson.JSONDecodeError, TypeError, ValueError):
         pass
     return None
 

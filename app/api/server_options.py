@@ -99,6 +99,10 @@ def guarded_protocol(header_timeout_s: float, max_connections: int, retry_after_
         # body and starts the next request's headers counts for neither: the cap is loose by one read at most.
         in_headers = True
         header_bytes = 0  # bytes received while in_headers, since the last request's headers or body ended
+        # The request line and headers as parsed: the count above misses headers that arrive in one read with
+        # what follows them (on_headers_complete has reset it by the time data_received looks).
+        parsed_header_bytes = 0
+        headers_too_large = False
         got_bytes = False
 
         def connection_made(self, transport: asyncio.Transport) -> None:  # type: ignore[override]
@@ -125,8 +129,29 @@ def guarded_protocol(header_timeout_s: float, max_connections: int, retry_after_
 
         def send_400_response(self, msg: str) -> None:  # uvicorn's is plain text; every other error is JSON
             self._disarm()
-            self.transport.write(not_http)
+            if self.headers_too_large:
+                oversized()
+            self.transport.write(too_large if self.headers_too_large else not_http)
             self.transport.close()
+
+        def on_message_begin(self) -> None:
+            self.parsed_header_bytes = 0
+            super().on_message_begin()
+
+        def on_url(self, url: bytes) -> None:
+            self._count_header(len(url))
+            super().on_url(url)
+
+        def on_header(self, name: bytes, value: bytes) -> None:
+            self._count_header(len(name) + len(value) + 4)  # "name: value\r\n"
+            super().on_header(name, value)
+
+        def _count_header(self, n: int) -> None:
+            self.parsed_header_bytes += n
+            if self.parsed_header_bytes > MAX_HEADER_BYTES:
+                self.headers_too_large = True
+                # An exception in a parser callback stops the parser; uvicorn answers through send_400_response.
+                raise ValueError("request headers over MAX_HEADER_BYTES")
 
         def on_headers_complete(self) -> None:
             self._disarm()
