@@ -13,6 +13,7 @@ from __future__ import annotations
 import asyncio
 import hashlib
 import logging
+import re
 import threading
 import time
 from collections import OrderedDict
@@ -248,7 +249,9 @@ class RedisCache:
 
 
 def _safe_url(url: str) -> str:
-    """The URL without a password, for logs."""
+    """The URL without a password, for logs: none in its user info, and none in its query (redis-py reads
+    ?password= too)."""
+    url = re.sub(r"([?&]password=)[^&#]*", r"\1***", url, flags=re.IGNORECASE)
     scheme, sep, rest = url.partition("://")
     if sep and "@" in rest:
         creds, _, host = rest.rpartition("@")

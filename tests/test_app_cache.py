@@ -146,3 +146,11 @@ def test_metric_names_exposed() -> None:
     text = metrics.render_metrics()[0].decode()
     assert 'recursolve_step_duration_seconds_bucket{le="0.001",model="m"} 1.0' in text
     assert 'recursolve_requests_total{model="m",status="ok",task="sudoku"}' in text
+
+
+def test_a_redis_url_is_logged_without_its_password() -> None:
+    from app.cache import _safe_url
+
+    assert _safe_url("redis://user:s3cret@cache:6379/0") == "redis://user:***@cache:6379/0"
+    assert _safe_url("redis://cache:6379/0?password=s3cret&db=1") == "redis://cache:6379/0?password=***&db=1"
+    assert "s3cret" not in _safe_url("rediss://:s3cret@cache:6380/0?Password=s3cret")

@@ -55,6 +55,9 @@ def test_resolve_order_and_validation() -> None:
     assert resolve(hdrs(x_request_id="bad id", traceparent=TRACEPARENT))[0] == TRACE
     rid, echo = resolve(hdrs(traceparent="00-nope"))
     assert len(rid) == 32 and echo is None
+    # A later version's extra fields are the caller's bytes: only the four common fields are echoed.
+    later = f"01-{TRACE}-00f067aa0ba902b7-01-x\xff\xfe\x80"
+    assert resolve(hdrs(traceparent=later)) == (TRACE, f"01-{TRACE}-00f067aa0ba902b7-01".encode())
     assert resolve([])[0] != resolve([])[0]
 
 

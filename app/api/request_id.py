@@ -47,7 +47,9 @@ def resolve(headers: list[tuple[bytes, bytes]]) -> tuple[str, bytes | None]:
         elif name == b"traceparent" and traceparent is None:
             traceparent = value
     trace = trace_id(traceparent) if traceparent is not None else None
-    echo = traceparent.strip() if trace is not None and traceparent is not None else None
+    # Echoed as its first 55 characters, the four fields every version has (a later version's further fields are
+    # the caller's bytes, which may be anything llhttp lets through: never echoed).
+    echo = traceparent.strip()[:55] if trace is not None and traceparent is not None else None
     if sent_id is not None and _VALID_ID.fullmatch(sent_id):
         return sent_id.decode("ascii"), echo
     return (trace or new_request_id()), echo
