@@ -63,6 +63,20 @@ def test_mixed_maze_sizes_sit_in_the_canvas_corner_with_one_tier_per_side(tmp_pa
         make_maze(tmp_path / "x", 7, 4, 1, {}, sizes=[5, 9])
 
 
+def test_no_training_maze_is_a_rotation_or_reflection_of_a_held_out_one(tmp_path: Path) -> None:
+    """The trainer shows each training maze under one of the 8 dihedral transforms, so a rotated copy of a
+    held-out maze in the training set is a held-out maze seen in training. Small mazes repeat often."""
+    from puzzles.dihedral import dihedral
+    from training.data import load_examples
+    from training.make_data import make_maze
+
+    make_maze(tmp_path, 7, 400, 60, {"all": (1, None)}, seed=4, heldout_seed=88)
+    train = {g.tobytes() for g in load_examples(tmp_path, "train").inputs.reshape(-1, 7, 7)}
+    held = load_examples(tmp_path / "heldout" / "all", "test").inputs.reshape(-1, 7, 7)
+    seen = [g for g in held if any(dihedral(g, t).tobytes() in train for t in range(8))]
+    assert not seen
+
+
 def test_overlap_check_catches_overlap() -> None:
     with pytest.raises(OverlapError, match="1 held-out 'easy'"):
         check_no_overlap(["a", "b"], {"easy": ["c", "b"]})

@@ -73,8 +73,10 @@ def export_card(model_dir: Path, out: Path, eval_json: Path, run_dir: Path, note
             "steps": training_extra.get("step", run["steps"]),
             "wall_seconds": training_extra.get("elapsed_seconds", run["wall_seconds"]),
             "sample_steps": training_extra.get("step", run["steps"]) * train_cfg.get("batch_size", 0),
-            "hardware": notes.get("hardware") or f"CPU: {_hardware()}, 1 torch thread, run concurrently with two "
-                        "other trainings on a 2-core machine; no GPU was available in this session",
+            # Without notes, what the run's config says (a CUDA run's card must not claim a CPU, as it once did).
+            "hardware": notes.get("hardware") or (
+                f"{train_cfg['device']} (the run's device; exported on {_hardware()})"
+                if str(train_cfg.get("device", "cpu")).startswith("cuda") else f"CPU: {_hardware()}"),
             "torch": torch.__version__,
             "final_train_metrics": run["final_train_metrics"],
             "quick_evals": run["quick_evals"],

@@ -21,6 +21,7 @@ import numpy as np
 
 from puzzles import get_codec
 from puzzles.dataset import build_maze_dataset, build_sudoku_dataset
+from puzzles.dihedral import dihedral
 
 TRAIN_SEED = 1_000
 HELDOUT_SEED = 9_000_000  # far from TRAIN_SEED: the streams never share a seed
@@ -42,6 +43,12 @@ def check_no_overlap(train_keys: Iterable[str], heldout: dict[str, Iterable[str]
                                f"e.g. {sorted(shared)[0]!r}")
         sizes[tier] = len(set(keys))
     return sizes
+
+
+def maze_orbit(text: str) -> list[str]:
+    """A maze's text under the 8 rotations and reflections the trainer applies to training mazes."""
+    grid = np.array([list(row) for row in text.split("\n")])
+    return ["\n".join("".join(row) for row in dihedral(grid, t)) for t in range(8)]
 
 
 def _sudoku_keys(givens: np.ndarray) -> list[str]:
@@ -107,13 +114,17 @@ def make_maze(out: Path, size: int, train_count: int, heldout_count: int, tiers:
         tier_size = dict.fromkeys(tiers, size)
     heldout = {tier: _maze_batch(heldout_seed + i, tier_size[tier], heldout_count, lo, hi, loops)
                for i, (tier, (lo, hi)) in enumerate(tiers.items())}
-    # Small mazes repeat: drop training mazes that a held-out tier contains (the check below stays the guard).
-    held_keys = {codec.canonical(p) for ps in heldout.values() for p in ps}
+    # Small mazes repeat, and the trainer shows each training maze under one of the 8 rotations and reflections
+    # (training/data.py): drop training mazes that a held-out maze is, or is a rotation or reflection of (the
+    # checks below stay the guard).
+    held_keys = {k for ps in heldout.values() for p in ps for k in maze_orbit(codec.canonical(p))}
     generated = _maze_batch(seed, sizes or size, train_count, train_min_path, None, loops)
     train = [p for p in generated if codec.canonical(p) not in held_keys]
     train_count = len(train)
-    unique = check_no_overlap((codec.canonical(p) for p in train),
-                              {t: [codec.canonical(p) for p in ps] for t, ps in heldout.items()})
+    train_keys = [codec.canonical(p) for p in train]
+    check_no_overlap(train_keys, {t: [k for p in ps for k in maze_orbit(codec.canonical(p))]
+                                  for t, ps in heldout.items()})
+    unique = check_no_overlap(train_keys, {t: [codec.canonical(p) for p in ps] for t, ps in heldout.items()})
     build_maze_dataset(out, train, seq_len=seq_len)
     tiers_info = {}
     for i, (tier, puzzles) in enumerate(heldout.items()):
