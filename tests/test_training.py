@@ -77,6 +77,25 @@ def test_no_training_maze_is_a_rotation_or_reflection_of_a_held_out_one(tmp_path
     assert not seen
 
 
+def test_maze_augmentation_keeps_a_smaller_maze_in_the_canvas_corner() -> None:
+    """Six of the eight dihedral maps of the whole canvas moved a 5x5 maze out of the top-left corner of a 9x9
+    canvas, a layout the server never sends (it puts a smaller maze in that corner, PAD around it)."""
+    from puzzles.dihedral import dihedral
+    from training.data import augment_rows
+
+    rng = np.random.default_rng(0)
+    block = rng.integers(1, 5, size=(5, 5))
+    canvas = np.zeros((9, 9), dtype=np.int64)
+    canvas[:5, :5] = block
+    inputs = np.repeat(canvas.reshape(1, 81), 64, axis=0)
+    out, labels = augment_rows("maze", inputs, inputs.copy(), np.random.default_rng(1))
+    seen = set()
+    for row, lab in zip(out.reshape(-1, 9, 9), labels.reshape(-1, 9, 9), strict=True):
+        assert (row[5:, :] == 0).all() and (row[:, 5:] == 0).all() and (row == lab).all()
+        seen.add(next(t for t in range(8) if (dihedral(block, t) == row[:5, :5]).all()))
+    assert len(seen) == 8  # every map still used
+
+
 def test_overlap_check_catches_overlap() -> None:
     with pytest.raises(OverlapError, match="1 held-out 'easy'"):
         check_no_overlap(["a", "b"], {"easy": ["c", "b"]})

@@ -21,7 +21,7 @@ import torch
 
 from training.config import TrainConfig
 from training.data import load_examples
-from training.evaluate import run_plain
+from training.evaluate import exact_rows, run_plain
 from training.make_data import make_maze
 from training.trainer import Trainer
 
@@ -35,11 +35,14 @@ TINY_RECIPE: dict[str, Any] = {"batch_size": 32, "lr": 1e-3, "lr_warmup_steps": 
                                "checkpoint_every_minutes": 1e9, "threads": 1}
 
 
-def tiny_maze_data(root: Path, size: int = 7, train_count: int = 2000, heldout_count: int = 200) -> Path:
-    """Cached tiny maze set: `train/` plus one held-out tier `heldout/all/` of unseen mazes."""
-    out = root / f"maze{size}-{train_count}-{heldout_count}"
+def tiny_maze_data(root: Path, size: int = 7, train_count: int = 2000, heldout_count: int = 200,
+                   drop_rotations: bool = True) -> Path:
+    """Cached tiny maze set: `train/` plus one held-out tier `heldout/all/` of mazes not in training, nor (with
+    `drop_rotations`, see make_maze) rotated or reflected there."""
+    out = root / f"maze{size}-{train_count}-{heldout_count}{'' if drop_rotations else '-rot'}"
     if not (out / "manifest.json").exists():
-        make_maze(out, size, train_count, heldout_count, {"all": (1, None)}, seed=11, heldout_seed=9_100_000)
+        make_maze(out, size, train_count, heldout_count, {"all": (1, None)}, seed=11, heldout_seed=9_100_000,
+                  drop_rotations=drop_rotations)
     return out
 
 
@@ -84,7 +87,7 @@ def run(steps: int, overrides: list[str], data: Path, runs: Path, seed: int = 0,
     held = load_examples(data / "heldout" / "all", "test")
     model = trainer.ema_model()
     res = run_plain(model, held.inputs, held.puzzle_identifiers)
-    exact = float(np.mean(np.all((res.final_tokens == held.labels) | (held.labels < 0), axis=1)))
+    exact = float(np.mean(exact_rows(res.final_tokens, held.labels)))
     flags = [n for n, on in (("fresh_carry", fresh_carry), ("stagger", stagger), ("no_halting", no_halting)) if on]
     return {"overrides": overrides + flags, "steps": steps, "seed": seed,
             "heldout_exact": round(exact, 4),

@@ -18,7 +18,7 @@ from models import load_model
 from models.checkpoint import content_version
 from training.calibration import calibration_report, fit_temperature
 from training.data import load_examples
-from training.evaluate import _exact, run_plain, tiers_of
+from training.evaluate import exact_rows, run_plain, tiers_of
 
 FIELD = "confidence_temperature"
 
@@ -37,8 +37,8 @@ def calibrate(model_path: str | Path, val_heldout: str | Path, *, n: int = 200, 
         m = min(n, len(ex))
         res = run_plain(model, ex.inputs[:m], ex.puzzle_identifiers[:m])
         labels = ex.labels[:m]
-        per_tier[tier] = (res.final_q_halt, _exact(res.final_tokens, labels), res.halt_q_halt,
-                          _exact(res.halt_tokens, labels))
+        per_tier[tier] = (res.final_q_halt, exact_rows(res.final_tokens, labels), res.halt_q_halt,
+                          exact_rows(res.halt_tokens, labels))
     q = np.concatenate([np.concatenate([v[0], v[2]]) for v in per_tier.values()])
     ok = np.concatenate([np.concatenate([v[1], v[3]]) for v in per_tier.values()])
     t = fit_temperature(q, ok)

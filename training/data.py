@@ -68,10 +68,14 @@ def augment_rows(task: str, inputs: np.ndarray, labels: np.ndarray,
         if side * side != inputs.shape[1]:
             return inputs, labels
         out_i, out_l = inputs.copy(), labels.copy()
+        grids, answers = out_i.reshape(-1, side, side), out_l.reshape(-1, side, side)
         for r in range(inputs.shape[0]):
             t = int(rng.integers(8))
-            out_i[r] = dihedral(inputs[r].reshape(side, side), t).reshape(-1)
-            out_l[r] = dihedral(labels[r].reshape(side, side), t).reshape(-1)
+            # A smaller maze sits in the canvas's top-left corner with PAD (token 0) around it, as the server
+            # encodes it: transform that block, so the maze stays where the server puts it.
+            n = int((grids[r] != 0).any(1).sum())
+            grids[r, :n, :n] = dihedral(grids[r, :n, :n], t)
+            answers[r, :n, :n] = dihedral(answers[r, :n, :n], t)
         return out_i, out_l
     return inputs, labels
 

@@ -85,7 +85,8 @@ def puzzle_from_tokens(task: str, tokens: np.ndarray) -> Any:
     raise ValueError(f"no verifier wiring for task {task!r}")
 
 
-def _exact(tokens: np.ndarray, labels: np.ndarray) -> np.ndarray:
+def exact_rows(tokens: np.ndarray, labels: np.ndarray) -> np.ndarray:
+    """Per row: every labelled position answered right (IGNORE_LABEL positions do not count)."""
     return np.all((tokens == labels) | (labels == IGNORE_LABEL), axis=1)
 
 
@@ -110,7 +111,7 @@ def evaluate_tier(model: RecursiveModel, task: str, data_root: Path, n: int, ptr
     t0 = time.monotonic()
     res = run_plain(model, inputs, ids, batch_size=batch_size)
     plain_s = time.monotonic() - t0
-    final_ok, halt_ok = _exact(res.final_tokens, labels), _exact(res.halt_tokens, labels)
+    final_ok, halt_ok = exact_rows(res.final_tokens, labels), exact_rows(res.halt_tokens, labels)
     out: dict[str, Any] = {
         "n": n,
         "max_steps": {"exact": float(final_ok.mean()),
@@ -138,9 +139,9 @@ def evaluate_tier(model: RecursiveModel, task: str, data_root: Path, n: int, ptr
             for s in range(0, m, chunk)
         ])
         out[f"ptrm_k{k}"] = {"n": m, "sigma": sigma, "noise_on": noise_on, "policy": "best_q",
-                             "exact": float(_exact(chosen, labels[:m]).mean()),
+                             "exact": float(exact_rows(chosen, labels[:m]).mean()),
                              "verified": float(_verified(task, puzzles[:m], chosen).mean()),
-                             "plain_exact_same_rows": float(_exact(res.final_tokens[:m], labels[:m]).mean()),
+                             "plain_exact_same_rows": float(exact_rows(res.final_tokens[:m], labels[:m]).mean()),
                              "mean_act_steps": float(model.config.halt_max_steps),
                              "seconds": round(time.monotonic() - t0, 1)}
     return out

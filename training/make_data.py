@@ -99,10 +99,13 @@ def _maze_batch(seed: int, size: int | Sequence[int], n: int, lo: int, hi: int |
 
 def make_maze(out: Path, size: int, train_count: int, heldout_count: int, tiers: dict[str, tuple[int, int | None]],
               loops: float = 0.0, seed: int = TRAIN_SEED, heldout_seed: int = HELDOUT_SEED,
-              train_min_path: int = 1, sizes: Sequence[int] | None = None) -> dict[str, Any]:
+              train_min_path: int = 1, sizes: Sequence[int] | None = None,
+              drop_rotations: bool = True) -> dict[str, Any]:
     """Mazes on a size x size canvas. With `sizes`, training mazes have sides drawn from them (each sits in the
     canvas's top-left corner with PAD around it, as the server encodes it), and there is one held-out tier per
-    side (`side9`, ...) instead of the path-length `tiers`."""
+    side (`side9`, ...) instead of the path-length `tiers`. `drop_rotations` False keeps training mazes that are
+    a rotation or reflection of a held-out one (only exact copies go): for sides so small (5) that every maze
+    is one, where a run measures learning rather than generalisation."""
     codec = get_codec("maze")
     seq_len = size * size
     if sizes:
@@ -117,13 +120,15 @@ def make_maze(out: Path, size: int, train_count: int, heldout_count: int, tiers:
     # Small mazes repeat, and the trainer shows each training maze under one of the 8 rotations and reflections
     # (training/data.py): drop training mazes that a held-out maze is, or is a rotation or reflection of (the
     # checks below stay the guard).
-    held_keys = {k for ps in heldout.values() for p in ps for k in maze_orbit(codec.canonical(p))}
+    def keys(p: Any) -> list[str]:
+        return maze_orbit(codec.canonical(p)) if drop_rotations else [codec.canonical(p)]
+
+    held_keys = {k for ps in heldout.values() for p in ps for k in keys(p)}
     generated = _maze_batch(seed, sizes or size, train_count, train_min_path, None, loops)
     train = [p for p in generated if codec.canonical(p) not in held_keys]
     train_count = len(train)
     train_keys = [codec.canonical(p) for p in train]
-    check_no_overlap(train_keys, {t: [k for p in ps for k in maze_orbit(codec.canonical(p))]
-                                  for t, ps in heldout.items()})
+    check_no_overlap(train_keys, {t: [k for p in ps for k in keys(p)] for t, ps in heldout.items()})
     unique = check_no_overlap(train_keys, {t: [codec.canonical(p) for p in ps] for t, ps in heldout.items()})
     build_maze_dataset(out, train, seq_len=seq_len)
     tiers_info = {}

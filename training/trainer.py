@@ -243,12 +243,12 @@ class Trainer:
     # -- the loop --------------------------------------------------------------------------------
 
     def quick_eval(self) -> dict[str, float]:
-        from training.evaluate import run_plain
+        from training.evaluate import exact_rows, run_plain
 
         inputs, labels, ids = self.eval_set
         res = run_plain(self.ema_model(), inputs, ids, batch_size=64)
-        exact_max = float(np.mean(np.all((res.final_tokens == labels) | (labels < 0), axis=1)))
-        exact_q = float(np.mean(np.all((res.halt_tokens == labels) | (labels < 0), axis=1)))
+        exact_max = float(np.mean(exact_rows(res.final_tokens, labels)))
+        exact_q = float(np.mean(exact_rows(res.halt_tokens, labels)))
         return {"eval_exact_max_steps": exact_max, "eval_exact_q_halt": exact_q,
                 "eval_mean_steps_q_halt": float(res.halt_steps.mean())}
 
