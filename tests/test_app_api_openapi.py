@@ -86,3 +86,9 @@ async def test_with_api_keys_the_document_says_so(tmp_path):
     solve = spec["paths"]["/v1/solve"]["post"]
     assert solve["security"] == [{"bearer": []}] and "401" in solve["responses"]
     assert "security" not in spec["paths"]["/healthz"]["get"]
+    assert "security" not in spec["paths"]["/metrics"]["get"]
+    # RECURSOLVE_AUTH_METRICS: the scrape needs a key too, and the document says so
+    settings = Settings(weights_dir=tmp_path, api_keys="k", auth_metrics=True)
+    async with running_app(tmp_path, settings=settings, specs=[]) as (_, c):
+        spec = (await c.get("/openapi.json")).json()
+    assert spec["paths"]["/metrics"]["get"]["security"] == [{"bearer": []}]

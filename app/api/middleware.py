@@ -51,4 +51,4 @@ def install(app: FastAPI, settings: Settings) -> None:
         app.add_middleware(CORSMiddleware, allow_origins=origins, allow_methods=["GET", "POST", "OPTIONS"],
                            allow_headers=CORS_HEADERS, expose_headers=CORS_EXPOSED, max_age=600)
     app.add_middleware(CloseWhileDrainingMiddleware, is_draining=lambda: runtime.drain_started is not None)
-    openapi.install(app, auth=bool(keys))
+    openapi.install(app, auth=bool(keys), auth_metrics=settings.auth_metrics)

@@ -13,6 +13,7 @@ from typing import Any
 
 from fastapi import FastAPI
 
+from app.api.auth import PROTECTED_PREFIXES
 from app.api.schemas import ErrorBody
 
 ERROR_REF = {"$ref": "#/components/schemas/ErrorBody"}
@@ -29,7 +30,8 @@ BODY_ERRORS: dict[str, tuple[str, bool]] = {
     "422": ("Bad puzzle (the codec's message and location), bad or over-budget options, a wrong JSON type "
             "(strict: true is not a number, \"10\" is not 10), or an Idempotency-Key reused for another body.",
             False),
-    "429": ("Queue full; retry after the Retry-After header's seconds.", True),
+    "429": ("The queue is full, or too many request bytes are in flight; retry after the Retry-After header's "
+            "seconds.", True),
 }
 ANY_ERRORS: dict[str, tuple[str, bool]] = {
     "503": ("Not ready yet (models loading), draining for shutdown, or over the in-flight request limit "
@@ -52,8 +54,9 @@ def _response(description: str, retry_after: bool) -> dict[str, Any]:
     return out
 
 
-def patch_schema(schema: dict[str, Any], auth: bool) -> dict[str, Any]:
-    """Add the guard errors, Retry-After, Idempotency-Key and (with `auth`) the bearer scheme, in place."""
+def patch_schema(schema: dict[str, Any], auth: bool, auth_metrics: bool = False) -> dict[str, Any]:
+    """Add the guard errors, Retry-After, Idempotency-Key and (with `auth`) the bearer scheme, in place; the
+    paths that need a key are the ones ApiKeyMiddleware guards (/metrics too with `auth_metrics`)."""
     components = schema.setdefault("components", {})
     schemas = components.setdefault("schemas", {})
     if "ErrorBody" not in schemas:
@@ -64,8 +67,10 @@ def patch_schema(schema: dict[str, Any], auth: bool) -> dict[str, Any]:
     if auth:
         components.setdefault("securitySchemes", {})["bearer"] = {
             "type": "http", "scheme": "bearer", "description": "One of the keys in RECURSOLVE_API_KEYS."}
+    keyed = PROTECTED_PREFIXES + (("/metrics",) if auth_metrics else ())
     for path, item in schema.get("paths", {}).items():
-        protected = path.startswith(("/v1/", "/mcp"))
+        protected = path.startswith(PROTECTED_PREFIXES)  # behind the guards (limits, 429/503)
+        needs_key = auth and path.startswith(keyed)
         for method, op in item.items():
             if not isinstance(op, dict) or "responses" not in op:
                 continue
@@ -73,7 +78,7 @@ def patch_schema(schema: dict[str, Any], auth: bool) -> dict[str, Any]:
             wanted = dict(ANY_ERRORS) if protected else {}
             if method in ("post", "put", "patch"):
                 wanted |= BODY_ERRORS
-            if protected and auth:
+            if needs_key:
                 wanted["401"] = AUTH_ERROR
                 op["security"] = [{"bearer": []}]
             if protected and any(code.startswith("4") for code in responses):
@@ -97,13 +102,13 @@ def patch_schema(schema: dict[str, Any], auth: bool) -> dict[str, Any]:
     return schema
 
 
-def install(app: FastAPI, auth: bool) -> None:
+def install(app: FastAPI, auth: bool, auth_metrics: bool = False) -> None:
     """Replace app.openapi with the generated document patched once by `patch_schema`."""
     generate = app.openapi
 
     def openapi() -> dict[str, Any]:
         if app.openapi_schema is None:
-            app.openapi_schema = patch_schema(generate(), auth)
+            app.openapi_schema = patch_schema(generate(), auth, auth_metrics)
         return app.openapi_schema
 
     app.openapi = openapi  # type: ignore[method-assign]
