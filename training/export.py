@@ -103,7 +103,8 @@ def _readme(card: dict[str, Any]) -> str:
         + f", halt_max_steps {mc['halt_max_steps']}, forward dtype {mc['forward_dtype']}; "
         f"{card['params']:,} parameters. Version `{card['version']}`.",
         f"- Training: {tr['steps']:,} optimiser steps x batch {tr['recipe'].get('batch_size')} rows = "
-        f"{tr['sample_steps']:,} sample-steps (one ACT step each), {tr['wall_seconds'] / 60:.0f} min wall clock on "
+        f"{tr['sample_steps']:,} sample-steps (one ACT step each), {tr['wall_seconds'] / 60:.0f} min of training "
+        f"(evaluations and checkpoints not counted) on "
         f"{tr['hardware']}.",
         f"- Data: {notes.get('data', '')}",
         "",
