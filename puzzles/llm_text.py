@@ -137,22 +137,24 @@ def find_json(text: str) -> tuple[bool, Any]:
     closer = "]" if text[start] == "[" else "}"
     end = text.rfind(closer)
     if end < start:
-        line = text.count("\n", 0, start) + 1
         raise PuzzleError(f"unclosed {text[start]!r}: the text looks like JSON but has no matching {closer!r}",
-                          f"line {line}, char {start - text.rfind(chr(10), 0, start)}", code="bad_json")
+                          _where(text, start), code="bad_json")
     snippet = text[start:end + 1]
-    where = f"line {text.count(chr(10), 0, start) + 1}, char {start - text.rfind(chr(10), 0, start)}"
     try:
         return True, json.loads(snippet)
     except json.JSONDecodeError as err:
         try:  # Python reprs: None, single quotes, tuples
             return True, ast.literal_eval(snippet)
         except (ValueError, TypeError, SyntaxError, MemoryError, RecursionError):  # TypeError: {[1]: 2}
-            pos = start + err.pos
-            line = text.count("\n", 0, pos) + 1
             raise PuzzleError(f"the text looks like JSON but does not parse: {err.msg}",
-                              f"line {line}, char {pos - text.rfind(chr(10), 0, pos)}", code="bad_json") from None
+                              _where(text, start + err.pos), code="bad_json") from None
     except (ValueError, RecursionError) as err:  # well-formed, but an integer of thousands of digits or nesting
         # deeper than the parser goes
         reason = "nested too deeply" if isinstance(err, RecursionError) else str(err)
-        raise PuzzleError(f"the text looks like JSON but cannot be read: {reason}", where, code="bad_json") from None
+        raise PuzzleError(f"the text looks like JSON but cannot be read: {reason}", _where(text, start),
+                          code="bad_json") from None
+
+
+def _where(text: str, pos: int) -> str:
+    """Where offset `pos` of `text` is, as "line L, char C" (both from 1)."""
+    return f"line {text.count(chr(10), 0, pos) + 1}, char {pos - text.rfind(chr(10), 0, pos)}"
