@@ -21,7 +21,7 @@ import numpy as np
 
 from puzzles import get_codec
 from puzzles.dataset import build_maze_dataset, build_sudoku_dataset
-from puzzles.dihedral import dihedral
+from puzzles.maze import MazePuzzle, augment
 
 TRAIN_SEED = 1_000
 HELDOUT_SEED = 9_000_000  # far from TRAIN_SEED: the streams never share a seed
@@ -45,10 +45,10 @@ def check_no_overlap(train_keys: Iterable[str], heldout: dict[str, Iterable[str]
     return sizes
 
 
-def maze_orbit(text: str) -> list[str]:
-    """A maze's text under the 8 rotations and reflections the trainer applies to training mazes."""
-    grid = np.array([list(row) for row in text.split("\n")])
-    return ["\n".join("".join(row) for row in dihedral(grid, t)) for t in range(8)]
+def maze_orbit(puzzle: MazePuzzle) -> list[str]:
+    """A maze's canonical text under the 8 rotations and reflections the trainer applies to training mazes."""
+    codec = get_codec("maze")
+    return [codec.canonical(augment(puzzle, t)) for t in range(8)]
 
 
 def _sudoku_keys(givens: np.ndarray) -> list[str]:
@@ -120,8 +120,8 @@ def make_maze(out: Path, size: int, train_count: int, heldout_count: int, tiers:
     # Small mazes repeat, and the trainer shows each training maze under one of the 8 rotations and reflections
     # (training/data.py): drop training mazes that a held-out maze is, or is a rotation or reflection of (the
     # checks below stay the guard).
-    def keys(p: Any) -> list[str]:
-        return maze_orbit(codec.canonical(p)) if drop_rotations else [codec.canonical(p)]
+    def keys(p: MazePuzzle) -> list[str]:
+        return maze_orbit(p) if drop_rotations else [codec.canonical(p)]
 
     held_keys = {k for ps in heldout.values() for p in ps for k in keys(p)}
     generated = _maze_batch(seed, sizes or size, train_count, train_min_path, None, loops)

@@ -34,7 +34,7 @@ def unseen_heldout(model: Path, out: Path, threads: int = 1) -> dict[str, Any]:
     train = {codec.canonical(p) for p in generated} - held_keys
     seen: dict[str, int] = {}
     for tier, puzzles in held.items():
-        unseen = [p for p in puzzles if not any(k in train for k in maze_orbit(codec.canonical(p)))]
+        unseen = [p for p in puzzles if not any(k in train for k in maze_orbit(p))]
         seen[tier] = len(puzzles) - len(unseen)
         build_maze_dataset(out / tier, unseen[:1], unseen, seq_len=train_spec["size"] ** 2)
     (out / "tiers.json").write_text(json.dumps({"tiers": list(held)}))
