@@ -304,9 +304,9 @@ class EngineCore:
     def _collect(self, out: Outputs, name: str, result: StepResult) -> None:
         for reason, n in result.halts.items():
             metrics.HALTS.labels(model=name, reason=reason).inc(n)
-        for rid in [o.id for o in result.finished] + [r.id for r in result.rejected] + result.dropped:
+        for rid in [o.id for o in result.finished] + result.dropped:
             self._owner.pop(rid, None)
-        if result.failed:  # the model holds no request now; cancelled ones got no rejection but must go too
+        if result.failed:  # the model holds no request now (the rejected, and cancelled ones that get nothing)
             self._owner = {rid: m for rid, m in self._owner.items() if m != name}
         out.finished += result.finished
         out.steps += result.steps
