@@ -19,7 +19,7 @@ from starlette.exceptions import HTTPException as StarletteHTTPException
 from app import metrics
 from app.api.budgets import BudgetExceeded
 from app.api.redact import clip
-from app.api.service import InvalidRequest, ModelNotFound
+from app.api.service import ClientGone, InvalidRequest, ModelNotFound
 from app.engine.client import EngineRejected, EngineUnavailable
 from app.engine.protocol import DRAINING, ENGINE_ERROR, QUEUE_FULL, TOO_MANY_ROWS, UNKNOWN_MODEL
 from app.logs import request_id_var
@@ -113,6 +113,8 @@ def classify(exc: BaseException) -> ApiError:
         return ApiError(422, exc.code, exc.message, exc.location)
     if isinstance(exc, ModelNotFound):
         return ApiError(404, exc.code, exc.message, exc.location)
+    if isinstance(exc, ClientGone):  # nobody reads this answer; it is counted (client_closed) and logged
+        return ApiError(499, "client_closed", "the client disconnected")
     if isinstance(exc, ValidationError):
         return from_validation(exc.errors(include_url=False))
     if isinstance(exc, EngineRejected):

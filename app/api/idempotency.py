@@ -34,12 +34,12 @@ KEY_PREFIX = "recursolve:idempotency:"
 MAX_KEY_CHARS = 255
 MAX_STORED_BYTES = 4_000_000  # a bigger answer is sent but not kept (a retry then recomputes it)
 NOT_STORED = frozenset({408, 409, 429, 499})
+KEPT_HEADERS = (b"content-type", b"x-request-id")
 
 
 def is_final(status: int) -> bool:
     """Whether a retry would get this status again, so an answer with it may be replayed."""
     return status < 500 and status not in NOT_STORED
-KEPT_HEADERS = (b"content-type", b"x-request-id")
 
 
 def body_fingerprint(body: bytes) -> str:

@@ -26,7 +26,7 @@ from app.api.schemas import (
     SolveRequest,
     SolveResponse,
 )
-from app.api.service import ClientGone, Outcome, Prepared, SharedDisconnect, SolveService
+from app.api.service import Outcome, Prepared, SharedDisconnect, SolveService
 from app.engine.protocol import StepUpdate, tokens_from_bytes
 from app.gc_pauses import flush_pauses
 from app.logs import current_request_id
@@ -48,8 +48,13 @@ def _runtime(request: Request) -> Runtime:
     return request.app.state.runtime
 
 
-def _service(request: Request) -> SolveService:
-    return ready_service(_runtime(request))
+def _service(request: Request, body: SolveRequest | None = None) -> SolveService:
+    """The solve service when it may take work, else the 503 to answer, counted (with `body`'s labels)."""
+    try:
+        return ready_service(_runtime(request))
+    except ApiError as err:
+        count_error(err, *_labels(None, body))
+        raise
 
 
 def ready_service(rt: Runtime) -> SolveService:
@@ -90,8 +95,7 @@ async def run_solve(service: SolveService, item: SolveRequest, request_id: str, 
         outcome = await service.solve(prep, is_disconnected)
         return 200, service.render(prep, outcome, request_id), {}
     except Exception as exc:
-        gone = isinstance(exc, ClientGone)
-        err = ApiError(499, "client_closed", "the client disconnected") if gone else classify(exc)
+        err = classify(exc)
         count_error(err, *_labels(service, item))
         return err.status, err.body(), err.headers
 
@@ -102,11 +106,7 @@ async def solve(body: SolveRequest, request: Request) -> Response:
     """Solve a Sudoku, maze or ARC puzzle. Returns the answer in the form it was given, as text, whether it
     passes the exact verifier, the model's confidence, how many ACT steps ran and why it stopped."""
     started = time.monotonic()
-    try:
-        service = _service(request)
-    except ApiError as err:
-        count_error(err, *_labels(None, body))
-        raise
+    service = _service(request, body)
     rid = current_request_id()
     status, payload, headers = await run_solve(service, body, rid, started, request.is_disconnected)
     return _json(payload, status, {"X-Request-ID": rid, **headers})
@@ -118,11 +118,7 @@ async def solve_batch(body: BatchRequest, request: Request) -> Response:
     """Every item is validated and solved on its own and gets its own status (200, 404, 413, 422, 429, 503);
     the batch itself answers 200. Items share the engine's batch rows with all other traffic."""
     started = time.monotonic()
-    try:
-        service = _service(request)
-    except ApiError as err:
-        count_error(err)
-        raise
+    service = _service(request)
     limit = _runtime(request).settings.max_batch_items
     if len(body.items) > limit:
         err = ApiError(413, "too_many_items", f"{len(body.items)} items in one batch; the limit is {limit} "
@@ -170,8 +166,8 @@ async def solve_stream(body: SolveRequest, request: Request) -> Response:
     started = time.monotonic()
     rid = current_request_id()
     service = None
-    try:
-        service = _service(request)
+    try:  # every error before the stream, the 503 of a server not ready included, is counted below
+        service = ready_service(_runtime(request))
         prep = service.prepare(body.task, body.model, body.puzzle, body.options.model_dump(exclude_none=True),
                                started)
         events = await service.stream(prep)
