@@ -24,7 +24,7 @@ def test_sigterm_drains_then_exits(tmp_path: Path, stop: str):
     save_random(tmp_path / "random")
     models = tmp_path / "models.yaml"
     models.write_text(f"models:\n  - name: random\n    path: {tmp_path / 'random'}\n    batch_rows: 4\n")
-    with served(models, env={"RECURSOLVE_DRAIN_GRACE_SECONDS": "6"}, ready_timeout=60,
+    with served(models, env={"RECURSOLVE_DRAIN_GRACE_SECONDS": "3"}, ready_timeout=60,
                 own_group=stop == "ctrl_c") as (base, proc):
         results: dict[str, httpx.Response] = {}
 
