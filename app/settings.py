@@ -186,6 +186,8 @@ class Settings(BaseSettings):
     header_timeout_s: float = Field(default=10.0, gt=0)  # from connect (or keep-alive reuse) to complete headers
     body_timeout_s: float = Field(default=30.0, gt=0)  # from complete headers to complete body
     keep_alive_timeout_s: float = Field(default=5.0, gt=0)  # idle keep-alive connection
+    # A client that reads none of its pending response for this long is cut off (its handler and rows freed).
+    write_timeout_s: float = Field(default=30.0, gt=0)
     max_connections: int = Field(default=2048, ge=1)  # open sockets; over it: 503 + Retry-After, then closed
     max_inflight_requests: int = Field(default=512, ge=1)  # requests being handled (health/metrics not counted)
     retry_after_s: int = Field(default=1, ge=1)  # Retry-After on the 503s above

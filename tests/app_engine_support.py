@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import socket
 import time
 from collections.abc import AsyncIterator
 from pathlib import Path
@@ -19,8 +20,10 @@ from typing import Any
 
 import httpx
 import torch
+import uvicorn
 from fastapi import FastAPI
 
+from app.api.server_options import uvicorn_options
 from app.main import create_app
 from app.settings import ModelSpec, Settings
 from models import ModelConfig, build_model, save_model
@@ -124,6 +127,32 @@ async def running_app(root: Path, settings: Settings | None = None, specs: list[
         transport = httpx.ASGITransport(app=app)
         async with httpx.AsyncClient(transport=transport, base_url="http://test", timeout=60) as client:
             yield app, client
+
+
+@contextlib.asynccontextmanager
+async def uvicorn_serving(root: Path, send_buffer: int | None = None, **settings: Any) -> AsyncIterator[int]:
+    """A real uvicorn server built from `uvicorn_options` (what `recursolve serve` runs) on 127.0.0.1, yielding its
+    port; the models are make_specs's (random with 2 batch rows). `send_buffer` fixes the sockets' SO_SNDBUF
+    (accepted sockets take the listening socket's), so a test fills a socket with kilobytes, not megabytes."""
+    s = Settings(weights_dir=root, drain_grace_seconds=1, log_level="warning", **settings)
+    app = create_app(s, make_specs(root, random={"batch_rows": 2}))
+    srv = uvicorn.Server(uvicorn.Config(app, lifespan="on", **uvicorn_options(s, host="127.0.0.1", port=0)))
+    sockets = None
+    if send_buffer is not None:
+        listener = socket.socket()
+        listener.setsockopt(socket.SOL_SOCKET, socket.SO_SNDBUF, send_buffer)
+        listener.bind(("127.0.0.1", 0))
+        sockets = [listener]
+    task = asyncio.create_task(srv.serve(sockets=sockets))
+    while not srv.started:
+        await asyncio.sleep(0.01)
+    await app.state.runtime.wait_ready(60)
+    port = srv.servers[0].sockets[0].getsockname()[1]
+    try:
+        yield port
+    finally:
+        srv.should_exit = True
+        await task
 
 
 async def engine_stats(client: httpx.AsyncClient, model: str) -> dict[str, Any]:

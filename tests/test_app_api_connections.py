@@ -4,7 +4,6 @@ real sockets on 127.0.0.1: header and body deadlines, the open-connection cap an
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import resource
 import time
 
@@ -15,9 +14,8 @@ import pytest_asyncio
 import uvicorn
 
 from app.api.server_options import FD_RESERVE, MAX_HEADER_BYTES, connection_cap, uvicorn_options
-from app.main import create_app
 from app.settings import Settings
-from app_engine_support import make_specs, solve_body, variant, wait_for
+from app_engine_support import solve_body, uvicorn_serving, variant, wait_for
 
 pytestmark = pytest.mark.asyncio(loop_scope="module")
 
@@ -27,26 +25,9 @@ MAX_CONNECTIONS = 300
 STALLED = 200
 
 
-@contextlib.asynccontextmanager
-async def serve(root, **settings):
-    s = Settings(weights_dir=root, drain_grace_seconds=1, log_level="warning", **settings)
-    app = create_app(s, make_specs(root, random={"batch_rows": 2}))
-    srv = uvicorn.Server(uvicorn.Config(app, lifespan="on", **uvicorn_options(s, host="127.0.0.1", port=0)))
-    task = asyncio.create_task(srv.serve())
-    while not srv.started:
-        await asyncio.sleep(0.01)
-    await app.state.runtime.wait_ready(60)
-    port = srv.servers[0].sockets[0].getsockname()[1]
-    try:
-        yield port
-    finally:
-        srv.should_exit = True
-        await task
-
-
 @pytest_asyncio.fixture(loop_scope="module", scope="module")
 async def port(tmp_path_factory):
-    async with serve(tmp_path_factory.mktemp("conns"), header_timeout_s=HEADER_TIMEOUT_S,
+    async with uvicorn_serving(tmp_path_factory.mktemp("conns"), header_timeout_s=HEADER_TIMEOUT_S,
                      body_timeout_s=BODY_TIMEOUT_S, max_connections=MAX_CONNECTIONS, max_inflight_requests=2) as p:
         yield p
 
@@ -170,7 +151,7 @@ async def test_a_stalled_body_gets_408(port):
 
 
 async def test_over_the_connection_cap_is_503_with_retry_after(tmp_path):
-    async with serve(tmp_path, max_connections=3) as p:
+    async with uvicorn_serving(tmp_path, max_connections=3) as p:
         held = [await asyncio.open_connection("127.0.0.1", p) for _ in range(3)]
         reader, writer = await asyncio.open_connection("127.0.0.1", p)
         answer = await read_all(reader, 5)
@@ -205,3 +186,4 @@ async def test_over_the_inflight_cap_is_503_json_and_probes_still_answer(port):
         for t in hog:
             t.cancel()
         await asyncio.gather(*hog, return_exceptions=True)
+

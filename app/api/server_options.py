@@ -15,6 +15,11 @@ with three additions:
 - a cap on open connections: one over it gets a 503 with Retry-After and the JSON error body at once and
   is closed, so it costs a file descriptor for microseconds, not until the client gives up. The cap is
   also kept under the process's file-descriptor limit, so accept() itself never fails.
+- a write deadline: uvicorn's `send` waits, with no limit, for a client whose unread response has filled
+  the socket and the transport's buffer; its handler, its in-flight slot and its rows would stay held. Once
+  writing pauses, a client that reads none of the buffered bytes for `write_timeout_s` is aborted (the
+  handler then sees a disconnect). Any progress starts the deadline again, so a slow but live reader (a
+  long SSE stream over a thin link) is never cut; only one that has stopped reading is.
 
 uvicorn's own `limit_concurrency` is left off: its 503 is plain text without Retry-After, and it counts
 connections and requests together. The in-flight request cap is app/api/guards.py.
@@ -26,6 +31,8 @@ import asyncio
 import logging
 import math
 import resource
+import socket
+import struct
 import time
 from typing import Any
 
@@ -73,16 +80,18 @@ class _RateLimitedWarning:
             self.count, self.last = 0, now
 
 
-def guarded_protocol(header_timeout_s: float, max_connections: int, retry_after_s: int = 1
-                     ) -> type[HttpToolsProtocol]:
-    """uvicorn's HttpToolsProtocol with a header deadline, a header size cap and an open-connection cap (a class
-    per setting values, because uvicorn builds protocols with its own fixed arguments)."""
+def guarded_protocol(header_timeout_s: float, max_connections: int, retry_after_s: int = 1,
+                     write_timeout_s: float = 30.0) -> type[HttpToolsProtocol]:
+    """uvicorn's HttpToolsProtocol with a header deadline, a header size cap, an open-connection cap and a write
+    deadline (a class per setting values, because uvicorn builds protocols with its own fixed arguments)."""
     cap = connection_cap(max_connections)
     refused = _RateLimitedWarning(f"open-connection cap {cap} reached: refused %d connections with 503 "
                                   "(RECURSOLVE_MAX_CONNECTIONS)")
     timed_out = _RateLimitedWarning(f"closed %d connections whose request headers did not arrive within "
                                     f"{header_timeout_s:g} s (RECURSOLVE_HEADER_TIMEOUT_S)")
     oversized = _RateLimitedWarning(f"closed %d connections whose request headers ran past {MAX_HEADER_BYTES} bytes")
+    unread = _RateLimitedWarning(f"aborted %d connections that read none of their response for {write_timeout_s:g} s "
+                                 "(RECURSOLVE_WRITE_TIMEOUT_S)")
     busy = _raw_response(503, "Service Unavailable", "too_many_connections",
                          f"the server has {cap} open connections, its limit; retry after {retry_after_s} s",
                          {"retry-after": str(retry_after_s)})
@@ -104,6 +113,9 @@ def guarded_protocol(header_timeout_s: float, max_connections: int, retry_after_
         parsed_header_bytes = 0
         headers_too_large = False
         got_bytes = False
+        write_timer: asyncio.TimerHandle | None = None
+        unread_bytes = 0  # the transport's buffer when the write deadline was (re)armed
+        running: Any = None  # the request whose handler runs; with pipelining, not self.cycle (the newest parsed)
 
         def connection_made(self, transport: asyncio.Transport) -> None:  # type: ignore[override]
             super().connection_made(transport)
@@ -164,7 +176,52 @@ def guarded_protocol(header_timeout_s: float, max_connections: int, retry_after_
 
         def connection_lost(self, exc: Exception | None) -> None:
             self._disarm()
+            self._disarm_write()
+            self._running_disconnected()
             super().connection_lost(exc)
+
+        def _start_asgi_task(self, cycle: Any, app: Any) -> None:
+            self.running = cycle
+            super()._start_asgi_task(cycle, app)
+
+        def _running_disconnected(self) -> None:
+            """Tell the running handler its client is gone. uvicorn tells only self.cycle, which under pipelining is
+            a request still queued: the running one's send, woken by connection_lost, wrote to a dead transport."""
+            if self.running is not None and not self.running.response_complete:
+                self.running.disconnected = True
+                self.running.message_event.set()
+
+        def pause_writing(self) -> None:  # the transport's buffer is over its high-water mark: send() now waits
+            super().pause_writing()
+            self._arm_write()
+
+        def resume_writing(self) -> None:
+            self._disarm_write()
+            super().resume_writing()
+
+        def _arm_write(self) -> None:
+            self._disarm_write()
+            self.unread_bytes = self.transport.get_write_buffer_size()
+            self.write_timer = self.loop.call_later(write_timeout_s, self._write_stalled)
+
+        def _disarm_write(self) -> None:
+            if self.write_timer is not None:
+                self.write_timer.cancel()
+                self.write_timer = None
+
+        def _write_stalled(self) -> None:
+            self.write_timer = None
+            if self.transport.is_closing():
+                return
+            if self.transport.get_write_buffer_size() < self.unread_bytes:  # it read some: a slow reader, not gone
+                self._arm_write()
+                return
+            unread()
+            self._running_disconnected()  # before the abort: uvloop's wakes a waiting send before connection_lost
+            sock = self.transport.get_extra_info("socket")
+            if sock is not None:  # a reset: the kernel drops what it holds too, rather than keep sending it
+                sock.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
+            self.transport.abort()  # close() would wait to flush what the client will never read
 
         def _arm(self) -> None:
             self._disarm()
@@ -198,7 +255,8 @@ def uvicorn_options(settings: Settings, *, host: str | None = None, port: int | 
         # of the grace period and for the cut answers to be sent.
         "timeout_graceful_shutdown": math.ceil(settings.drain_grace_seconds) + 3,
         "timeout_keep_alive": max(1, math.ceil(settings.keep_alive_timeout_s)),
-        "http": guarded_protocol(settings.header_timeout_s, settings.max_connections, settings.retry_after_s),
+        "http": guarded_protocol(settings.header_timeout_s, settings.max_connections, settings.retry_after_s,
+                                 settings.write_timeout_s),
         "limit_concurrency": None,  # see the module docstring: our caps answer with JSON + Retry-After
         "backlog": 2048,
         "server_header": False,  # no server version to fingerprint
