@@ -46,9 +46,10 @@ def tiny_config(**over: Any) -> ModelConfig:
     return ModelConfig(**(fields | over))
 
 
-def save_random(folder: Path, seed: int = 0, q_halt_bias: float | None = None) -> Path:
+def save_random(folder: Path, seed: int = 0, q_halt_bias: float | None = None, **config: Any) -> Path:
+    """A random tiny TRM (tiny_config with `config` over it) saved to folder."""
     torch.manual_seed(seed)
-    model = build_model(tiny_config())
+    model = build_model(tiny_config(**config))
     with torch.no_grad():
         # Small Q-head weights so the confidence depends on the state; the -5 bias still keeps q_halt < 0.
         model.q_head.weight.normal_(0.0, 0.05)

@@ -18,13 +18,20 @@ from app_engine_support import save_random, served, solve_body
 
 pytestmark = pytest.mark.slow
 
+GRACE_S = 6
+SHORT_STEPS = 40
+
 
 @pytest.mark.parametrize("stop", ["sigterm", "ctrl_c"])
 def test_sigterm_drains_then_exits(tmp_path: Path, stop: str):
-    save_random(tmp_path / "random")
+    # 18 recursions a step (~9 ms here): the long request's 4096 steps take ~40 s, past the grace even on a machine
+    # 4x faster, while the short one's 40 (~0.4 s) finish inside it unless steps run 15x slower (two busy loops on
+    # this 2-core machine do that to torch's thread pool). With the one-pass tiny model the test was timing-bound
+    # both ways: 4096 steps finished inside a 6 s grace on a quiet machine, and a 3 s grace failed once on a busy one.
+    save_random(tmp_path / "random", H_cycles=3, L_cycles=6)
     models = tmp_path / "models.yaml"
     models.write_text(f"models:\n  - name: random\n    path: {tmp_path / 'random'}\n    batch_rows: 4\n")
-    with served(models, env={"RECURSOLVE_DRAIN_GRACE_SECONDS": "3"}, ready_timeout=60,
+    with served(models, env={"RECURSOLVE_DRAIN_GRACE_SECONDS": str(GRACE_S)}, ready_timeout=60,
                 own_group=stop == "ctrl_c") as (base, proc):
         results: dict[str, httpx.Response] = {}
 
@@ -32,7 +39,7 @@ def test_sigterm_drains_then_exits(tmp_path: Path, stop: str):
             results[name] = httpx.post(f"{base}/v1/solve", json=solve_body(cache=False, halting="max_steps", **opts),
                                        timeout=30)
 
-        short = threading.Thread(target=call, args=("short",), kwargs={"max_steps": 150})
+        short = threading.Thread(target=call, args=("short",), kwargs={"max_steps": SHORT_STEPS})
         long = threading.Thread(target=call, args=("long",), kwargs={"max_steps": 4096, "seed": 1, "noise": 0.1})
         short.start()
         long.start()
@@ -53,7 +60,7 @@ def test_sigterm_drains_then_exits(tmp_path: Path, stop: str):
     assert late.status_code == 503 and late.headers["Retry-After"] and late.json()["error"]["code"] == "draining"
     assert late.headers["Connection"] == "close"  # no kept-alive socket for the shutdown to close under a client
     assert ready.status_code == 503
-    assert results["short"].status_code == 200 and results["short"].json()["steps"] == 150
+    assert results["short"].status_code == 200 and results["short"].json()["steps"] == SHORT_STEPS
     cut = results["long"].json()
     assert results["long"].status_code == 200, cut
     assert cut["halted_by"] == "deadline" and 0 < cut["steps"] < 4096 and cut["answer"] is not None
