@@ -34,6 +34,7 @@ import resource
 import socket
 import struct
 import time
+from collections.abc import Callable
 from typing import Any
 
 import orjson
@@ -80,6 +81,32 @@ class _RateLimitedWarning:
             self.count, self.last = 0, now
 
 
+class _Deadline:
+    """One re-armable timer of a connection (its header deadline, its write deadline)."""
+
+    def __init__(self, loop: asyncio.AbstractEventLoop, delay_s: float, expired: Callable[[], None]) -> None:
+        self.loop, self.delay_s, self.expired = loop, delay_s, expired
+        self.timer: asyncio.TimerHandle | None = None
+
+    @property
+    def armed(self) -> bool:
+        return self.timer is not None
+
+    def arm(self) -> None:
+        """Start it (again): it fires delay_s from now."""
+        self.cancel()
+        self.timer = self.loop.call_later(self.delay_s, self._fire)
+
+    def cancel(self) -> None:
+        if self.timer is not None:
+            self.timer.cancel()
+            self.timer = None
+
+    def _fire(self) -> None:
+        self.timer = None
+        self.expired()
+
+
 def guarded_protocol(header_timeout_s: float, max_connections: int, retry_after_s: int = 1,
                      write_timeout_s: float = 30.0) -> type[HttpToolsProtocol]:
     """uvicorn's HttpToolsProtocol with a header deadline, a header size cap, an open-connection cap and a write
@@ -103,7 +130,8 @@ def guarded_protocol(header_timeout_s: float, max_connections: int, retry_after_
                              "the request is not valid HTTP/1.1 (request line, header syntax or framing)")
 
     class GuardedHttpToolsProtocol(HttpToolsProtocol):
-        header_timer: asyncio.TimerHandle | None = None
+        header_deadline: _Deadline
+        write_deadline: _Deadline
         # Between requests or inside a request line and headers, not in a body. A read that ends one request's
         # body and starts the next request's headers counts for neither: the cap is loose by one read at most.
         in_headers = True
@@ -113,34 +141,35 @@ def guarded_protocol(header_timeout_s: float, max_connections: int, retry_after_
         parsed_header_bytes = 0
         headers_too_large = False
         got_bytes = False
-        write_timer: asyncio.TimerHandle | None = None
         unread_bytes = 0  # the transport's buffer when the write deadline was (re)armed
         running: Any = None  # the request whose handler runs; with pipelining, not self.cycle (the newest parsed)
 
         def connection_made(self, transport: asyncio.Transport) -> None:  # type: ignore[override]
+            self.header_deadline = _Deadline(self.loop, header_timeout_s, self._headers_late)
+            self.write_deadline = _Deadline(self.loop, write_timeout_s, self._write_stalled)
             super().connection_made(transport)
             if len(self.connections) > cap:
                 refused()
                 transport.write(busy)
                 transport.close()
                 return
-            self._arm()
+            self.header_deadline.arm()
 
         def data_received(self, data: bytes) -> None:
             self.got_bytes = True
-            if self.header_timer is None and (self.cycle is None or self.cycle.response_complete):
-                self._arm()  # a kept-alive connection starting its next request
+            if not self.header_deadline.armed and (self.cycle is None or self.cycle.response_complete):
+                self.header_deadline.arm()  # a kept-alive connection starting its next request
             if self.in_headers:  # counted whatever the deadline: a pipelined request's headers arrive unarmed
                 self.header_bytes += len(data)
             super().data_received(data)  # on_headers_complete disarms once the headers are in
             if self.in_headers and self.header_bytes > MAX_HEADER_BYTES and not self.transport.is_closing():
-                self._disarm()
+                self.header_deadline.cancel()
                 oversized()
                 self.transport.write(too_large)
                 self.transport.close()
 
         def send_400_response(self, msg: str) -> None:  # uvicorn's is plain text; every other error is JSON
-            self._disarm()
+            self.header_deadline.cancel()
             if self.headers_too_large:
                 oversized()
             self.transport.write(too_large if self.headers_too_large else not_http)
@@ -166,7 +195,7 @@ def guarded_protocol(header_timeout_s: float, max_connections: int, retry_after_
                 raise ValueError("request headers over MAX_HEADER_BYTES")
 
         def on_headers_complete(self) -> None:
-            self._disarm()
+            self.header_deadline.cancel()
             self.in_headers, self.header_bytes = False, 0
             super().on_headers_complete()
 
@@ -175,8 +204,8 @@ def guarded_protocol(header_timeout_s: float, max_connections: int, retry_after_
             super().on_message_complete()
 
         def connection_lost(self, exc: Exception | None) -> None:
-            self._disarm()
-            self._disarm_write()
+            self.header_deadline.cancel()
+            self.write_deadline.cancel()
             self._running_disconnected()
             super().connection_lost(exc)
 
@@ -196,21 +225,14 @@ def guarded_protocol(header_timeout_s: float, max_connections: int, retry_after_
             self._arm_write()
 
         def resume_writing(self) -> None:
-            self._disarm_write()
+            self.write_deadline.cancel()
             super().resume_writing()
 
         def _arm_write(self) -> None:
-            self._disarm_write()
             self.unread_bytes = self.transport.get_write_buffer_size()
-            self.write_timer = self.loop.call_later(write_timeout_s, self._write_stalled)
-
-        def _disarm_write(self) -> None:
-            if self.write_timer is not None:
-                self.write_timer.cancel()
-                self.write_timer = None
+            self.write_deadline.arm()
 
         def _write_stalled(self) -> None:
-            self.write_timer = None
             if self.transport.is_closing():
                 return
             if self.transport.get_write_buffer_size() < self.unread_bytes:  # it read some: a slow reader, not gone
@@ -223,17 +245,7 @@ def guarded_protocol(header_timeout_s: float, max_connections: int, retry_after_
                 sock.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
             self.transport.abort()  # close() would wait to flush what the client will never read
 
-        def _arm(self) -> None:
-            self._disarm()
-            self.header_timer = self.loop.call_later(header_timeout_s, self._headers_late)
-
-        def _disarm(self) -> None:
-            if self.header_timer is not None:
-                self.header_timer.cancel()
-                self.header_timer = None
-
         def _headers_late(self) -> None:
-            self.header_timer = None
             if self.transport.is_closing():
                 return
             timed_out()
