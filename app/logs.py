@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import logging
 import logging.config
+import math
 import secrets
 import sys
 import threading
@@ -123,6 +124,24 @@ class RepeatedRecordFilter(logging.Filter):
             del self._windows[k]
         while len(self._windows) >= self.max_kinds:  # all live: forget the oldest window
             del self._windows[next(iter(self._windows))]
+
+
+class CountedWarning:
+    """For events that come in floods (refused connections, refused requests): calling it counts one event, and
+    at most one warning per `every_s` says how many came since the last, rather than one line per event.
+    `message` has one %d, the count."""
+
+    def __init__(self, logger: logging.Logger, message: str, every_s: float = 10.0, *,
+                 clock: Callable[[], float] = time.monotonic) -> None:
+        self.logger, self.message, self.every_s, self._clock = logger, message, every_s, clock
+        self.count, self.last = 0, -math.inf
+
+    def __call__(self) -> None:
+        self.count += 1
+        now = self._clock()
+        if now - self.last >= self.every_s:
+            self.logger.warning(self.message, self.count)
+            self.count, self.last = 0, now
 
 
 class JsonLineFormatter(JsonFormatter):

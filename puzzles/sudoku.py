@@ -362,20 +362,23 @@ def generate_batch(seed: int, tier: str, n: int) -> tuple[np.ndarray, np.ndarray
 # -------------------------------------------------------------------------------------- augmentation
 
 
-def augment_maps(rng: np.random.Generator) -> tuple[np.ndarray, np.ndarray]:
-    """(digit_map[10] with 0 fixed, cell index map[81]) for one official-style validity-preserving shuffle.
+def augment_maps(rng: np.random.Generator, n: int | None = None) -> tuple[np.ndarray, np.ndarray]:
+    """(digit_map[10] with 0 fixed, cell index map[81]) for one official-style validity-preserving shuffle, or
+    ([n, 10], [n, 81]) for n independent ones when n is given.
 
-    Transpose with p=0.5, then rows = shuffled bands x shuffled rows within each band, columns the same
-    with stacks; digits 1..9 permuted. ``new.flat[i] = digit_map[old_t.flat[index_map[i]]]``.
+    Rows = shuffled bands x shuffled rows within each band, columns the same with stacks, then a transpose with
+    p=0.5; digits 1..9 permuted. ``new.flat[i] = digit_map[old.flat[index_map[i]]]``.
     """
-    digit_map = np.concatenate([[0], rng.permutation(9) + 1]).astype(np.int64)
-    transpose = bool(rng.random() < 0.5)
-    rows = np.concatenate([b * 3 + rng.permutation(3) for b in rng.permutation(3)])
-    cols = np.concatenate([s * 3 + rng.permutation(3) for s in rng.permutation(3)])
-    index_map = (rows[:, None] * 9 + cols[None, :]).reshape(-1)
-    if transpose:  # fold the transpose into the index map: old_t[r, c] = old[c, r]
-        index_map = (index_map % 9) * 9 + index_map // 9
-    return digit_map, index_map
+    m = 1 if n is None else n
+    digit_map = np.concatenate([np.zeros((m, 1), np.int64), rng.random((m, 9)).argsort(1) + 1], axis=1)
+    bands = rng.random((m, 3)).argsort(1)
+    rows = (bands[:, :, None] * 3 + rng.random((m, 3, 3)).argsort(2)).reshape(m, 9)
+    stacks = rng.random((m, 3)).argsort(1)
+    cols = (stacks[:, :, None] * 3 + rng.random((m, 3, 3)).argsort(2)).reshape(m, 9)
+    index_map = (rows[:, :, None] * 9 + cols[:, None, :]).reshape(m, 81)
+    transpose = rng.random(m) < 0.5  # folded into the index map: old_t[r, c] = old[c, r]
+    index_map[transpose] = (index_map[transpose] % 9) * 9 + index_map[transpose] // 9
+    return (digit_map[0], index_map[0]) if n is None else (digit_map, index_map)
 
 
 def apply_maps(digits: np.ndarray, digit_map: np.ndarray, index_map: np.ndarray) -> np.ndarray:
@@ -522,15 +525,7 @@ def augment_batch(givens: np.ndarray, solutions: np.ndarray,
     """
     givens = np.asarray(givens).reshape(-1, 81)
     solutions = np.asarray(solutions).reshape(-1, 81)
-    n = givens.shape[0]
-    digit_map = np.concatenate([np.zeros((n, 1), np.int64), rng.random((n, 9)).argsort(1) + 1], axis=1)
-    bands = rng.random((n, 3)).argsort(1)
-    rows = (bands[:, :, None] * 3 + rng.random((n, 3, 3)).argsort(2)).reshape(n, 9)
-    stacks = rng.random((n, 3)).argsort(1)
-    cols = (stacks[:, :, None] * 3 + rng.random((n, 3, 3)).argsort(2)).reshape(n, 9)
-    index_map = (rows[:, :, None] * 9 + cols[:, None, :]).reshape(n, 81)
-    transpose = rng.random(n) < 0.5
-    index_map[transpose] = (index_map[transpose] % 9) * 9 + index_map[transpose] // 9
+    digit_map, index_map = augment_maps(rng, givens.shape[0])
 
     def apply(x: np.ndarray) -> np.ndarray:
         return np.take_along_axis(digit_map, np.take_along_axis(x.astype(np.int64), index_map, 1), 1)

@@ -12,6 +12,7 @@ import pytest
 import uvicorn
 
 from app.logs import (
+    CountedWarning,
     JsonLineFormatter,
     RepeatedRecordFilter,
     RequestIdFilter,
@@ -138,6 +139,19 @@ def test_repeat_filter_summarises_the_suppressed_count_with_the_next_line() -> N
     assert summary.getMessage() == "accept failed on fd 9 [suppressed 248 similar messages in the previous 10 s]"
     again = _record(exc_info=emfile())
     assert f.filter(again) and not hasattr(again, "suppressed")  # counted once, not repeated
+
+
+def test_counted_warning_says_how_many_once_per_interval(caplog) -> None:
+    clock = FakeClock()
+    refused = CountedWarning(logging.getLogger("test.counted"), "refused %d connections", every_s=10.0, clock=clock)
+    with caplog.at_level(logging.WARNING, logger="test.counted"):
+        refused()  # the first event is told at once
+        for _ in range(500):
+            clock.now += 0.01
+            refused()
+        clock.now += 5.1  # 10 s after the first line: the next event tells the count since it
+        refused()
+    assert [r.getMessage() for r in caplog.records] == ["refused 1 connections", "refused 501 connections"]
 
 
 def test_repeat_filter_kinds_and_levels() -> None:

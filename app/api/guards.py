@@ -11,13 +11,13 @@
 from __future__ import annotations
 
 import logging
-import time
 from collections.abc import Callable
 
 from starlette.routing import Match
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from app.api.errors import ApiError, count_error, is_json_media_type
+from app.logs import CountedWarning
 
 log = logging.getLogger(__name__)
 
@@ -74,15 +74,15 @@ class InflightLimitMiddleware:
         self.limit = limit
         self.retry_after_s = retry_after_s
         self.inflight = 0
-        self._refused = 0
-        self._warned = 0.0
+        self._refused = CountedWarning(log, f"in-flight limit {limit} reached: refused %d requests with 503 since the "
+                                       "last warning")
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http" or is_probe(route_path(scope)):
             await self.app(scope, receive, send)
             return
         if self.inflight >= self.limit:
-            self._note_refusal()
+            self._refused()
             err = ApiError(503, "too_many_requests_in_flight", f"the server is handling {self.inflight} requests, "
                            f"its limit (RECURSOLVE_MAX_INFLIGHT_REQUESTS); retry after {self.retry_after_s} s",
                            headers={"Retry-After": str(self.retry_after_s)})
@@ -94,15 +94,6 @@ class InflightLimitMiddleware:
             await self.app(scope, receive, send)
         finally:
             self.inflight -= 1
-
-    def _note_refusal(self) -> None:
-        """One warning per 10 s with the count, not one line per refused request (a flood must not flood the log)."""
-        self._refused += 1
-        now = time.monotonic()
-        if now - self._warned >= 10.0:
-            log.warning("in-flight limit %d reached: refused %d requests with 503 since the last warning",
-                        self.limit, self._refused)
-            self._refused, self._warned = 0, now
 
 
 class CloseWhileDrainingMiddleware:

@@ -26,6 +26,7 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 from app.api.auth import bearer_token
 from app.api.errors import ApiError, count_error
 from app.api.guards import route_path
+from app.api.limits import read_body
 from app.cache import ResultCache
 
 HEADER = b"idempotency-key"
@@ -34,7 +35,9 @@ KEY_PREFIX = "recursolve:idempotency:"
 MAX_KEY_CHARS = 255
 MAX_STORED_BYTES = 4_000_000  # a bigger answer is sent but not kept (a retry then recomputes it)
 NOT_STORED = frozenset({408, 409, 429, 499})
-KEPT_HEADERS = (b"content-type", b"x-request-id")
+# What a replay carries of the first answer's headers. Not X-Request-ID: RequestIdMiddleware, outside this one,
+# gives every response the id of the request it answers, the replay included.
+KEPT_HEADERS = (b"content-type",)
 
 
 def is_final(status: int) -> bool:
@@ -81,7 +84,7 @@ class IdempotencyMiddleware:
                 400, "invalid_idempotency_key", f"Idempotency-Key must be 1-{MAX_KEY_CHARS} printable ASCII "
                 "characters (a UUID is a good choice)", "header Idempotency-Key"))
             return
-        body = await _read_body(receive)
+        body = await read_body(receive)
         if body is None:  # the client went away
             return
         fingerprint = body_fingerprint(body)
@@ -155,17 +158,6 @@ def _load(raw: bytes) -> dict[str, Any] | None:
     except (orjson.JSONDecodeError, TypeError, ValueError):
         pass
     return None
-
-
-async def _read_body(receive: Receive) -> bytes | None:
-    chunks = []
-    while True:
-        message = await receive()
-        if message["type"] != "http.request":
-            return None
-        chunks.append(message.get("body", b""))
-        if not message.get("more_body", False):
-            return b"".join(chunks)
 
 
 def _replay(body: bytes, receive: Receive) -> Receive:

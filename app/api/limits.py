@@ -7,6 +7,7 @@ no handler for longer than RECURSOLVE_BODY_TIMEOUT_S (the header deadline is in 
 from __future__ import annotations
 
 import asyncio
+from collections.abc import Callable
 
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
@@ -95,20 +96,12 @@ class BodyLimitMiddleware:
         await self.app(scope, replay, send)
 
     async def _read(self, receive: Receive, held: list[int]) -> bytes | None:
-        chunks: list[bytes] = []
-        size = 0
-        while True:
-            message = await receive()
-            if message["type"] != "http.request":
-                return None
-            chunk = message.get("body", b"")
-            size += len(chunk)
+        def received(size: int) -> None:
             if size > self.max_bytes:
                 raise _TooLarge()
             self._reserve(held, size)
-            chunks.append(chunk)
-            if not message.get("more_body", False):
-                return b"".join(chunks)
+
+        return await read_body(receive, received)
 
     async def _busy(self, scope: Scope, receive: Receive, send: Send) -> None:
         err = ApiError(429, "too_many_bytes_in_flight", f"this server process holds {self.inflight_bytes} bytes of "
@@ -122,3 +115,21 @@ class BodyLimitMiddleware:
                        "or smaller puzzles (limit: RECURSOLVE_MAX_REQUEST_BYTES)")
         count_error(err)
         await err.response()(scope, receive, send)
+
+
+async def read_body(receive: Receive, received: Callable[[int], None] | None = None) -> bytes | None:
+    """The whole request body, or None if the client went away first. `received(bytes so far)` runs after each
+    chunk arrives and before it is kept, so a limit can refuse the body there by raising."""
+    chunks: list[bytes] = []
+    size = 0
+    while True:
+        message = await receive()
+        if message["type"] != "http.request":
+            return None
+        chunk = message.get("body", b"")
+        size += len(chunk)
+        if received is not None:
+            received(size)
+        chunks.append(chunk)
+        if not message.get("more_body", False):
+            return b"".join(chunks)

@@ -33,13 +33,13 @@ import math
 import resource
 import socket
 import struct
-import time
 from collections.abc import Callable
 from typing import Any
 
 import orjson
 from uvicorn.protocols.http.httptools_impl import HttpToolsProtocol
 
+from app.logs import CountedWarning
 from app.settings import Settings
 
 log = logging.getLogger(__name__)
@@ -64,21 +64,6 @@ def _raw_response(status: int, reason: str, code: str, message: str, headers: di
     head = [f"HTTP/1.1 {status} {reason}", "content-type: application/json", f"content-length: {len(body)}",
             "connection: close", *(f"{k}: {v}" for k, v in (headers or {}).items())]
     return ("\r\n".join(head) + "\r\n\r\n").encode("latin-1") + body
-
-
-class _RateLimitedWarning:
-    """One log line per `every_s` with the count since the last, not one per event (a flood must not flood the log)."""
-
-    def __init__(self, message: str, every_s: float = 10.0) -> None:
-        self.message, self.every_s = message, every_s
-        self.count, self.last = 0, -math.inf
-
-    def __call__(self) -> None:
-        self.count += 1
-        now = time.monotonic()
-        if now - self.last >= self.every_s:
-            log.warning(self.message, self.count)
-            self.count, self.last = 0, now
 
 
 class _Deadline:
@@ -112,12 +97,12 @@ def guarded_protocol(header_timeout_s: float, max_connections: int, retry_after_
     """uvicorn's HttpToolsProtocol with a header deadline, a header size cap, an open-connection cap and a write
     deadline (a class per setting values, because uvicorn builds protocols with its own fixed arguments)."""
     cap = connection_cap(max_connections)
-    refused = _RateLimitedWarning(f"open-connection cap {cap} reached: refused %d connections with 503 "
+    refused = CountedWarning(log, f"open-connection cap {cap} reached: refused %d connections with 503 "
                                   "(RECURSOLVE_MAX_CONNECTIONS)")
-    timed_out = _RateLimitedWarning(f"closed %d connections whose request headers did not arrive within "
+    timed_out = CountedWarning(log, f"closed %d connections whose request headers did not arrive within "
                                     f"{header_timeout_s:g} s (RECURSOLVE_HEADER_TIMEOUT_S)")
-    oversized = _RateLimitedWarning(f"closed %d connections whose request headers ran past {MAX_HEADER_BYTES} bytes")
-    unread = _RateLimitedWarning(f"aborted %d connections that read none of their response for {write_timeout_s:g} s "
+    oversized = CountedWarning(log, f"closed %d connections whose request headers ran past {MAX_HEADER_BYTES} bytes")
+    unread = CountedWarning(log, f"aborted %d connections that read none of their response for {write_timeout_s:g} s "
                                  "(RECURSOLVE_WRITE_TIMEOUT_S)")
     busy = _raw_response(503, "Service Unavailable", "too_many_connections",
                          f"the server has {cap} open connections, its limit; retry after {retry_after_s} s",
