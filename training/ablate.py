@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import shutil
 import tempfile
 import time
 from pathlib import Path
@@ -40,7 +41,11 @@ def tiny_maze_data(root: Path, size: int = 7, train_count: int = 2000, heldout_c
     """Cached tiny maze set: `train/` plus one held-out tier `heldout/all/` of mazes not in training, nor (with
     `drop_rotations`, see make_maze) rotated or reflected there."""
     out = root / f"maze{size}-{train_count}-{heldout_count}{'' if drop_rotations else '-rot'}"
-    if not (out / "manifest.json").exists():
+    manifest = out / "manifest.json"
+    # A set cached before make_maze dropped rotations has the same name: its manifest does not say drop_rotations.
+    cached = json.loads(manifest.read_text())["train"]["all"] if manifest.exists() else {}
+    if cached.get("drop_rotations") != drop_rotations:
+        shutil.rmtree(out, ignore_errors=True)
         make_maze(out, size, train_count, heldout_count, {"all": (1, None)}, seed=11, heldout_seed=9_100_000,
                   drop_rotations=drop_rotations)
     return out

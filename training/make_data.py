@@ -140,7 +140,7 @@ def make_maze(out: Path, size: int, train_count: int, heldout_count: int, tiers:
     train_info = {"all": {"count": train_count, "generated": len(generated), "seed": seed,
                           "size": sorted(sizes) if sizes else size, "canvas": size,
                           "loops": loops, "min_path_len": train_min_path,
-                          "dropped_as_heldout": len(generated) - train_count}}
+                          "dropped_as_heldout": len(generated) - train_count, "drop_rotations": drop_rotations}}
     return _finish(out, "maze", train_info, tiers_info, unique, train_count)
 
 
