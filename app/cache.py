@@ -154,19 +154,26 @@ class RedisCache:
     backend = "redis"
 
     def __init__(self, url: str, *, socket_timeout: float = 0.1, op_timeout: float | None = None,
-                 breaker_seconds: float = 5.0, clock: Callable[[], float] = time.monotonic) -> None:
+                 breaker_seconds: float = 5.0, max_connections: int = 32,
+                 clock: Callable[[], float] = time.monotonic) -> None:
         self.url = url
         self.breaker_seconds = breaker_seconds
         self.op_timeout = op_timeout if op_timeout is not None else 2.5 * socket_timeout
         self._clock = clock
-        self._client = aioredis.Redis.from_url(
+        # redis-py's default pool opens a connection per concurrent command without limit: 500 requests in flight
+        # would take 500 file descriptors out of the FD_RESERVE (64) that the connection cap leaves free. This pool
+        # holds at most max_connections; a command waits for one (within op_timeout, like any slow Redis).
+        pool = aioredis.BlockingConnectionPool.from_url(
             url,
+            max_connections=max_connections,
+            timeout=None,  # the wait is bounded by op_timeout around each command
             socket_connect_timeout=socket_timeout,
             socket_timeout=socket_timeout,
             retry=Retry(NoBackoff(), 0),  # redis-py retries 3x with backoff by default: seconds per request
             health_check_interval=0,
             decode_responses=False,
         )
+        self._client = aioredis.Redis.from_pool(pool)  # closing the client closes the pool
         self._open_until = 0.0  # breaker: skip Redis until this clock time
         self._down = False  # in an outage (logged once); cleared by the first success
         self._probing = False  # one request is testing whether Redis is back
@@ -268,7 +275,7 @@ def make_cache(settings: Settings) -> ResultCache:
     """
     if settings.redis_url:
         log.info("result cache: redis at %s", _safe_url(settings.redis_url))
-        return RedisCache(settings.redis_url)
+        return RedisCache(settings.redis_url, max_connections=settings.redis_max_connections)
     log.info("result cache: in-process LRU (%d entries, %d bytes)", settings.cache_max_entries,
              settings.cache_max_bytes)
     return MemoryCache(settings.cache_max_entries, max_bytes=settings.cache_max_bytes)

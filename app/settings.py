@@ -161,6 +161,8 @@ class Settings(BaseSettings):
     models_file: Path | None = None  # YAML list of models; None: serve every model folder under weights_dir
     weights_dir: Path = Field(default_factory=default_weights_dir)
     redis_url: str | None = None  # redis://, rediss:// or unix://; None: in-process LRU cache
+    # Redis connections per API process at most: file descriptors inside the 64 the connection cap keeps free.
+    redis_max_connections: int = Field(default=32, ge=1, le=48)
     cache_ttl_seconds: int = Field(default=86400, ge=1)
     cache_max_entries: int = Field(default=10000, ge=1)  # in-process LRU bound (memory cache only)
     cache_enabled: bool = True

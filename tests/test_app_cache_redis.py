@@ -196,3 +196,27 @@ async def test_down_at_start_and_concurrent_callers(tmp_path: Path) -> None:
         assert all(r is None for r in results)
     finally:
         await cache.close()
+
+
+def connected_clients(server: RedisProcess) -> int:
+    admin = redis.Redis(port=server.port, socket_timeout=1)
+    try:
+        return int(admin.info("clients")["connected_clients"]) - 1  # not this one
+    finally:
+        admin.close()
+
+
+async def test_a_burst_waits_for_the_bounded_pool_rather_than_failing(redis_server: RedisProcess) -> None:
+    """300 concurrent commands in one process, every one answered over at most 32 connections (the default). Before,
+    redis-py's pool (at most 100, failing past it) raised MaxConnectionsError, which opened the breaker: the cache
+    went off for 5 s, logged as an outage, whenever more than 100 requests in flight touched it at once."""
+    cache = RedisCache(redis_server.url, socket_timeout=1.0)
+    try:
+        await cache.set("k", b"v", 60)
+        results = await asyncio.gather(*(cache.get("k") for _ in range(300)))
+        assert results == [b"v"] * 300 and cache.available
+        assert 1 <= connected_clients(redis_server) <= 32
+    finally:
+        await cache.close()
+    await asyncio.sleep(0.1)
+    assert connected_clients(redis_server) == 0  # closing the client closed its pool
