@@ -4,7 +4,7 @@ uvicorn alone keeps a connection that never finishes its headers open forever (i
 runs between requests) and takes sockets until the process runs out of file descriptors, which then fills
 the log with "Too many open files". `guarded_protocol` is uvicorn's httptools protocol (llhttp, in C: half
 the per-request CPU of its pure-Python h11 protocol, and the API processes' CPU is what caps GPU serving)
-with three additions:
+with four additions:
 
 - a header deadline: armed when a connection opens and when a kept-alive connection starts a new request,
   cleared once the request's headers are complete; when it fires the socket gets a 408 (if anything was
@@ -98,12 +98,12 @@ def guarded_protocol(header_timeout_s: float, max_connections: int, retry_after_
     deadline (a class per setting values, because uvicorn builds protocols with its own fixed arguments)."""
     cap = connection_cap(max_connections)
     refused = CountedWarning(log, f"open-connection cap {cap} reached: refused %d connections with 503 "
-                                  "(RECURSOLVE_MAX_CONNECTIONS)")
+                             "(RECURSOLVE_MAX_CONNECTIONS)")
     timed_out = CountedWarning(log, f"closed %d connections whose request headers did not arrive within "
-                                    f"{header_timeout_s:g} s (RECURSOLVE_HEADER_TIMEOUT_S)")
+                               f"{header_timeout_s:g} s (RECURSOLVE_HEADER_TIMEOUT_S)")
     oversized = CountedWarning(log, f"closed %d connections whose request headers ran past {MAX_HEADER_BYTES} bytes")
     unread = CountedWarning(log, f"aborted %d connections that read none of their response for {write_timeout_s:g} s "
-                                 "(RECURSOLVE_WRITE_TIMEOUT_S)")
+                            "(RECURSOLVE_WRITE_TIMEOUT_S)")
     busy = _raw_response(503, "Service Unavailable", "too_many_connections",
                          f"the server has {cap} open connections, its limit; retry after {retry_after_s} s",
                          {"retry-after": str(retry_after_s)})
