@@ -118,3 +118,21 @@ def test_a_slow_reader_that_keeps_reading_is_not_cut_off(run, tmp_path):
             writer.close()
 
     run(scenario())
+
+
+def test_a_finished_answer_that_is_never_read_does_not_hold_its_socket(run, tmp_path):
+    """The handler is done and uvicorn has closed the connection (Connection: close), but close() waits to flush
+    what the client never reads: the socket and its descriptor would be held for good. The deadline aborts it."""
+    write_timeout_s = 1.0
+
+    async def scenario() -> None:
+        async with uvicorn_serving(tmp_path, send_buffer=4096, write_timeout_s=write_timeout_s) as p:
+            reader, writer = await reader_with_small_window(p)
+            writer.write(pipelined_batches(1).replace(b"Host: x\r\n", b"Host: x\r\nConnection: close\r\n"))
+            await asyncio.sleep(write_timeout_s + 1.5)  # reads nothing meanwhile
+            with pytest.raises(ConnectionResetError):  # a clean close would hand over the whole answer, then EOF
+                while await asyncio.wait_for(reader.read(1 << 16), 5):
+                    pass
+            writer.close()
+
+    run(scenario())

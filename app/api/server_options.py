@@ -18,7 +18,8 @@ with four additions:
 - a write deadline: uvicorn's `send` waits, with no limit, for a client whose unread response has filled
   the socket and the transport's buffer; its handler, its in-flight slot and its rows would stay held. Once
   writing pauses, a client that reads none of the buffered bytes for `write_timeout_s` is aborted (the
-  handler then sees a disconnect). Any progress starts the deadline again, so a slow but live reader (a
+  handler then sees a disconnect), also once its answer is complete: a closing transport otherwise waits to
+  flush for ever, holding the socket. Any progress starts the deadline again, so a slow but live reader (a
   long SSE stream over a thin link) is never cut; only one that has stopped reading is.
 
 uvicorn's own `limit_concurrency` is left off: its 503 is plain text without Retry-After, and it counts
@@ -218,9 +219,12 @@ def guarded_protocol(header_timeout_s: float, max_connections: int, retry_after_
             self.write_deadline.arm()
 
         def _write_stalled(self) -> None:
-            if self.transport.is_closing():
+            # Closing or not: after a finished answer uvicorn's close() waits, without limit, to flush what an
+            # unread client holds up, keeping the socket. Only an empty buffer needs nothing more.
+            unread_bytes = self.transport.get_write_buffer_size()
+            if unread_bytes == 0:
                 return
-            if self.transport.get_write_buffer_size() < self.unread_bytes:  # it read some: a slow reader, not gone
+            if unread_bytes < self.unread_bytes:  # it read some: a slow reader, not gone
                 self._arm_write()
                 return
             unread()
