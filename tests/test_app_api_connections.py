@@ -28,7 +28,8 @@ STALLED = 200
 @pytest_asyncio.fixture(loop_scope="module", scope="module")
 async def port(tmp_path_factory):
     async with uvicorn_serving(tmp_path_factory.mktemp("conns"), header_timeout_s=HEADER_TIMEOUT_S,
-                     body_timeout_s=BODY_TIMEOUT_S, max_connections=MAX_CONNECTIONS, max_inflight_requests=2) as p:
+                               body_timeout_s=BODY_TIMEOUT_S, max_connections=MAX_CONNECTIONS,
+                               max_inflight_requests=2) as p:
         yield p
 
 
@@ -186,4 +187,3 @@ async def test_over_the_inflight_cap_is_503_json_and_probes_still_answer(port):
         for t in hog:
             t.cancel()
         await asyncio.gather(*hog, return_exceptions=True)
-

@@ -120,15 +120,28 @@ def test_a_slow_reader_that_keeps_reading_is_not_cut_off(run, tmp_path):
     run(scenario())
 
 
-def test_a_finished_answer_that_is_never_read_does_not_hold_its_socket(run, tmp_path):
+def batch_of(n: int) -> bytes:
+    return orjson.dumps({"items": [solve_body(puzzle=variant(i), max_steps=1) for i in range(n)]})
+
+
+@pytest.mark.parametrize("body", [batch_of(64), batch_of(20)], ids=["past_high_water", "under_high_water"])
+def test_a_finished_answer_that_is_never_read_does_not_hold_its_socket(run, tmp_path, body):
     """The handler is done and uvicorn has closed the connection (Connection: close), but close() waits to flush
-    what the client never reads: the socket and its descriptor would be held for good. The deadline aborts it."""
+    what the client never reads: the socket and its descriptor would be held for good. The deadline aborts it,
+    whether what is left unsent ever paused writing (past the transport's 64 KiB mark) or not."""
     write_timeout_s = 1.0
 
     async def scenario() -> None:
         async with uvicorn_serving(tmp_path, send_buffer=4096, write_timeout_s=write_timeout_s) as p:
+            async with httpx.AsyncClient(timeout=10) as c:  # solved first: the answer below is a cache hit, sized here
+                for _ in range(2):
+                    answer = await c.post(f"http://127.0.0.1:{p}/v1/solve/batch", content=body, headers=JSON)
+            unsent = len(answer.content) - 2 * 8192  # past what the two kernels' buffers take
+            assert unsent > 0 and (unsent > 65536) == (len(body) > len(batch_of(20))), len(answer.content)
             reader, writer = await reader_with_small_window(p)
-            writer.write(pipelined_batches(1).replace(b"Host: x\r\n", b"Host: x\r\nConnection: close\r\n"))
+            head = b"POST /v1/solve/batch HTTP/1.1\r\nHost: x\r\nConnection: close\r\n"
+            writer.write(head + b"Content-Type: application/json\r\nContent-Length: "
+                         + str(len(body)).encode() + b"\r\n\r\n" + body)
             await asyncio.sleep(write_timeout_s + 1.5)  # reads nothing meanwhile
             with pytest.raises(ConnectionResetError):  # a clean close would hand over the whole answer, then EOF
                 while await asyncio.wait_for(reader.read(1 << 16), 5):

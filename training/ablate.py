@@ -43,7 +43,7 @@ def tiny_maze_data(root: Path, size: int = 7, train_count: int = 2000, heldout_c
     out = root / f"maze{size}-{train_count}-{heldout_count}{'' if drop_rotations else '-rot'}"
     manifest = out / "manifest.json"
     # A set cached before make_maze dropped rotations has the same name: its manifest does not say drop_rotations.
-    cached = json.loads(manifest.read_text())["train"]["all"] if manifest.exists() else {}
+    cached = json.loads(manifest.read_text()).get("train", {}).get("all", {}) if manifest.exists() else {}
     if cached.get("drop_rotations") != drop_rotations:
         shutil.rmtree(out, ignore_errors=True)
         make_maze(out, size, train_count, heldout_count, {"all": (1, None)}, seed=11, heldout_seed=9_100_000,

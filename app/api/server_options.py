@@ -16,11 +16,12 @@ with four additions:
   is closed, so it costs a file descriptor for microseconds, not until the client gives up. The cap is
   also kept under the process's file-descriptor limit, so accept() itself never fails.
 - a write deadline: uvicorn's `send` waits, with no limit, for a client whose unread response has filled
-  the socket and the transport's buffer; its handler, its in-flight slot and its rows would stay held. Once
-  writing pauses, a client that reads none of the buffered bytes for `write_timeout_s` is aborted (the
-  handler then sees a disconnect), also once its answer is complete: a closing transport otherwise waits to
-  flush for ever, holding the socket. Any progress starts the deadline again, so a slow but live reader (a
-  long SSE stream over a thin link) is never cut; only one that has stopped reading is.
+  the socket and the transport's buffer; its handler, its in-flight slot and its rows would stay held. And
+  once an answer is complete, a closing transport waits, with no limit, to flush what is still unsent,
+  holding the socket. So once writing pauses, or an answer completes with bytes unsent, a client that reads
+  none of them for `write_timeout_s` is aborted (a handler still running sees a disconnect). Any progress
+  starts the deadline again, so a slow but live reader (a long SSE stream over a thin link) is never cut;
+  only one that has stopped reading is.
 
 uvicorn's own `limit_concurrency` is left off: its 503 is plain text without Retry-After, and it counts
 connections and requests together. The in-flight request cap is app/api/guards.py.
@@ -205,6 +206,13 @@ def guarded_protocol(header_timeout_s: float, max_connections: int, retry_after_
             if self.running is not None and not self.running.response_complete:
                 self.running.disconnected = True
                 self.running.message_event.set()
+
+        def on_response_complete(self) -> None:
+            super().on_response_complete()
+            # What the answer left unsent, under the high-water mark too: uvicorn may close now (Connection: close)
+            # or at keep-alive expiry, and a closing transport waits to flush it for ever if it is never read.
+            if not self.write_deadline.armed and self.transport.get_write_buffer_size() > 0:
+                self._arm_write()
 
         def pause_writing(self) -> None:  # the transport's buffer is over its high-water mark: send() now waits
             super().pause_writing()
