@@ -187,3 +187,53 @@ async def test_over_the_inflight_cap_is_503_json_and_probes_still_answer(port):
         for t in hog:
             t.cancel()
         await asyncio.gather(*hog, return_exceptions=True)
+
+
+def split_responses(raw: bytes) -> list[tuple[int, dict]]:
+    """(status, JSON body) of each HTTP/1.1 response in raw, in order (every answer here has a Content-Length)."""
+    out = []
+    while raw:
+        head, raw = raw.split(b"\r\n\r\n", 1)
+        length = int(next(line.split(b":")[1] for line in head.split(b"\r\n")
+                          if line.lower().startswith(b"content-length")))
+        out.append((int(head.split(b" ")[1]), orjson.loads(raw[:length])))
+        raw = raw[length:]
+    return out
+
+
+def raw_solve(body: bytes, extra_headers: bytes = b"") -> bytes:
+    return (b"POST /v1/solve HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\n" + extra_headers
+            + b"Content-Length: " + str(len(body)).encode() + b"\r\n\r\n" + body)
+
+
+async def test_requests_before_bad_bytes_are_answered_first_in_order(tmp_path):
+    """uvicorn wrote its 400 at once and closed, dropping the answers of the requests pipelined before the bad
+    bytes (their work done, counted as client_closed). Now they come first, then the refusal, then the close."""
+    bodies = [orjson.dumps(solve_body(puzzle=variant(i), max_steps=2 + i, cache=False)) for i in range(3)]
+    oversized = b"GET /healthz HTTP/1.1\r\nHost: x\r\n" + b"X-Pad: " + b"a" * (MAX_HEADER_BYTES + 10) + b"\r\n\r\n"
+    async with uvicorn_serving(tmp_path) as port:
+        for tail, status, code in ((b"GARBAGE\r\n\r\n", 400, "invalid_http"), (oversized, 431, "headers_too_large")):
+            reader, writer = await asyncio.open_connection("127.0.0.1", port)
+            writer.write(b"".join(raw_solve(b) for b in bodies) + tail)
+            answers = split_responses(await read_all(reader, 30))
+            assert [a[0] for a in answers] == [200, 200, 200, status], answers
+            assert [a[1]["steps"] for a in answers[:3]] == [2, 3, 4]  # in the order asked
+            assert answers[3][1]["error"]["code"] == code
+            writer.close()
+
+
+async def test_a_protocol_upgrade_is_refused_not_run_without_its_body(tmp_path):
+    """llhttp gives whatever follows an upgrade request's headers to the new protocol; uvicorn, having none, ran
+    the request with an empty body (a 422 'missing body' for a body that was sent) and dropped what followed."""
+    body = orjson.dumps(solve_body(max_steps=1))
+    h2c = b"Connection: Upgrade, HTTP2-Settings\r\nUpgrade: h2c\r\nHTTP2-Settings: AAMAAABkAARAAAAAAAIAAAAA\r\n"
+    websocket = b"Connection: upgrade\r\nUpgrade: websocket\r\n"
+    async with uvicorn_serving(tmp_path) as port:
+        for upgrade in (h2c, websocket):
+            reader, writer = await asyncio.open_connection("127.0.0.1", port)
+            # One plain request before it: still answered, first.
+            writer.write(raw_solve(body) + raw_solve(body, upgrade) + b"GET /healthz HTTP/1.1\r\nHost: x\r\n\r\n")
+            answers = split_responses(await read_all(reader, 30))
+            assert [a[0] for a in answers] == [200, 400], answers
+            assert answers[1][1]["error"]["code"] == "upgrade_not_supported"
+            writer.close()

@@ -115,6 +115,9 @@ def guarded_protocol(header_timeout_s: float, max_connections: int, retry_after_
                               f"the request line and headers are over {MAX_HEADER_BYTES} bytes")
     not_http = _raw_response(400, "Bad Request", "invalid_http",
                              "the request is not valid HTTP/1.1 (request line, header syntax or framing)")
+    no_upgrade = _raw_response(400, "Bad Request", "upgrade_not_supported",
+                               "this server speaks HTTP/1.1 only: send the request without 'Connection: upgrade' "
+                               "and 'Upgrade' (curl: --http1.1 rather than --http2 on http://)")
 
     class GuardedHttpToolsProtocol(HttpToolsProtocol):
         header_deadline: _Deadline
@@ -130,6 +133,8 @@ def guarded_protocol(header_timeout_s: float, max_connections: int, retry_after_
         got_bytes = False
         unread_bytes = 0  # the transport's buffer when the write deadline was (re)armed
         running: Any = None  # the request whose handler runs; with pipelining, not self.cycle (the newest parsed)
+        upgrade_asked = False
+        refusal: bytes | None = None  # an error answer held until the pipelined requests before it are answered
 
         def connection_made(self, transport: asyncio.Transport) -> None:  # type: ignore[override]
             self.header_deadline = _Deadline(self.loop, header_timeout_s, self._headers_late)
@@ -143,6 +148,8 @@ def guarded_protocol(header_timeout_s: float, max_connections: int, retry_after_
             self.header_deadline.arm()
 
         def data_received(self, data: bytes) -> None:
+            if self.refusal is not None:  # bad bytes came; what follows them is not read as requests
+                return
             self.got_bytes = True
             if not self.header_deadline.armed and (self.cycle is None or self.cycle.response_complete):
                 self.header_deadline.arm()  # a kept-alive connection starting its next request
@@ -150,16 +157,28 @@ def guarded_protocol(header_timeout_s: float, max_connections: int, retry_after_
                 self.header_bytes += len(data)
             super().data_received(data)  # on_headers_complete disarms once the headers are in
             if self.in_headers and self.header_bytes > MAX_HEADER_BYTES and not self.transport.is_closing():
-                self.header_deadline.cancel()
                 oversized()
-                self.transport.write(too_large)
-                self.transport.close()
+                self._refuse(too_large)
 
         def send_400_response(self, msg: str) -> None:  # uvicorn's is plain text; every other error is JSON
-            self.header_deadline.cancel()
             if self.headers_too_large:
                 oversized()
-            self.transport.write(too_large if self.headers_too_large else not_http)
+            self._refuse(too_large if self.headers_too_large else no_upgrade if self.upgrade_asked else not_http)
+
+        def _refuse(self, answer: bytes) -> None:
+            """Answer bytes that are not a request we take, then close. Requests that arrived whole before them
+            (pipelined) are answered first, in order: uvicorn wrote its 400 at once and closed, dropping their
+            answers though their work was done. The request the bad bytes broke is not run."""
+            if self.refusal is not None or self.transport.is_closing():
+                return
+            self.header_deadline.cancel()
+            self.pipeline = type(self.pipeline)((c, a) for c, a in self.pipeline if not c.more_body)
+            running = self.running is not None and not self.running.response_complete and not self.running.more_body
+            if running or self.pipeline:
+                self.refusal = answer
+                self.flow.pause_reading()
+                return
+            self.transport.write(answer)
             self.transport.close()
 
         def on_message_begin(self) -> None:
@@ -184,6 +203,12 @@ def guarded_protocol(header_timeout_s: float, max_connections: int, retry_after_
         def on_headers_complete(self) -> None:
             self.header_deadline.cancel()
             self.in_headers, self.header_bytes = False, 0
+            if self.parser.should_upgrade():
+                # llhttp hands everything after an upgrade request's headers (its body, the next requests) to the
+                # new protocol, and uvicorn, having none, dropped it: the request ran with an empty body and the
+                # connection went quiet. No route here speaks another protocol: refuse it (via send_400_response).
+                self.upgrade_asked = True
+                raise ValueError("protocol upgrade requested")
             super().on_headers_complete()
 
         def on_message_complete(self) -> None:
@@ -208,7 +233,12 @@ def guarded_protocol(header_timeout_s: float, max_connections: int, retry_after_
                 self.running.message_event.set()
 
         def on_response_complete(self) -> None:
-            super().on_response_complete()
+            super().on_response_complete()  # starts the next pipelined request, if any
+            if self.refusal and not self.transport.is_closing() and (
+                    self.running is None or self.running.response_complete):
+                answer, self.refusal = self.refusal, b""  # b"": answered, and still refusing what comes after
+                self.transport.write(answer)
+                self.transport.close()
             # What the answer left unsent, under the high-water mark too: uvicorn may close now (Connection: close)
             # or at keep-alive expiry, and a closing transport waits to flush it for ever if it is never read.
             if not self.write_deadline.armed and self.transport.get_write_buffer_size() > 0:
