@@ -184,3 +184,26 @@ async def test_a_solve_tool_takes_no_task_argument(app_client):
         result = await client.call_tool("solve_sudoku", {"puzzle": PUZZLE, "task": "maze"})
     assert result.is_error and result.structured_content["status"] == 422
     assert result.structured_content["error"]["location"] == "task"
+
+
+@pytest.mark.parametrize("bad_id", [{"a": 1}, [1], True, None, 1.5])
+async def test_a_request_id_that_is_not_a_string_or_integer_is_an_invalid_request(app_client, bad_id):
+    """The SDK read it as a notification: 202, nothing run, no answer ever, so the client waited for good."""
+    _, http = app_client
+    accept = {"Accept": "application/json, text/event-stream"}
+    call = {"jsonrpc": "2.0", "id": bad_id, "method": "tools/call",
+            "params": {"name": "solve_sudoku", "arguments": {"puzzle": PUZZLE}}}
+    r = await http.post("/mcp", json=call, headers=accept)
+    assert r.status_code == 400, r.text
+    error = r.json()
+    assert error["id"] is None and error["error"]["code"] == -32600 and "id must be" in error["error"]["message"]
+
+
+async def test_valid_request_ids_and_notifications_still_pass(app_client):
+    _, http = app_client
+    accept = {"Accept": "application/json, text/event-stream"}
+    for good_id in ("", 7):
+        r = await http.post("/mcp", json={"jsonrpc": "2.0", "id": good_id, "method": "ping"}, headers=accept)
+        assert r.status_code == 200 and r.json()["id"] == good_id, r.text
+    r = await http.post("/mcp", json={"jsonrpc": "2.0", "method": "notifications/initialized"}, headers=accept)
+    assert r.status_code == 202

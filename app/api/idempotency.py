@@ -14,7 +14,6 @@ with such an item, see `is_final`). The SSE stream is not covered: its answer is
 
 from __future__ import annotations
 
-import asyncio
 import hashlib
 from collections.abc import Callable
 from typing import Any
@@ -26,7 +25,7 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 from app.api.auth import bearer_token
 from app.api.errors import ApiError, count_error
 from app.api.guards import route_path
-from app.api.limits import read_body
+from app.api.limits import read_body, replay_body
 from app.cache import ResultCache
 
 HEADER = b"idempotency-key"
@@ -100,7 +99,7 @@ class IdempotencyMiddleware:
             raw = await cache.get(stored_at)
             record = _load(raw) if raw is not None else None
             if record is None:
-                await self._run_and_store(scope, _replay(body, receive), send, cache, stored_at, fingerprint)
+                await self._run_and_store(scope, replay_body(body, receive), send, cache, stored_at, fingerprint)
             elif record["fingerprint"] != fingerprint:
                 await self._error(scope, receive, send, ApiError(
                     422, "idempotency_key_reused", "this Idempotency-Key was used for a different request body; "
@@ -158,15 +157,3 @@ def _load(raw: bytes) -> dict[str, Any] | None:
     except (orjson.JSONDecodeError, TypeError, ValueError):
         pass
     return None
-
-
-def _replay(body: bytes, receive: Receive) -> Receive:
-    sent = asyncio.Event()
-
-    async def replay() -> Message:
-        if not sent.is_set():
-            sent.set()
-            return {"type": "http.request", "body": body, "more_body": False}
-        return await receive()
-
-    return replay

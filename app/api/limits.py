@@ -84,16 +84,7 @@ class BodyLimitMiddleware:
     async def _handle(self, scope: Scope, receive: Receive, send: Send, body: bytes | None) -> None:
         if body is None:  # client went away mid-body
             return
-        replayed = False
-
-        async def replay() -> Message:
-            nonlocal replayed
-            if not replayed:
-                replayed = True
-                return {"type": "http.request", "body": body, "more_body": False}
-            return await receive()
-
-        await self.app(scope, replay, send)
+        await self.app(scope, replay_body(body, receive), send)
 
     async def _read(self, receive: Receive, held: list[int]) -> bytes | None:
         def received(size: int) -> None:
@@ -133,3 +124,17 @@ async def read_body(receive: Receive, received: Callable[[int], None] | None = N
         chunks.append(chunk)
         if not message.get("more_body", False):
             return b"".join(chunks)
+
+
+def replay_body(body: bytes, receive: Receive) -> Receive:
+    """A receive that hands over `body` (already read) as one message, then defers to `receive` (disconnects)."""
+    replayed = False
+
+    async def replay() -> Message:
+        nonlocal replayed
+        if not replayed:
+            replayed = True
+            return {"type": "http.request", "body": body, "more_body": False}
+        return await receive()
+
+    return replay

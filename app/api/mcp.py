@@ -36,6 +36,7 @@ from starlette.routing import Route
 from starlette.types import ASGIApp, Receive, Scope, Send
 
 from app.api.errors import ApiError, count_error, from_validation
+from app.api.limits import read_body, replay_body
 from app.api.routes import models_body, ready_service, run_solve
 from app.api.schemas import SolveRequest, SolveResponse
 from app.api.tools import BY_NAME, TOOLS, json_schema, to_solve_body
@@ -158,7 +159,33 @@ class _Guard:
                                "Origin")
                 await JSONResponse(err.body(), status_code=403)(scope, receive, send)
                 return
+        if scope["type"] == "http" and scope["method"] == "POST":
+            body = await read_body(receive)
+            if body is None:  # the client went away
+                return
+            if (problem := _bad_request_id(body)) is not None:
+                # JSON-RPC 2.0's answer to an invalid Request object, which cannot carry the id it could not read.
+                error = {"jsonrpc": "2.0", "id": None, "error": {"code": -32600, "message": problem}}
+                await JSONResponse(error, status_code=400)(scope, receive, send)
+                return
+            receive = replay_body(body, receive)
         await self.app(scope, receive, send)
+
+
+def _bad_request_id(body: bytes) -> str | None:
+    """What is wrong with a request's id (a message with a method and an id that is not a string or an integer),
+    else None. The SDK read such a message as a notification: 202 Accepted, nothing run and no answer ever sent,
+    so the client waited for good. Bodies that are not JSON objects are the SDK's to refuse."""
+    try:
+        message = orjson.loads(body)
+    except orjson.JSONDecodeError:
+        return None
+    if not isinstance(message, dict) or "method" not in message or "id" not in message:
+        return None
+    request_id = message["id"]
+    if isinstance(request_id, str) or (isinstance(request_id, int) and not isinstance(request_id, bool)):
+        return None
+    return f"Invalid Request: id must be a string or an integer, not {orjson.dumps(request_id).decode()[:40]}"
 
 
 def install_mcp(app: FastAPI) -> StreamableHTTPSessionManager:
