@@ -161,6 +161,12 @@ async def test_every_error_is_the_one_body(client):
     assert r.status_code == 400
     assert r.json() == {"error": {"code": "invalid_body", "location": "body", "request_id": r.headers["X-Request-ID"],
                                   "message": "the request body could not be read: send JSON text encoded as UTF-8"}}
+    # JSON that parses into what Python will not hold: said as such, not as an encoding problem.
+    deep, long_int = b"[" * 5000 + b"]" * 5000, b'{"task": ' + b"9" * 5000 + b"}"
+    for raw, said in ((deep, "nested too deeply"), (long_int, "integer too long")):
+        r = await client.post("/v1/solve", content=raw, headers={**AUTH, "Content-Type": "application/json"})
+        assert r.status_code == 400 and r.json()["error"]["code"] == "invalid_body", r.text
+        assert said in r.json()["error"]["message"]
     r = await client.post("/v1/solve", json={"task": "sudoku", "puzzle": None}, headers=AUTH)
     assert r.status_code == 422 and r.json()["error"]["location"] == "puzzle"
     assert "must not be null" in r.json()["error"]["message"]

@@ -149,6 +149,16 @@ def count_error(err: ApiError, model: str = "-", task: str = "-") -> None:
     metrics.REQUESTS.labels(model=model, task=task, status=err.status_label).inc()
 
 
+def _unreadable_body(cause: BaseException | None) -> str:
+    """Why FastAPI could not read a JSON body (it says only "There was an error parsing the body"): JSON that
+    does not parse is a 422 before this; these are the bodies that parse into something Python will not hold."""
+    if isinstance(cause, RecursionError):
+        return "the request body's JSON is nested too deeply to read (keep it to a few hundred levels)"
+    if isinstance(cause, ValueError) and "digits" in str(cause):
+        return "the request body's JSON has an integer too long to read (over 4,300 digits)"
+    return "the request body could not be read: send JSON text encoded as UTF-8"
+
+
 def install(app: FastAPI) -> None:
     @app.exception_handler(RequestValidationError)
     async def _validation(request: Request, exc: RequestValidationError) -> JSONResponse:
@@ -172,7 +182,7 @@ def install(app: FastAPI) -> None:
                  415: "unsupported_media_type"}
         message = str(exc.detail)
         if exc.status_code == 400 and message == "There was an error parsing the body":  # FastAPI's wording
-            message = "the request body could not be read: send JSON text encoded as UTF-8"
+            message = _unreadable_body(exc.__cause__)
         err = ApiError(exc.status_code, codes.get(exc.status_code, "http_error"), message,
                        "body" if exc.status_code == 400 else None, headers=dict(exc.headers or {}))
         if exc.status_code == 400:  # a bad body, counted like the other bad-input answers
