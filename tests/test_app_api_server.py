@@ -139,8 +139,13 @@ async def test_a_shared_disconnect_probes_the_connection_once_per_interval():
     assert len(probes) == 2  # gone stays gone without probing again
 
 
-async def test_sse_disconnect_frees_rows(server):
+async def test_sse_disconnect_frees_rows_and_is_counted(server):
     _, base = server
+
+    def closed() -> float:
+        return metrics.REQUESTS.labels(model="random", task="sudoku", status="client_closed")._value.get()
+
+    before = closed()
     async with httpx.AsyncClient(timeout=60) as c, c.stream(
             "POST", f"{base}/v1/solve/stream",
             json=solve_body(max_steps=4096, halting="max_steps", cache=False)) as r:
@@ -151,6 +156,11 @@ async def test_sse_disconnect_frees_rows(server):
                 break
         assert await rows(base) == 1
     await wait_for(lambda: _is(rows(base), 0), timeout=2)
+
+    async def counted() -> bool:
+        return closed() - before == 1
+
+    await wait_for(counted, timeout=2)  # as a /v1/solve whose client left is (it was not counted at all)
 
 
 async def test_cli_solve_against_the_server(server):

@@ -26,7 +26,7 @@ from app.api.schemas import (
     SolveRequest,
     SolveResponse,
 )
-from app.api.service import Outcome, Prepared, SharedDisconnect, SolveService
+from app.api.service import ClientGone, Outcome, Prepared, SharedDisconnect, SolveService
 from app.engine.protocol import StepUpdate, tokens_from_bytes
 from app.gc_pauses import flush_pauses
 from app.logs import current_request_id
@@ -185,6 +185,7 @@ def _sse_event(event: str, data: dict[str, Any]) -> bytes:
 
 async def _sse(service: SolveService, prep: Prepared, events: AsyncIterator[StepUpdate | Outcome | None],
                rid: str) -> AsyncIterator[bytes]:
+    answered = False
     try:
         async for ev in events:
             if ev is None:
@@ -194,7 +195,14 @@ async def _sse(service: SolveService, prep: Prepared, events: AsyncIterator[Step
                                           "confidence": ev.confidence, "trajectory": ev.trajectory,
                                           "active_rows": ev.active_rows})
             else:
+                answered = True  # render counts it
                 yield _sse_event("result", service.render(prep, ev, rid))
+    except asyncio.CancelledError:
+        # sse-starlette cancels the stream when the client disconnects: counted as a /v1/solve whose client left
+        # is. (A server shutdown that cuts streams past its grace period is counted so too.)
+        if not answered:
+            count_error(classify(ClientGone()), prep.model.name, prep.task)
+        raise
     except Exception as exc:  # after the headers went out: report in-band
         err = classify(exc)
         count_error(err, prep.model.name, prep.task)
