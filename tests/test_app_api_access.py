@@ -3,7 +3,10 @@
 
 from __future__ import annotations
 
+import gzip
+
 import httpx
+import orjson
 import pytest
 import pytest_asyncio
 
@@ -120,6 +123,20 @@ async def test_post_bodies_must_be_json(client, content_type, body):
     err = r.json()["error"]
     assert err == {"code": "unsupported_media_type", "location": "header Content-Type",
                    "message": err["message"], "request_id": r.headers["X-Request-ID"]}
+
+
+@module_loop
+async def test_compressed_bodies_are_refused_as_such(client):
+    """Nothing decodes a compressed body: a gzip one got a 400 about UTF-8, a plain one labelled gzip a 200."""
+    plain = orjson.dumps(solve_body(max_steps=1))
+    for body, encoding in ((gzip.compress(plain), "gzip"), (plain, "gzip"), (plain, "br")):
+        r = await client.post("/v1/solve", content=body, headers={**AUTH, "Content-Type": "application/json",
+                                                                  "Content-Encoding": encoding})
+        assert r.status_code == 415, r.text
+        assert r.json()["error"]["location"] == "header Content-Encoding" and encoding in r.json()["error"]["message"]
+    r = await client.post("/v1/solve", content=plain, headers={**AUTH, "Content-Type": "application/json",
+                                                               "Content-Encoding": "identity"})
+    assert r.status_code == 200, r.text
 
 
 @module_loop
