@@ -237,3 +237,12 @@ async def test_a_protocol_upgrade_is_refused_not_run_without_its_body(tmp_path):
             assert [a[0] for a in answers] == [200, 400], answers
             assert answers[1][1]["error"]["code"] == "upgrade_not_supported"
             writer.close()
+        # Without a body nothing is lost (`curl --http2` on a GET): served over HTTP/1.1, then the connection is
+        # closed, since llhttp would hand what came next on it to the upgrade (before, the next request hung).
+        reader, writer = await asyncio.open_connection("127.0.0.1", port)
+        health = b"GET /healthz HTTP/1.1\r\nHost: x\r\n"
+        writer.write(health + h2c + b"\r\n" + health + b"\r\n")
+        raw = await read_all(reader, 10)
+        assert raw.startswith(b"HTTP/1.1 200 ") and b"connection: close" in raw.lower()
+        assert raw.count(b"HTTP/1.1") == 1
+        writer.close()

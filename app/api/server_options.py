@@ -116,8 +116,8 @@ def guarded_protocol(header_timeout_s: float, max_connections: int, retry_after_
     not_http = _raw_response(400, "Bad Request", "invalid_http",
                              "the request is not valid HTTP/1.1 (request line, header syntax or framing)")
     no_upgrade = _raw_response(400, "Bad Request", "upgrade_not_supported",
-                               "this server speaks HTTP/1.1 only: send the request without 'Connection: upgrade' "
-                               "and 'Upgrade' (curl: --http1.1 rather than --http2 on http://)")
+                               "this server speaks HTTP/1.1 only: send a request with a body without 'Connection: "
+                               "upgrade' and 'Upgrade' (curl: --http1.1 rather than --http2 on http://)")
 
     class GuardedHttpToolsProtocol(HttpToolsProtocol):
         header_deadline: _Deadline
@@ -203,13 +203,24 @@ def guarded_protocol(header_timeout_s: float, max_connections: int, retry_after_
         def on_headers_complete(self) -> None:
             self.header_deadline.cancel()
             self.in_headers, self.header_bytes = False, 0
-            if self.parser.should_upgrade():
-                # llhttp hands everything after an upgrade request's headers (its body, the next requests) to the
-                # new protocol, and uvicorn, having none, dropped it: the request ran with an empty body and the
-                # connection went quiet. No route here speaks another protocol: refuse it (via send_400_response).
+            if not self.parser.should_upgrade():
+                super().on_headers_complete()
+                return
+            # llhttp hands everything after an upgrade request's headers (its body, the next requests) to the new
+            # protocol, and uvicorn, having none, dropped it: a POST ran with an empty body, and the connection went
+            # quiet. No route here speaks another protocol. A request with a body is refused (via
+            # send_400_response); one without (`curl --http2` GET) loses nothing, so it is served, over HTTP/1.1,
+            # and its connection closed after it, since llhttp would drop what came next.
+            if any(name == b"transfer-encoding" or (name == b"content-length" and value.strip() not in (b"", b"0"))
+                   for name, value in self.headers):
                 self.upgrade_asked = True
-                raise ValueError("protocol upgrade requested")
+                raise ValueError("protocol upgrade requested with a body")
             super().on_headers_complete()
+            if not self._should_upgrade():  # uvicorn made an HTTP request of it (not a websocket it can serve)
+                self.cycle.keep_alive = False
+
+        def _unsupported_upgrade_warning(self) -> None:
+            """uvicorn warns twice per upgrade it cannot make (no websocket library): handled above, say nothing."""
 
         def on_message_complete(self) -> None:
             self.in_headers, self.header_bytes = True, 0
