@@ -207,3 +207,12 @@ async def test_valid_request_ids_and_notifications_still_pass(app_client):
         assert r.status_code == 200 and r.json()["id"] == good_id, r.text
     r = await http.post("/mcp", json={"jsonrpc": "2.0", "method": "notifications/initialized"}, headers=accept)
     assert r.status_code == 202
+
+
+async def test_a_bad_id_in_json_only_the_sdk_reads_is_refused_too(app_client):
+    """NaN is not JSON to orjson, but the SDK's parser takes it: the id check reads such a body as the SDK does."""
+    _, http = app_client
+    raw = b'{"jsonrpc":"2.0","id":null,"method":"tools/call","params":{"name":"solve_sudoku","arguments":{"x":NaN}}}'
+    r = await http.post("/mcp", content=raw, headers={"Accept": "application/json, text/event-stream",
+                                                      "Content-Type": "application/json"})
+    assert r.status_code == 400 and r.json()["error"]["code"] == -32600, r.text

@@ -25,6 +25,7 @@ from urllib.parse import urlsplit
 
 import mcp_types as types
 import orjson
+import pydantic_core
 from fastapi import FastAPI
 from mcp.server.lowlevel import Server
 from mcp.server.streamable_http_manager import StreamableHTTPASGIApp, StreamableHTTPSessionManager
@@ -178,8 +179,11 @@ def _bad_request_id(body: bytes) -> str | None:
     so the client waited for good. Bodies that are not JSON objects are the SDK's to refuse."""
     try:
         message = orjson.loads(body)
-    except orjson.JSONDecodeError:
-        return None
+    except orjson.JSONDecodeError:  # the SDK's parser also takes NaN and Infinity: so read it with that one
+        try:
+            message = pydantic_core.from_json(body)
+        except ValueError:
+            return None
     if not isinstance(message, dict) or "method" not in message or "id" not in message:
         return None
     request_id = message["id"]

@@ -197,9 +197,10 @@ async def _sse(service: SolveService, prep: Prepared, events: AsyncIterator[Step
             else:
                 answered = True  # render counts it
                 yield _sse_event("result", service.render(prep, ev, rid))
-    except asyncio.CancelledError:
-        # sse-starlette cancels the stream when the client disconnects: counted as a /v1/solve whose client left
-        # is. (A server shutdown that cuts streams past its grace period is counted so too.)
+    except (asyncio.CancelledError, GeneratorExit):
+        # Starlette cancels the stream when the client disconnects (inside this generator while it waits for a
+        # step), or closes the generator later (when it was blocked in send): counted as a /v1/solve whose client
+        # left is. (A server shutdown that cuts streams past its grace period is counted so too.)
         if not answered:
             count_error(classify(ClientGone()), prep.model.name, prep.task)
         raise

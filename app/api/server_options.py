@@ -156,7 +156,8 @@ def guarded_protocol(header_timeout_s: float, max_connections: int, retry_after_
             if self.in_headers:  # counted whatever the deadline: a pipelined request's headers arrive unarmed
                 self.header_bytes += len(data)
             super().data_received(data)  # on_headers_complete disarms once the headers are in
-            if self.in_headers and self.header_bytes > MAX_HEADER_BYTES and not self.transport.is_closing():
+            if (self.in_headers and self.header_bytes > MAX_HEADER_BYTES and self.refusal is None
+                    and not self.transport.is_closing()):
                 oversized()
                 self._refuse(too_large)
 
