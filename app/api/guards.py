@@ -53,34 +53,36 @@ class JsonOnlyMiddleware:
         self.app = app
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        if scope["type"] == "http" and scope["method"] == "POST":
-            raw = encoding = None
-            for k, v in scope.get("headers", ()):
-                if k == b"content-type":
-                    raw = v
-                elif k == b"content-encoding" and v.strip().lower() != b"identity":
-                    encoding = v
-            if encoding is not None and _routed(scope):
-                # Nothing here decodes a compressed body: a gzip body read as JSON was a confusing 400 about
-                # UTF-8, and a plain body labelled gzip was read as if the label were not there.
-                got = encoding.decode("latin-1")[:64]
-                err = ApiError(415, "unsupported_media_type", f"compressed request bodies are not accepted (got "
-                               f"'Content-Encoding: {got}'): send the JSON uncompressed, without Content-Encoding",
-                               "header Content-Encoding")
-                count_error(err)
-                await err.response()(scope, receive, send)
-                return
-            content_type = raw.decode("latin-1") if raw is not None else ""
-            # The media type first: a JSON body passes whatever the route, so only a non-JSON one pays for
-            # matching the path against the routes (~5 us a request here).
-            if not is_json_media_type(content_type) and _routed(scope):
-                got = repr(content_type[:64]) if content_type else "no Content-Type"
-                err = ApiError(415, "unsupported_media_type", "the request body must be JSON sent with "
-                               f"'Content-Type: application/json' (got {got})", "header Content-Type")
-                count_error(err)
-                await err.response()(scope, receive, send)
-                return
+        if scope["type"] == "http" and scope["method"] == "POST" and (err := _not_json(scope)) is not None:
+            count_error(err)
+            await err.response()(scope, receive, send)
+            return
         await self.app(scope, receive, send)
+
+
+def _not_json(scope: Scope) -> ApiError | None:
+    """The 415 for a POST body this app cannot read as JSON, or None."""
+    raw = encoding = None
+    for k, v in scope.get("headers", ()):
+        if k == b"content-type":
+            raw = v
+        elif k == b"content-encoding" and v.strip().lower() != b"identity":
+            encoding = v
+    if encoding is not None and _routed(scope):
+        # Nothing here decodes a compressed body: a gzip body read as JSON was a confusing 400 about UTF-8, and a
+        # plain body labelled gzip was read as if the label were not there.
+        got = encoding.decode("latin-1")[:64]
+        return ApiError(415, "unsupported_media_type", f"compressed request bodies are not accepted (got "
+                        f"'Content-Encoding: {got}'): send the JSON uncompressed, without Content-Encoding",
+                        "header Content-Encoding")
+    content_type = raw.decode("latin-1") if raw is not None else ""
+    # The media type first: a JSON body passes whatever the route, so only a non-JSON one pays for matching the
+    # path against the routes (~5 us a request here).
+    if not is_json_media_type(content_type) and _routed(scope):
+        got = repr(content_type[:64]) if content_type else "no Content-Type"
+        return ApiError(415, "unsupported_media_type", "the request body must be JSON sent with "
+                        f"'Content-Type: application/json' (got {got})", "header Content-Type")
+    return None
 
 
 class InflightLimitMiddleware:

@@ -134,7 +134,9 @@ def guarded_protocol(header_timeout_s: float, max_connections: int, retry_after_
         unread_bytes = 0  # the transport's buffer when the write deadline was (re)armed
         running: Any = None  # the request whose handler runs; with pipelining, not self.cycle (the newest parsed)
         upgrade_asked = False
-        refusal: bytes | None = None  # an error answer held until the pipelined requests before it are answered
+        # An error answer held until the pipelined requests before it are answered; b"" once sent. Set, the
+        # connection reads nothing more.
+        refusal: bytes | None = None
 
         def connection_made(self, transport: asyncio.Transport) -> None:  # type: ignore[override]
             self.header_deadline = _Deadline(self.loop, header_timeout_s, self._headers_late)
@@ -174,13 +176,17 @@ def guarded_protocol(header_timeout_s: float, max_connections: int, retry_after_
                 return
             self.header_deadline.cancel()
             self.pipeline = type(self.pipeline)((c, a) for c, a in self.pipeline if not c.more_body)
+            self.refusal = answer
+            self.flow.pause_reading()
+            self._send_refusal_once_answered()
+
+        def _send_refusal_once_answered(self) -> None:
+            """Send the held refusal and close, unless a request that arrived whole before it awaits its answer."""
             running = self.running is not None and not self.running.response_complete and not self.running.more_body
-            if running or self.pipeline:
-                self.refusal = answer
-                self.flow.pause_reading()
-                return
-            self.transport.write(answer)
-            self.transport.close()
+            if self.refusal and not running and not self.pipeline and not self.transport.is_closing():
+                answer, self.refusal = self.refusal, b""  # b"": sent, and what comes after is still not read
+                self.transport.write(answer)
+                self.transport.close()
 
         def on_message_begin(self) -> None:
             self.parsed_header_bytes = 0
@@ -246,11 +252,7 @@ def guarded_protocol(header_timeout_s: float, max_connections: int, retry_after_
 
         def on_response_complete(self) -> None:
             super().on_response_complete()  # starts the next pipelined request, if any
-            if self.refusal and not self.transport.is_closing() and (
-                    self.running is None or self.running.response_complete):
-                answer, self.refusal = self.refusal, b""  # b"": answered, and still refusing what comes after
-                self.transport.write(answer)
-                self.transport.close()
+            self._send_refusal_once_answered()
             # What the answer left unsent, under the high-water mark too: uvicorn may close now (Connection: close)
             # or at keep-alive expiry, and a closing transport waits to flush it for ever if it is never read.
             if not self.write_deadline.armed and self.transport.get_write_buffer_size() > 0:
