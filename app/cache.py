@@ -160,9 +160,10 @@ class RedisCache:
         self.breaker_seconds = breaker_seconds
         self.op_timeout = op_timeout if op_timeout is not None else 2.5 * socket_timeout
         self._clock = clock
-        # redis-py's default pool opens a connection per concurrent command without limit: 500 requests in flight
-        # would take 500 file descriptors out of the FD_RESERVE (64) that the connection cap leaves free. This pool
-        # holds at most max_connections; a command waits for one (within op_timeout, like any slow Redis).
+        # redis-py's default pool opens a connection per concurrent command up to 100, then raises
+        # MaxConnectionsError, which the breaker took for an outage; and 100 is past the FD_RESERVE (64) that the
+        # connection cap leaves free. This pool holds at most max_connections; a command waits for one (within
+        # op_timeout, like any slow Redis).
         pool = aioredis.BlockingConnectionPool.from_url(
             url,
             max_connections=max_connections,
