@@ -29,7 +29,11 @@ if uvloop is not None:
     LOOPS["uvloop"] = uvloop.new_event_loop
 
 JSON = {"content-type": "application/json"}
-BATCH = orjson.dumps({"items": [solve_body(puzzle=variant(i), max_steps=1) for i in range(64)]})  # ~50-100 KB answered
+def batch_of(n: int) -> bytes:
+    return orjson.dumps({"items": [solve_body(puzzle=variant(i), max_steps=1) for i in range(n)]})
+
+
+BATCH = batch_of(64)  # answered in ~80-120 KB
 
 
 @pytest.fixture(params=sorted(LOOPS))
@@ -50,10 +54,10 @@ async def reader_with_small_window(port: int) -> tuple[asyncio.StreamReader, asy
     return await asyncio.open_connection(sock=sock, limit=4096)
 
 
-def pipelined_batches(n: int) -> bytes:
-    """n /v1/solve/batch requests of BATCH back to back: two answers pass the transport's 64 KiB mark."""
-    head = b"POST /v1/solve/batch HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\nContent-Length: "
-    return (head + str(len(BATCH)).encode() + b"\r\n\r\n" + BATCH) * n
+def pipelined_batches(n: int, body: bytes = BATCH, headers: bytes = b"") -> bytes:
+    """n /v1/solve/batch requests of body back to back (BATCH: two answers pass the transport's 64 KiB mark)."""
+    head = b"POST /v1/solve/batch HTTP/1.1\r\nHost: x\r\n" + headers + b"Content-Type: application/json\r\n"
+    return (head + b"Content-Length: " + str(len(body)).encode() + b"\r\n\r\n" + body) * n
 
 
 def test_a_client_that_stops_reading_is_cut_off_and_frees_its_handler(run, tmp_path, caplog):
@@ -120,10 +124,6 @@ def test_a_slow_reader_that_keeps_reading_is_not_cut_off(run, tmp_path):
     run(scenario())
 
 
-def batch_of(n: int) -> bytes:
-    return orjson.dumps({"items": [solve_body(puzzle=variant(i), max_steps=1) for i in range(n)]})
-
-
 @pytest.mark.parametrize("body", [batch_of(64), batch_of(20)], ids=["past_high_water", "under_high_water"])
 def test_a_finished_answer_that_is_never_read_does_not_hold_its_socket(run, tmp_path, body):
     """The handler is done and uvicorn has closed the connection (Connection: close), but close() waits to flush
@@ -139,9 +139,7 @@ def test_a_finished_answer_that_is_never_read_does_not_hold_its_socket(run, tmp_
             unsent = len(answer.content) - 2 * 8192  # past what the two kernels' buffers take
             assert unsent > 0 and (unsent > 65536) == (len(body) > len(batch_of(20))), len(answer.content)
             reader, writer = await reader_with_small_window(p)
-            head = b"POST /v1/solve/batch HTTP/1.1\r\nHost: x\r\nConnection: close\r\n"
-            writer.write(head + b"Content-Type: application/json\r\nContent-Length: "
-                         + str(len(body)).encode() + b"\r\n\r\n" + body)
+            writer.write(pipelined_batches(1, body, b"Connection: close\r\n"))
             await asyncio.sleep(write_timeout_s + 1.5)  # reads nothing meanwhile
             with pytest.raises(ConnectionResetError):  # a clean close would hand over the whole answer, then EOF
                 while await asyncio.wait_for(reader.read(1 << 16), 5):
