@@ -29,6 +29,8 @@ if uvloop is not None:
     LOOPS["uvloop"] = uvloop.new_event_loop
 
 JSON = {"content-type": "application/json"}
+
+
 def batch_of(n: int) -> bytes:
     return orjson.dumps({"items": [solve_body(puzzle=variant(i), max_steps=1) for i in range(n)]})
 
