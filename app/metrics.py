@@ -63,6 +63,10 @@ STEP_DURATION = Histogram("recursolve_step_duration_seconds",
                           "Wall time of one batched ACT step, from its launch until its results are on the host "
                           "(overlapped steps: the engine's work on the previous step included).",
                           ["model"], buckets=STEP_BUCKETS)
+ENGINE_LOOP_SECONDS = Counter("recursolve_engine_loop_seconds",
+                              "Seconds the engine core's loop spent, by phase (idle, messages, schedule, load, noise, "
+                              "launch, collect, update, send; app/engine/phases.py): collect is waiting for the "
+                              "device, idle is waiting for work, the rest is the engine's host Python.", ["phase"])
 # Written by the engine core process only: "livesum" shows its value while it lives, and none once it died.
 QUEUE_DEPTH = Gauge("recursolve_queue_depth", "Rows waiting for a batch slot.", ["model"],
                     multiprocess_mode="livesum")

@@ -282,7 +282,8 @@ def measure_process(spec: ModelSpec, seconds: float, steps: int) -> dict[str, fl
     answers = summary["answers"]
     return {"throughput_rps": summary["throughput_rps"], "mean_act_steps": summary["mean_act_steps"],
             "mean_rows_per_step": extra.get("mean_rows_per_step"),
-            "engine_cpu_us_per_answer": round(1e6 * extra["engine_cpu_s"] / answers, 1) if answers else None}
+            "engine_cpu_us_per_answer": round(1e6 * extra["engine_cpu_s"] / answers, 1) if answers else None,
+            "engine_loop_ms_per_step": extra.get("engine_loop_ms_per_step")}
 
 
 LAYERS = ("scheduler", "solve_mix", "queue", "core", "overlap", "ptrm", "inproc", "process")

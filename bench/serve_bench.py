@@ -124,6 +124,7 @@ PLANNED_CONFIG = REPO / "training" / "configs" / "trm-mlp-sudoku.json"
 # The HTTP path's default deadline (Settings.default_deadline_ms): inproc requests get the same budget.
 DEFAULT_DEADLINE_MS = 30_000
 ROWS_SUM, ROWS_COUNT = "recursolve_step_active_rows_sum", "recursolve_step_active_rows_count"
+LOOP_SECONDS = "recursolve_engine_loop_seconds_total"  # the engine loop's seconds by phase (app/engine/phases.py)
 
 
 # -- model -----------------------------------------------------------------------------------------------
@@ -271,7 +272,10 @@ async def closed_loop(load: Load, one_call: OneCall, t0: float | None = None) ->
     return t_measure, t_end
 
 
-Probe = Callable[[], Awaitable[Any]]  # a snapshot of the server's /metrics (metrics_probe: the step-rows sums)
+# A snapshot of the engine's counters: (rows stepped, steps, the loop's seconds by phase), from the server's /metrics
+# (metrics_probe), this process's registry (inproc) or the engine's Stats (engine mode).
+Snapshot = tuple[float, float, dict[str, float]]
+Probe = Callable[[], Awaitable[Any]]
 
 
 async def probe_window(t_measure: float, t_end: float, probe: Probe, server_pid: int | None = None
@@ -288,10 +292,20 @@ async def probe_window(t_measure: float, t_end: float, probe: Probe, server_pid:
     return before, after, {role: round(cpu_after[role] - cpu_before.get(role, 0.0), 3) for role in cpu_after}
 
 
-def rows_per_step(before: tuple[float, float], after: tuple[float, float], window: float) -> dict[str, Any]:
+def engine_figures(before: Snapshot, after: Snapshot, window: float) -> dict[str, Any]:
+    """Rows per step, steps per second and where the engine loop's time went in the window: each phase's share of
+    the wall time (summed over engine cores, so up to N with --engines N) and its ms per engine step."""
     rows, steps = after[0] - before[0], after[1] - before[1]
+    spent = {phase: seconds - before[2].get(phase, 0.0) for phase, seconds in after[2].items()}
+    spent = {phase: seconds for phase, seconds in spent.items() if seconds > 0}
+    loop: dict[str, Any] = {}
+    if spent:
+        loop["engine_loop_share"] = {phase: round(seconds / window, 3) for phase, seconds in spent.items()}
+        if steps:
+            loop["engine_loop_ms_per_step"] = {phase: round(1e3 * seconds / steps, 3)
+                                               for phase, seconds in spent.items()}
     return {"mean_rows_per_step": round(rows / steps, 2) if steps else None,
-            "engine_steps_per_s": round(steps / window, 1)}
+            "engine_steps_per_s": round(steps / window, 1)} | loop
 
 
 # -- the servers ---------------------------------------------------------------------------------------------
@@ -365,22 +379,27 @@ class Server:
         self.log.close()
 
 
-def parse_rows_metric(text: str) -> tuple[float, float]:
-    """(sum, count) of recursolve_step_active_rows for the bench model from a /metrics body."""
+def parse_engine_metrics(text: str) -> Snapshot:
+    """The sum and count of recursolve_step_active_rows for the bench model, and the engine loop's seconds by phase
+    (summed over engine cores), from a /metrics body."""
     values = {ROWS_SUM: 0.0, ROWS_COUNT: 0.0}
+    loop: dict[str, float] = {}
     for line in text.splitlines():
         name = line.split("{", 1)[0].split(" ", 1)[0]
         if name in values and f'model="{MODEL_NAME}"' in line:
             values[name] = float(line.rsplit(" ", 1)[1])
-    return values[ROWS_SUM], values[ROWS_COUNT]
+        elif name == LOOP_SECONDS and 'phase="' in line:
+            phase = line.split('phase="', 1)[1].split('"', 1)[0]
+            loop[phase] = loop.get(phase, 0.0) + float(line.rsplit(" ", 1)[1])
+    return values[ROWS_SUM], values[ROWS_COUNT], loop
 
 
 def metrics_probe(url: str) -> Probe:
-    async def probe() -> tuple[float, float]:
+    async def probe() -> Snapshot:
         async with httpx.AsyncClient(timeout=30.0) as client:
             r = await client.get(url + "/metrics")
             r.raise_for_status()
-            return parse_rows_metric(r.text)
+            return parse_engine_metrics(r.text)
     return probe
 
 
@@ -446,7 +465,7 @@ async def run_http_here(load: Load, url: str, mode: HttpMode, server_pid: int, c
                                                t0 + load.warmup + load.duration))
     window = await run_http(load, url, mode, t0, client)
     (before, after, cpu), busy = await probing
-    return window, rows_per_step(before, after, window[1] - window[0]) | {"server_cpu_s": cpu, "clients_busy": busy}
+    return window, engine_figures(before, after, window[1] - window[0]) | {"server_cpu_s": cpu, "clients_busy": busy}
 
 
 def _client_process(i: int, url: str, mode: HttpMode, client: str, load: Load, ready: Any, go: Any, t0: Any,
@@ -530,7 +549,7 @@ def run_http_procs(load: Load, url: str, mode: HttpMode, procs: int, server_pid:
 
     (t_measure, t_end), (before, after, cpu), busy = run_client_procs(load, procs, _client_process, (url, mode, client),
                                                                        watch)
-    return (t_measure, t_end), rows_per_step(before, after, t_end - t_measure) | {
+    return (t_measure, t_end), engine_figures(before, after, t_end - t_measure) | {
         "client_procs": procs, "clients_busy": busy, "server_cpu_s": cpu}
 
 
@@ -702,12 +721,16 @@ def run_graph(args: argparse.Namespace, model: Path, puzzles: list[SudokuPuzzle]
 # -- inproc: the engine core in this process, no HTTP ---------------------------------------------------------
 
 
-def registry_rows() -> tuple[float, float]:
-    """The in-process engine's step-rows histogram (this process's default registry)."""
+def registry_snapshot() -> Snapshot:
+    """The in-process engine's step-rows histogram and loop seconds (this process's default registry)."""
     from prometheus_client import REGISTRY
 
+    from app.engine.phases import PHASES
+
     labels = {"model": MODEL_NAME}
-    return (REGISTRY.get_sample_value(ROWS_SUM, labels) or 0.0, REGISTRY.get_sample_value(ROWS_COUNT, labels) or 0.0)
+    loop = {phase: REGISTRY.get_sample_value(LOOP_SECONDS, {"phase": phase}) or 0.0 for phase in PHASES}
+    return (REGISTRY.get_sample_value(ROWS_SUM, labels) or 0.0, REGISTRY.get_sample_value(ROWS_COUNT, labels) or 0.0,
+            loop)
 
 
 def engine_call(client: Any, prefix: str, max_steps: int) -> OneCall:
@@ -759,8 +782,8 @@ async def run_inproc(load: Load, spec: Any, max_steps: int) -> tuple[tuple[float
         freeze_startup_heap("bench inproc")  # what a serving process does once ready (app/gc_pauses.py)
         t0 = time.monotonic()
 
-        async def probe() -> tuple[float, float]:
-            return registry_rows()
+        async def probe() -> Snapshot:
+            return registry_snapshot()
 
         probing = asyncio.create_task(probe_window(t0 + load.warmup, t0 + load.warmup + load.duration, probe))
         window = await closed_loop(load, engine_call(client, "bench", max_steps), t0)
@@ -768,7 +791,7 @@ async def run_inproc(load: Load, spec: Any, max_steps: int) -> tuple[tuple[float
     finally:
         await client.close()
         await engine.stop()
-    return window, rows_per_step(before, after, window[1] - window[0]) | {"max_request_share": share}
+    return window, engine_figures(before, after, window[1] - window[0]) | {"max_request_share": share}
 
 
 # -- engine: the engine-core process of `recursolve serve`, fed over ZMQ by client processes, no HTTP -----------
@@ -829,19 +852,25 @@ def run_engine(load: Load, spec: Any, max_steps: int, procs: int, tmp: Path,
     for core in cores:
         core.start()
 
-    async def counts(clients: list[EngineClient]) -> tuple[float, float]:
-        """(steps, rows stepped) so far, summed over the engine cores: the rows they launched, as the HTTP modes
-        read them from /metrics."""
+    async def counts(clients: list[EngineClient]) -> Snapshot:
+        """(rows stepped, steps, the loop's seconds by phase) so far, summed over the engine cores: the rows they
+        launched, as the HTTP modes read them from /metrics."""
         steps = rows = 0.0
+        loop: dict[str, float] = {}
         for client in clients:
-            stats = (await client.stats(timeout=10.0))[MODEL_NAME]
-            steps, rows = steps + float(stats["steps_run"]), rows + float(stats["rows_stepped"])  # type: ignore[arg-type]
-        return steps, rows
+            answer = await client.query_stats(timeout=10.0)
+            if answer is None:
+                raise RuntimeError("an engine core did not answer a stats query within 10 s")
+            stats = answer.models[MODEL_NAME]
+            steps, rows = steps + float(stats["steps_run"]), rows + float(stats["rows_stepped"])
+            for phase, seconds in answer.loop_s.items():
+                loop[phase] = loop.get(phase, 0.0) + seconds
+        return rows, steps, loop
 
     def cpu_seconds() -> float:
         return sum(process_cpu_seconds(core.pid) for core in cores)  # type: ignore[arg-type]
 
-    async def watch(t_measure: float, t_end: float) -> tuple[float, tuple[float, float]]:
+    async def watch(t_measure: float, t_end: float) -> tuple[float, Snapshot, Snapshot]:
         clients = [EngineClient(address) for address in addresses]
         try:
             for client in clients:
@@ -851,13 +880,13 @@ def run_engine(load: Load, spec: Any, max_steps: int, procs: int, tmp: Path,
             cpu, before = cpu_seconds(), await counts(clients)
             await asyncio.sleep(max(0.0, t_end - time.monotonic()))
             after = await counts(clients)
-            return cpu_seconds() - cpu, (after[0] - before[0], after[1] - before[1])
+            return cpu_seconds() - cpu, before, after
         finally:
             for client in clients:
                 await client.close()
 
     try:  # the clients wait for the engine's warm-up (a CUDA compile) before they say they are ready
-        (t_measure, t_end), (cpu, (steps, rows)), busy = run_client_procs(
+        (t_measure, t_end), (cpu, before, after), busy = run_client_procs(
             load, procs, _engine_client_process, (addresses, max_steps), watch, ready_timeout=900,
             name="bench-engine-client")
     finally:
@@ -865,11 +894,8 @@ def run_engine(load: Load, spec: Any, max_steps: int, procs: int, tmp: Path,
             core.terminate()
         for core in cores:
             core.join(30)
-    window = t_end - t_measure
-    return (t_measure, t_end), {
-        "mean_rows_per_step": round(rows / steps, 2) if steps else None,
-        "engine_steps_per_s": round(steps / window, 1), "client_procs": procs, "clients_busy": busy,
-        "max_request_share": share, "engines": engines,
+    return (t_measure, t_end), engine_figures(before, after, t_end - t_measure) | {
+        "client_procs": procs, "clients_busy": busy, "max_request_share": share, "engines": engines,
         "engine_cpu_s": round(cpu, 3)}
 
 
@@ -1280,6 +1306,10 @@ def print_table(results: dict[str, Any], ratios: dict[str, float]) -> None:
               f"{', compiled step' if g['backend'].get('compiled') else ''}")
         if g.get("step_ms_by_rows"):
             print("   ms/step by active rows: " + ", ".join(f"{n}: {ms}" for n, ms in g["step_ms_by_rows"].items()))
+    for mode, r in results.items():
+        if r.get("engine_loop_share"):
+            print(f"engine loop, {mode}: share of wall time by phase: " + ", ".join(
+                f"{phase} {share:.2f}" for phase, share in sorted(r["engine_loop_share"].items(), key=lambda x: -x[1])))
     for name, value in ratios.items():
         print(f"{name:<22} {value:.2f}x")
     capped = [mode for mode, r in results.items() if (r.get("clients_busy") or 0.0) >= CLIENTS_BUSY_CAP]

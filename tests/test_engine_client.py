@@ -50,6 +50,35 @@ async def test_submit_stats_drain(tmp_path):
         await engine.stop()
 
 
+@pytest.mark.asyncio
+async def test_stats_say_where_the_engine_loop_spent_its_time(tmp_path):
+    """The loop's seconds by phase (app/engine/phases.py): every phase of a step is charged, nothing is charged
+    twice (the phases sum to no more than the engine thread's lifetime), and an idle engine's time is idle."""
+    from app.engine.phases import PHASES
+
+    t0 = time.perf_counter()
+    engine = InprocEngine(make_specs(tmp_path), warmup=False)
+    engine.start()
+    client = EngineClient(engine.address, engine.ctx)
+    await client.start()
+    try:
+        await client.wait_ready(60)
+        await client.submit(request("copy", max_steps=3, halting="max_steps", trajectories=2, noise=0.1, seed=1))
+        before = await client.query_stats()
+        assert before is not None and set(before.loop_s) == set(PHASES)
+        for phase in ("messages", "schedule", "load", "noise", "launch", "collect", "update", "send"):
+            assert before.loop_s[phase] > 0, phase
+        assert sum(before.loop_s.values()) <= time.perf_counter() - t0
+        time.sleep(0.3)  # the engine thread waits for work meanwhile
+        after = await client.query_stats()
+        assert after is not None
+        assert after.loop_s["idle"] - before.loop_s["idle"] >= 0.2
+        assert after.loop_s["launch"] == before.loop_s["launch"]  # no step ran
+    finally:
+        await client.close()
+        await engine.stop()
+
+
 def test_requests_expired_in_the_queue_all_count_as_halts(tmp_path):
     """Two requests that expire while queued, in one schedule: both are counted (one per trajectory)."""
     from app.engine.core import ModelEngine

@@ -170,14 +170,21 @@ class EngineClient:
         await self._send(Drain())
 
     async def stats(self, timeout: float = 2.0) -> dict[str, dict[str, object]]:
+        """Each model's live engine state ({} when the engine does not answer within `timeout`)."""
+        answer = await self.query_stats(timeout)
+        return answer.models if answer is not None else {}
+
+    async def query_stats(self, timeout: float = 2.0) -> Stats | None:
+        """The engine's whole Stats answer (the models' state and the loop's seconds by phase), None when the
+        engine does not answer within `timeout`."""
         token = next(self._tokens)
         fut: asyncio.Future[Stats] = asyncio.get_running_loop().create_future()
         self._stats[token] = fut
         try:
             await self._send(StatsQuery(token))
-            return (await asyncio.wait_for(fut, timeout)).models
+            return await asyncio.wait_for(fut, timeout)
         except (TimeoutError, EngineUnavailable):
-            return {}
+            return None
         finally:
             self._stats.pop(token, None)
 

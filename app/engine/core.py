@@ -14,7 +14,7 @@ from __future__ import annotations
 import json
 import logging
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -23,6 +23,7 @@ import torch
 
 from app import metrics
 from app.engine.backends import make_backend
+from app.engine.phases import PhaseClock
 from app.engine.protocol import (
     UNKNOWN_MODEL,
     EngineRequest,
@@ -92,6 +93,7 @@ class ModelEngine:
     steps_run: int = 0
     rows_stepped: int = 0  # rows launched over all steps (with runner.overlap, rows whose result is dropped too)
     in_flight: InFlight | None = None  # runner.overlap: the step launched last, collected in the next iteration
+    clock: PhaseClock = field(default_factory=PhaseClock)  # the engine core's, shared by its models
 
     @classmethod
     def load(cls, spec: ModelSpec, *, max_share: float = 1.0, cuda_graphs: bool | None = None,
@@ -163,11 +165,13 @@ class ModelEngine:
     def _step(self, now: float, result: StepResult) -> None:
         """`step`'s work, into `result` as it goes: the requests `schedule` resolves (deadline passed in the
         queue) are out of the scheduler from then on, so a failure later in the step must not lose them."""
-        name, sched, runner = self.info.name, self.scheduler, self.runner
+        name, sched, runner, clock = self.info.name, self.scheduler, self.runner, self.clock
+        t = time.perf_counter()
         batch = sched.schedule(now)
         result.finished, result.dropped = batch.finished, batch.dropped
         for o in batch.finished:  # resolved without running: each of its trajectories stopped
             result.halts[o.halted_by] += o.trajectories
+        t = clock.lap("schedule", t)
         if batch.admitted:
             inputs = b"".join([a.state.request.inputs for a in batch.admitted])  # one array, not one per request
             runner.load_rows(tokens_from_bytes(inputs).reshape(len(batch.admitted), -1),
@@ -177,25 +181,30 @@ class ModelEngine:
                 o = a.state.request.options
                 if o.noise > 0:
                     runner.start_noise(a.state.id, o.seed)
+            t = clock.lap("load", t)
         idx = batch.active
         if self.in_flight is not None:  # overlapped: the step in flight surely ends some rows (max_steps)
             idx = sched.worth_launching(idx, self.in_flight.launched.idx, self.in_flight.epochs)
         metrics.QUEUE_DEPTH.labels(model=name).set(sched.queued_rows)
         metrics.RUNNING_ROWS.labels(model=name).set(len(idx))
         flight = None  # the step launched now; with runner.overlap, swapped for the one launched before
+        t = clock.lap("schedule", t)
         if len(idx):
-            t0 = time.perf_counter()
+            t0 = t
             self._add_noise(idx)
+            t = clock.lap("noise", t)
             flight = InFlight(runner.launch(idx), sched.row_epoch[idx], t0)
             self.steps_run += 1
             self.rows_stepped += len(idx)
             metrics.STEP_ACTIVE_ROWS.labels(model=name).observe(len(idx))
+            t = clock.lap("launch", t)
         if runner.overlap:
             flight, self.in_flight = self.in_flight, flight
         if flight is None:
             return
         out = runner.collect(flight.launched)
-        metrics.STEP_DURATION.labels(model=name).observe(time.perf_counter() - flight.t0)
+        t = clock.lap("collect", t)
+        metrics.STEP_DURATION.labels(model=name).observe(t - flight.t0)
         ran = flight.launched.idx
         keep = sched.still_running(ran, flight.epochs)
         if not keep.all():
@@ -207,6 +216,7 @@ class ModelEngine:
         result.dropped += step.dropped
         metrics.RUNNING_ROWS.labels(model=name).set(sched.running_rows)
         self._forget_noise()
+        clock.lap("update", t)
 
     def _add_noise(self, idx: np.ndarray) -> None:
         """PTRM noise on the rows of `idx` that belong to noisy requests: a loop over those requests (a few),
@@ -237,6 +247,9 @@ class EngineCore:
 
     def __init__(self, models: dict[str, ModelEngine]) -> None:
         self.models = models
+        self.clock = PhaseClock()  # where the loop's time goes (the loop times its messages; each model its step)
+        for m in models.values():
+            m.clock = self.clock
         self._owner: dict[str, str] = {}  # request id -> model name, until its output is sent
 
     @classmethod
@@ -298,7 +311,9 @@ class EngineCore:
                 continue
             with torch.inference_mode():
                 result = model.step(time.monotonic())
+            t = time.perf_counter()
             self._collect(out, name, result)
+            self.clock.lap("update", t)
         return out
 
     def _collect(self, out: Outputs, name: str, result: StepResult) -> None:

@@ -16,6 +16,7 @@ from __future__ import annotations
 import logging
 import os
 import signal
+import time
 from typing import Any
 
 import zmq
@@ -70,11 +71,16 @@ def _serve(sock: zmq.Socket, core: EngineCore | None, ready: Ready) -> None:
     poller = zmq.Poller()
     poller.register(sock, zmq.POLLIN)
     ready_msg = encode(ready)
+    clock = core.clock if core is not None else None
     while True:
         flush_pauses()  # GC passes timed since the last iteration (app/gc_pauses.py)
         busy = core is not None and core.has_work()
         pending: dict[bytes, Outputs] = {}
-        if poller.poll(0 if busy else IDLE_POLL_MS):
+        t = time.perf_counter()
+        polled = poller.poll(0 if busy else IDLE_POLL_MS)
+        if clock is not None:
+            t = clock.lap("messages" if busy else "idle", t)
+        if polled:
             while True:
                 try:
                     ident, raw = sock.recv_multipart(zmq.NOBLOCK)
@@ -100,11 +106,18 @@ def _serve(sock: zmq.Socket, core: EngineCore | None, ready: Ready) -> None:
                 elif isinstance(msg, Drain):
                     core.drain()
                 elif isinstance(msg, StatsQuery):
-                    sock.send_multipart([ident, encode(Stats(msg.token, core.stats()))])
+                    sock.send_multipart([ident, encode(Stats(msg.token, core.stats(), dict(core.clock.seconds)))])
+        if clock is None:
+            continue
+        t = clock.lap("messages", t)
         if core is not None and core.has_work():
-            _route(core.step(), owner, pending)
+            stepped = core.step()  # times its own phases
+            t = time.perf_counter()
+            _route(stepped, owner, pending)
         for ident, out in pending.items():
             sock.send_multipart([ident, encode(out)])
+        clock.lap("send", t)
+        clock.flush()
 
 
 def _route(out: Outputs, owner: dict[str, bytes], pending: dict[bytes, Outputs]) -> None:

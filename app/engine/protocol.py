@@ -252,6 +252,7 @@ class Outputs(msgspec.Struct, tag=True):
 class Stats(msgspec.Struct, tag=True):
     token: int
     models: dict[str, dict[str, Any]]
+    loop_s: dict[str, float] = {}  # seconds the engine loop spent by phase since it started (app/engine/phases.py)
 
 
 ToEngine = Hello | Submit | Abort | Cut | Drain | StatsQuery | Shutdown
