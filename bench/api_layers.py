@@ -39,6 +39,7 @@ import orjson
 from fastapi import FastAPI, Request, Response
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "tests"))
+from bench_layers import add_layers_argument, chosen_layers  # bench/bench_layers.py (this folder is on sys.path)
 from http_load import event_loop_runner  # bench/http_load.py (this script's folder is on sys.path)
 
 from app.api.schemas import SolveRequest
@@ -173,12 +174,10 @@ def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--seconds", type=float, default=3.0, help="measured seconds of each repeat")
     ap.add_argument("--repeats", type=int, default=3, help="repeats per layer; the report keeps the fastest")
-    ap.add_argument("--layers", default=",".join(LAYERS), help=f"comma-separated, of {','.join(LAYERS)}")
+    add_layers_argument(ap, LAYERS)
     ap.add_argument("--out", type=Path, default=None, help="default bench/results/api-layers-<host>.json")
     args = ap.parse_args()
-    layers = set(args.layers.split(","))
-    if not layers <= set(LAYERS):
-        ap.error(f"--layers: unknown {', '.join(sorted(layers - set(LAYERS)))}")
+    layers = chosen_layers(ap, args, LAYERS)
     os.environ.setdefault("RECURSOLVE_LOG_LEVEL", "warning")
     us = event_loop_runner()(measure(layers, args.seconds, args.repeats))  # uvloop, as the server's processes
     for layer, v in us.items():

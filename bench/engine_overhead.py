@@ -52,6 +52,7 @@ from typing import Any
 
 import numpy as np
 import torch
+from bench_layers import add_layers_argument, chosen_layers  # bench/bench_layers.py (this folder is on sys.path)
 
 from app.engine import backends
 from app.engine.protocol import EngineRequest, SolveOptions
@@ -330,12 +331,10 @@ def main() -> None:
     ap.add_argument("--mix-steps", type=int, default=3000, help="solve_mix: scheduler iterations")
     ap.add_argument("--escalated", type=float, default=0.034, help="solve_mix: the share of requests that escalate")
     ap.add_argument("--device-ms", type=float, default=1.5, help="the overlap layer's simulated step time")
-    ap.add_argument("--layers", default=",".join(LAYERS), help=f"comma-separated, of {','.join(LAYERS)}")
+    add_layers_argument(ap, LAYERS)
     ap.add_argument("--out", type=Path, default=None, help="default bench/results/engine-overhead-<host>.json")
     args = ap.parse_args()
-    layers = set(args.layers.split(","))
-    if not layers <= set(LAYERS):
-        ap.error(f"--layers: unknown {', '.join(sorted(layers - set(LAYERS)))}")
+    layers = chosen_layers(ap, args, LAYERS)
     backends.TorchBackend.act_step = null_act_step  # type: ignore[method-assign]
     report: dict[str, Any] = {
         "benchmark": "engine_overhead", "host": socket.gethostname(),
