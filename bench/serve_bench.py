@@ -1011,10 +1011,45 @@ def default_api_workers(device: str, engines: int) -> int:
     return serve_default(on_gpu(device), engines)
 
 
+def http_queue_rows(mode: str, concurrency: int, batch_items: int) -> int:
+    """Room in an HTTP mode's queue for every client's whole call, so the load is never turned away (429)."""
+    per_call = batch_items if HTTP_MODES[mode].endpoint == "batch" else 1
+    return max(512, 4 * concurrency * per_call)
+
+
+class KeptServer:
+    """The server of the last HTTP mode, kept for the next HTTP mode that asks for the same one (kind and batch
+    rows): the request options are the only difference between continuous, verifier and batch, and each start
+    of `recursolve serve` on a GPU costs a minute or more of a short lease (torch.compile and CUDA-graph capture at
+    warm-up). Any other mode stops it first, so an idle server never shares the machine with a measurement;
+    --fresh-servers starts one per mode."""
+
+    def __init__(self) -> None:
+        self.key: tuple[str, int] | None = None
+        self.server: Server | None = None
+
+    def get(self, key: tuple[str, int], start: Callable[[], Server]) -> tuple[Server, bool]:
+        """The kept server when it is `key`'s, else a new one (the old one stopped); True when new."""
+        if self.server is not None and self.key == key:
+            return self.server, False
+        self.stop()
+        self.server, self.key = start(), key
+        return self.server, True
+
+    def stop(self) -> None:
+        if self.server is not None:
+            self.server.stop()
+        self.server = self.key = None
+
+
 def run_mode(mode: str, args: argparse.Namespace, model: Path, puzzles: list[SudokuPuzzle],
-             tmp: Path, max_steps: int) -> dict[str, Any]:
+             tmp: Path, max_steps: int, kept: KeptServer, queue_rows: int) -> dict[str, Any]:
+    """One mode's figures. HTTP modes: the server is `kept`'s when it is the same one (started with
+    `queue_rows`, enough for every HTTP mode of the run), and stays kept unless --fresh-servers or the mode failed."""
     load = Load(args.concurrency, args.duration, args.warmup, puzzles)
     load._next = random.Random(mode).randrange(len(puzzles))  # different puzzles per mode, same distribution
+    if mode not in HTTP_MODES:
+        kept.stop()
     info: dict[str, Any] = {"loadavg_before": [round(x, 2) for x in os.getloadavg()]}
     if mode == "graph":
         info |= run_graph(args, model, puzzles)
@@ -1044,21 +1079,23 @@ def run_mode(mode: str, args: argparse.Namespace, model: Path, puzzles: list[Sud
         rows = http.rows or args.batch_rows
         if http.endpoint == "batch":
             load.per_call = args.batch_items
-        # Room in the queue for every client's whole call, so the load is never turned away (429).
-        queue = max(512, 4 * args.concurrency * load.per_call)
         workers = (args.api_workers or default_api_workers(args.device, args.engines)) if http.server == "serve" else 1
-        server = Server(http.server, model, {"batch_rows": rows, "max_queue_rows": queue, "device": args.device,
-                                             **model_entry(args)},
-                        tmp, mode, api_workers=args.api_workers if http.server == "serve" else None,
-                        max_batch_items=max(64, args.batch_items), engines=args.engines)
+        server, fresh = kept.get((http.server, rows), lambda: Server(
+            http.server, model, {"batch_rows": rows, "max_queue_rows": queue_rows, "device": args.device,
+                                 **model_entry(args)},
+            tmp, mode, api_workers=args.api_workers if http.server == "serve" else None,
+            max_batch_items=max(64, args.batch_items), engines=args.engines))
         profiler: Profiler | None = None
+        ok = False
         try:
             info |= {"batch_rows": rows, "request_options": http.options, "server": http.server,
                      "api_workers": workers,
                      "transport": f"HTTP /v1/{'solve/batch' if http.endpoint == 'batch' else 'solve'} "
                                   f"({args.http_client} -> uvicorn, 127.0.0.1)",
-                     "http_client": args.http_client,
-                     "ready_after_s": round(server.wait_ready(), 1)}
+                     "http_client": args.http_client}
+            # A kept server answered the previous mode: its start-up is not this mode's.
+            info |= ({"ready_after_s": round(server.wait_ready(), 1)} if fresh
+                     else {"server_kept_from_previous_mode": True})
             if http.endpoint == "batch":
                 info["items_per_call"] = load.per_call
             profiler = (Profiler(args.profile_dir, mode, server.proc.pid, load.warmup + 0.5, load.duration - 1)
@@ -1075,10 +1112,12 @@ def run_mode(mode: str, args: argparse.Namespace, model: Path, puzzles: list[Sud
                 info["profile_top_own_samples"] = top = profiler.top()
                 for role, frames in top.items():
                     print(f"   {role}: " + "; ".join(f"{share:.0%} {frame}" for frame, share in frames[:5]))
+            ok = True
         finally:
             if profiler is not None:
                 profiler.timer.cancel()  # a mode that failed early must not start py-spy on a stopped server
-            server.stop()
+            if args.fresh_servers or not ok:
+                kept.stop()
     info["loadavg_after"] = [round(x, 2) for x in os.getloadavg()]
     summary = summarise(load.results(), t_measure, t_end)
     if cpu := info.get("server_cpu_s"):
@@ -1146,6 +1185,9 @@ def main() -> None:
                          "on for CUDA), on or off (launch a step and wait for it)")
     ap.add_argument("--model-options", default=None, metavar="JSON",
                     help='the model\'s default_options in the HTTP modes, e.g. \'{"escalate_after": 4}\'')
+    ap.add_argument("--fresh-servers", action="store_true",
+                    help="start a server for every HTTP mode (default: consecutive HTTP modes that need the same "
+                         "server share one; each start costs a GPU minute or more of compile and graph capture)")
     ap.add_argument("--note", default=None, help="appended to the report's note (e.g. what else ran)")
     ap.add_argument("--out", type=Path, default=None, help="default bench/results/serve-<host>.json")
     ap.add_argument("--profile-dir", type=Path, default=None,
@@ -1185,24 +1227,30 @@ def main() -> None:
         puzzles = [generate(rng, args.tier) for _ in range(args.puzzles)]
         print(f"generated {len(puzzles)} {args.tier} Sudokus in {time.monotonic() - t:.1f} s")
         results: dict[str, Any] = {}
-        for mode in modes:
-            print(f"-- {mode}: {args.concurrency} clients, {args.warmup:.0f} s warm-up + {args.duration:.0f} s",
-                  flush=True)
-            try:
-                results[mode] = r = run_mode(mode, args, model, puzzles, tmp, halt_max_steps)
-            except Exception as exc:  # one broken mode must not cost the others' figures (a GPU lease is short)
-                traceback.print_exc()
-                results[mode] = r = {"error": f"{type(exc).__name__}: {exc}"[-4000:]}
-            write_report(args, out, results, model, cfg, random_weights, halt_max_steps, t_start)
-            if "error" in r:
-                continue
-            if mode == "graph":
-                print(f"   {r['row_steps_per_s']:.0f} row-steps/s ({r['step_ms']} ms/step at {r['batch_rows']} "
-                      f"rows, {r['step_ms_1_row']} ms at 1 row)", flush=True)
-                continue
-            print(f"   {r['throughput_rps']:.2f} answers/s, p50 {r['latency_ms']['p50']:.0f} ms, "
-                  f"p99 {r['latency_ms']['p99']:.0f} ms, {r['mean_act_steps']} steps, "
-                  f"{r.get('mean_rows_per_step')} rows/step, errors {r['errors']}", flush=True)
+        kept = KeptServer()
+        queue_rows = max([http_queue_rows(m, args.concurrency, args.batch_items) for m in modes if m in HTTP_MODES],
+                         default=512)
+        try:
+            for mode in modes:
+                print(f"-- {mode}: {args.concurrency} clients, {args.warmup:.0f} s warm-up + {args.duration:.0f} s",
+                      flush=True)
+                try:
+                    results[mode] = r = run_mode(mode, args, model, puzzles, tmp, halt_max_steps, kept, queue_rows)
+                except Exception as exc:  # one broken mode must not cost the others' figures (a GPU lease is short)
+                    traceback.print_exc()
+                    results[mode] = r = {"error": f"{type(exc).__name__}: {exc}"[-4000:]}
+                write_report(args, out, results, model, cfg, random_weights, halt_max_steps, t_start)
+                if "error" in r:
+                    continue
+                if mode == "graph":
+                    print(f"   {r['row_steps_per_s']:.0f} row-steps/s ({r['step_ms']} ms/step at {r['batch_rows']} "
+                          f"rows, {r['step_ms_1_row']} ms at 1 row)", flush=True)
+                    continue
+                print(f"   {r['throughput_rps']:.2f} answers/s, p50 {r['latency_ms']['p50']:.0f} ms, "
+                      f"p99 {r['latency_ms']['p99']:.0f} ms, {r['mean_act_steps']} steps, "
+                      f"{r.get('mean_rows_per_step')} rows/step, errors {r['errors']}", flush=True)
+        finally:
+            kept.stop()  # before the folder its models file is in goes
     report = write_report(args, out, results, model, cfg, random_weights, halt_max_steps, t_start)
     print_table(report["modes"], report["ratios"])
     for mode, error in report["failed"].items():
