@@ -22,6 +22,8 @@ send the next, for a fixed time. Modes, same model, same weights, same device an
               static batch, run exactly halt_max_steps ACT steps (--static-steps) with no halting, answer all
   verifier    as continuous, with {"halting": "verifier"}: a row stops when its answer passes the exact
               Sudoku check (else at max_steps), instead of when the Q-head says so
+  nohedge     as continuous, with {"hedge_after": 0}: halting=auto without the hedged escalation (on a GPU the
+              default hedges after 3 unverified steps), so one run measures what the hedge does to the p99
 
 Reported per mode: answers/s, latency p50/p95/p99 (client side; HTTP included for the server modes), mean ACT
 steps per answer, verified fraction, mean rows per step (HTTP modes: the server's /metrics
@@ -101,7 +103,7 @@ from puzzles.sudoku import SudokuPuzzle, generate
 
 REPO = Path(__file__).resolve().parent.parent
 
-MODES = ("graph", "inproc", "engine", "continuous", "batch", "oneproc", "single", "static", "verifier")
+MODES = ("graph", "inproc", "engine", "continuous", "batch", "oneproc", "single", "static", "verifier", "nohedge")
 MODEL_NAME = "bench"
 
 
@@ -119,6 +121,7 @@ HTTP_MODES: dict[str, HttpMode] = {
     "oneproc": HttpMode(None, {}, "solve", "oneproc"),
     "single": HttpMode(1, {}, "solve", "serve"),
     "verifier": HttpMode(None, {"halting": "verifier"}, "solve", "serve"),
+    "nohedge": HttpMode(None, {"hedge_after": 0}, "solve", "serve"),
 }
 PLANNED_CONFIG = REPO / "training" / "configs" / "trm-mlp-sudoku.json"
 # The HTTP path's default deadline (Settings.default_deadline_ms): inproc requests get the same budget.
@@ -1019,7 +1022,7 @@ def http_queue_rows(mode: str, concurrency: int, batch_items: int) -> int:
 
 class KeptServer:
     """The server of the last HTTP mode, kept for the next HTTP mode that asks for the same one (kind and batch
-    rows): the request options are the only difference between continuous, verifier and batch, and each start
+    rows): the request options are the only difference between continuous, verifier, nohedge and batch, and each start
     of `recursolve serve` on a GPU costs a minute or more of a short lease (torch.compile and CUDA-graph capture at
     warm-up). Any other mode stops it first, so an idle server never shares the machine with a measurement;
     --fresh-servers starts one per mode."""
