@@ -297,13 +297,15 @@ async def probe_window(t_measure: float, t_end: float, probe: Probe, server_pid:
 
 def engine_figures(before: Snapshot, after: Snapshot, window: float) -> dict[str, Any]:
     """Rows per step, steps per second and where the engine loop's time went in the window: each phase's share of
-    the wall time (summed over engine cores, so up to N with --engines N) and its ms per engine step."""
+    the loop's time (its phases cover the loop, so the shares add up to 1 whatever the two snapshots' skew; with
+    --engines N, of all N loops) and its ms per engine step."""
     rows, steps = after[0] - before[0], after[1] - before[1]
     spent = {phase: seconds - before[2].get(phase, 0.0) for phase, seconds in after[2].items()}
     spent = {phase: seconds for phase, seconds in spent.items() if seconds > 0}
     loop: dict[str, Any] = {}
     if spent:
-        loop["engine_loop_share"] = {phase: round(seconds / window, 3) for phase, seconds in spent.items()}
+        total = sum(spent.values())
+        loop["engine_loop_share"] = {phase: round(seconds / total, 3) for phase, seconds in spent.items()}
         if steps:
             loop["engine_loop_ms_per_step"] = {phase: round(1e3 * seconds / steps, 3)
                                                for phase, seconds in spent.items()}
@@ -1359,7 +1361,7 @@ def print_table(results: dict[str, Any], ratios: dict[str, float]) -> None:
             print("   ms/step by active rows: " + ", ".join(f"{n}: {ms}" for n, ms in g["step_ms_by_rows"].items()))
     for mode, r in results.items():
         if r.get("engine_loop_share"):
-            print(f"engine loop, {mode}: share of wall time by phase: " + ", ".join(
+            print(f"engine loop, {mode}: share of its time by phase: " + ", ".join(
                 f"{phase} {share:.2f}" for phase, share in sorted(r["engine_loop_share"].items(), key=lambda x: -x[1])))
     for name, value in ratios.items():
         print(f"{name:<22} {value:.2f}x")
