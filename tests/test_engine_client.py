@@ -79,6 +79,32 @@ async def test_stats_say_where_the_engine_loop_spent_its_time(tmp_path):
         await engine.stop()
 
 
+def test_a_closed_client_leaves_nothing_that_stops_the_next_one(tmp_path):
+    """Clients started and closed one after another in one process, each in its own event loop (the benchmark's
+    clients, a test's): pyzmq's monitor endpoint of a closed client used to stay bound under a name made from the
+    socket's fd, so the next client whose socket got that fd failed to start (ZMQError: Address already in use)."""
+    import asyncio
+
+    import zmq
+
+    address = f"ipc://{tmp_path}/engine.sock"
+    engine = zmq.Context.instance().socket(zmq.ROUTER)  # a stand-in: start() only connects
+    engine.setsockopt(zmq.LINGER, 0)
+    engine.bind(address)
+
+    async def start_and_close() -> None:
+        client = EngineClient(address)
+        await client.start()
+        await asyncio.sleep(0.05)  # the connection is up, the monitor has reported it
+        await client.close()
+
+    try:
+        for _ in range(4):
+            asyncio.run(start_and_close())
+    finally:
+        engine.close(0)
+
+
 def test_requests_expired_in_the_queue_all_count_as_halts(tmp_path):
     """Two requests that expire while queued, in one schedule: both are counted (one per trajectory)."""
     from app.engine.core import ModelEngine

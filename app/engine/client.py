@@ -74,6 +74,7 @@ class EngineClient:
         self.ctx = ctx or zmq.asyncio.Context.instance()
         self.ready: Ready | None = None  # the engine's last Ready (None while unreachable)
         self._sock: zmq.asyncio.Socket | None = None
+        self._monitor: zmq.asyncio.Socket | None = None  # the DEALER's connection events (not for inproc://)
         self._pending: dict[str, _Pending] = {}
         self._outbox: list[EngineRequest] = []
         self._stats: dict[int, asyncio.Future[Stats]] = {}
@@ -90,9 +91,12 @@ class EngineClient:
         self._ready_event = asyncio.Event()
         sock = self.ctx.socket(zmq.DEALER)
         sock.setsockopt(zmq.LINGER, 0)
-        monitor = sock.get_monitor_socket() if not self.address.startswith("inproc://") else None
+        # A name of its own: pyzmq's default (inproc://monitor.s-<fd>) stays bound in the context unless the monitor
+        # is disabled (close does), and a later client in this process whose socket got the same fd could not start.
+        monitor = (sock.get_monitor_socket(addr=f"inproc://recursolve-monitor-{uuid.uuid4().hex}")
+                   if not self.address.startswith("inproc://") else None)
         sock.connect(self.address)
-        self._sock = sock
+        self._sock, self._monitor = sock, monitor
         self._tasks.append(asyncio.create_task(self._read(), name="recursolve-engine-reader"))
         if monitor is not None:
             self._tasks.append(asyncio.create_task(self._watch(monitor), name="recursolve-engine-monitor"))
@@ -107,6 +111,10 @@ class EngineClient:
         return self.ready
 
     async def close(self) -> None:
+        if self._sock is not None and self._monitor is not None and not self._monitor.closed:
+            # Unbinds the monitor's endpoint (closing the socket leaves it bound in the context). Only while the
+            # monitor task's PAIR socket is open: the stop event is sent to it, and would block on a closed one.
+            self._sock.disable_monitor()
         for t in self._tasks:
             t.cancel()
         for t in self._tasks:
