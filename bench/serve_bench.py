@@ -67,6 +67,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import collections
+import contextlib
 import itertools
 import json
 import multiprocessing
@@ -577,6 +578,26 @@ def server_roles(pid: int) -> dict[str, list[int]]:
     return found | {"supervisor": [pid]} if found else {"server": [pid]}
 
 
+def engine_sockets(pid: int) -> list[tuple[str, int]]:
+    """The ipc:// address and process id of each engine core of the `recursolve serve` running as `pid`: the unix
+    socket path an engine process holds open (/proc/net/unix by the inodes of its file descriptors)."""
+    paths: dict[str, str] = {}  # socket inode -> path
+    for line in Path("/proc/net/unix").read_text().splitlines()[1:]:
+        fields = line.split()
+        if len(fields) >= 8 and fields[7].endswith(".sock"):
+            paths[fields[6]] = fields[7]
+    found = []
+    for engine in server_roles(pid).get("engine", []):
+        for fd in Path(f"/proc/{engine}/fd").iterdir():
+            with contextlib.suppress(OSError):
+                target = os.readlink(fd)
+                path = paths.get(target[len("socket:["):-1]) if target.startswith("socket:[") else None
+                if path is not None and Path(path).name.startswith("engine-"):
+                    found.append((f"ipc://{path}", engine))
+                    break
+    return found
+
+
 def server_processes(pid: int) -> dict[str, int]:
     """One process per role of `server_roles` (the one py-spy samples)."""
     return {role: pids[0] for role, pids in server_roles(pid).items() if role != "supervisor"}
@@ -829,8 +850,8 @@ def _engine_client_process(i: int, addresses: list[str], max_steps: int, load: L
 
 
 def run_engine(load: Load, spec: Any, max_steps: int, procs: int, tmp: Path,
-               entry: Callable[..., None] | None = None, torch_threads: int | None = None, engines: int = 1
-               ) -> tuple[tuple[float, float], dict[str, Any]]:
+               entry: Callable[..., None] | None = None, torch_threads: int | None = None, engines: int = 1,
+               attach: list[tuple[str, int]] | None = None) -> tuple[tuple[float, float], dict[str, Any]]:
     """The engine-core process started as `recursolve serve` starts it (engine_process_main, spawned, ipc://),
     driven by `procs` client processes of EngineClients: the engine core's own answers/s with no HTTP and no API
     tier, and its CPU per answer. Rows per step: the rows the engine launched over its steps (Stats), as the HTTP
@@ -839,7 +860,11 @@ def run_engine(load: Load, spec: Any, max_steps: int, procs: int, tmp: Path,
     their steps, rows and CPU seconds are summed.
     `entry`: the engine process's target instead of engine_process_main (bench/engine_overhead.py's null step);
     `torch_threads`: its intra-op threads (default: as `recursolve serve`, RECURSOLVE_ENGINE_THREADS or the
-    available CPUs shared out among the engine cores)."""
+    available CPUs shared out among the engine cores).
+    `attach`: (address, pid) of each engine core of a running `recursolve serve` (`engine_sockets`) to drive
+    instead of starting engine cores here (their API processes stay idle meanwhile)."""
+    if attach is not None:
+        engines = len(attach)
     if procs < engines:
         raise SystemExit(f"--engines {engines} needs at least {engines} --client-procs (one engine core each)")
     from app.engine.client import EngineClient
@@ -847,15 +872,20 @@ def run_engine(load: Load, spec: Any, max_steps: int, procs: int, tmp: Path,
     from app.serve import default_engine_threads
     from app.settings import Settings
 
-    ctx = multiprocessing.get_context("spawn")
-    addresses = [f"ipc://{tmp}/bench-engine-{j}.sock" for j in range(engines)]
     share = Settings.model_fields["max_request_share"].default
-    options = {"warmup": True, "max_share": share, "log_level": "warning",
-               "torch_threads": torch_threads or Settings().engine_threads or default_engine_threads(engines)}
-    cores = [ctx.Process(target=entry or engine_process_main, args=(address, [spec], options),
-                         name=f"bench-engine-{j}", daemon=True) for j, address in enumerate(addresses)]
-    for core in cores:
-        core.start()
+    cores: list[Any] = []
+    if attach is None:
+        ctx = multiprocessing.get_context("spawn")
+        addresses = [f"ipc://{tmp}/bench-engine-{j}.sock" for j in range(engines)]
+        options = {"warmup": True, "max_share": share, "log_level": "warning",
+                   "torch_threads": torch_threads or Settings().engine_threads or default_engine_threads(engines)}
+        cores = [ctx.Process(target=entry or engine_process_main, args=(address, [spec], options),
+                             name=f"bench-engine-{j}", daemon=True) for j, address in enumerate(addresses)]
+        for core in cores:
+            core.start()
+        pids = [core.pid for core in cores]
+    else:
+        addresses, pids = [a for a, _ in attach], [pid for _, pid in attach]
 
     async def counts(clients: list[EngineClient]) -> Snapshot:
         """(rows stepped, steps, the loop's seconds by phase) so far, summed over the engine cores: the rows they
@@ -873,7 +903,7 @@ def run_engine(load: Load, spec: Any, max_steps: int, procs: int, tmp: Path,
         return rows, steps, loop
 
     def cpu_seconds() -> float:
-        return sum(process_cpu_seconds(core.pid) for core in cores)  # type: ignore[arg-type]
+        return sum(process_cpu_seconds(pid) for pid in pids)
 
     async def watch(t_measure: float, t_end: float) -> tuple[float, Snapshot, Snapshot]:
         clients = [EngineClient(address) for address in addresses]
@@ -1016,18 +1046,24 @@ def default_api_workers(device: str, engines: int) -> int:
     return serve_default(on_gpu(device), engines)
 
 
-def http_queue_rows(mode: str, concurrency: int, batch_items: int) -> int:
-    """Room in an HTTP mode's queue for every client's whole call, so the load is never turned away (429)."""
-    per_call = batch_items if HTTP_MODES[mode].endpoint == "batch" else 1
+def queue_rows_for(mode: str, concurrency: int, batch_items: int) -> int:
+    """Room in a mode's queue for every client's whole call, so the load is never turned away (429)."""
+    per_call = batch_items if mode in HTTP_MODES and HTTP_MODES[mode].endpoint == "batch" else 1
     return max(512, 4 * concurrency * per_call)
 
 
+def uses_server(mode: str, args: argparse.Namespace) -> bool:
+    """Whether the mode runs against a `recursolve serve` (the engine mode drives the engine cores of one, unless
+    --fresh-servers starts its own engine core as before)."""
+    return mode in HTTP_MODES or (mode == "engine" and not args.fresh_servers)
+
+
 class KeptServer:
-    """The server of the last HTTP mode, kept for the next HTTP mode that asks for the same one (kind and batch
-    rows): the request options are the only difference between continuous, verifier, nohedge and batch, and each start
-    of `recursolve serve` on a GPU costs a minute or more of a short lease (torch.compile and CUDA-graph capture at
-    warm-up). Any other mode stops it first, so an idle server never shares the machine with a measurement;
-    --fresh-servers starts one per mode."""
+    """The server of the last mode that used one, kept for the next that asks for the same one (kind and batch
+    rows): the request options are the only difference between continuous, verifier, nohedge and batch, the engine
+    mode drives the same engine cores without the API tier, and each start of `recursolve serve` on a GPU costs a
+    minute or more of a short lease (torch.compile and CUDA-graph capture at warm-up). Any other mode stops it
+    first, so an idle server never shares the machine with a measurement; --fresh-servers starts one per mode."""
 
     def __init__(self) -> None:
         self.key: tuple[str, int] | None = None
@@ -1049,12 +1085,24 @@ class KeptServer:
 
 def run_mode(mode: str, args: argparse.Namespace, model: Path, puzzles: list[SudokuPuzzle],
              tmp: Path, max_steps: int, kept: KeptServer, queue_rows: int) -> dict[str, Any]:
-    """One mode's figures. HTTP modes: the server is `kept`'s when it is the same one (started with
-    `queue_rows`, enough for every HTTP mode of the run), and stays kept unless --fresh-servers or the mode failed."""
+    """One mode's figures. Modes that use a server (`uses_server`) take `kept`'s when it is the same one (started
+    with `queue_rows`, enough for every mode of the run), and leave it kept unless --fresh-servers or the mode
+    failed."""
     load = Load(args.concurrency, args.duration, args.warmup, puzzles)
     load._next = random.Random(mode).randrange(len(puzzles))  # different puzzles per mode, same distribution
-    if mode not in HTTP_MODES:
+    if not uses_server(mode, args):
         kept.stop()
+
+    def server_for(kind: str, rows: int) -> tuple[Server, dict[str, Any]]:
+        server, fresh = kept.get((kind, rows), lambda: Server(
+            kind, model, {"batch_rows": rows, "max_queue_rows": queue_rows, "device": args.device,
+                          **model_entry(args)},
+            tmp, mode, api_workers=args.api_workers if kind == "serve" else None,
+            max_batch_items=max(64, args.batch_items), engines=args.engines))
+        # A kept server answered the previous mode: its start-up is not this mode's.
+        return server, ({"ready_after_s": round(server.wait_ready(), 1)} if fresh
+                        else {"server_kept_from_previous_mode": True})
+
     info: dict[str, Any] = {"loadavg_before": [round(x, 2) for x in os.getloadavg()]}
     if mode == "graph":
         info |= run_graph(args, model, puzzles)
@@ -1072,24 +1120,36 @@ def run_mode(mode: str, args: argparse.Namespace, model: Path, puzzles: list[Sud
         spec = bench_spec(model, args.device, args.batch_rows, max(512, 4 * args.concurrency), **model_entry(args))
         (t_measure, t_end), extra = asyncio.run(run_inproc(load, spec, max_steps))
         info |= extra
-    elif mode == "engine":
+    elif mode == "engine" and args.fresh_servers:
         info |= {"batch_rows": args.batch_rows,
-                 "transport": "EngineClients in --client-procs processes -> ZMQ ipc -> the engine-core process of "
-                              "`recursolve serve` (no HTTP, no API tier)"}
+                 "transport": "EngineClients in --client-procs processes -> ZMQ ipc -> an engine-core process "
+                              "started as `recursolve serve` starts it (no HTTP, no API tier)"}
         spec = bench_spec(model, args.device, args.batch_rows, max(512, 4 * args.concurrency), **model_entry(args))
         (t_measure, t_end), extra = run_engine(load, spec, max_steps, args.client_procs, tmp, engines=args.engines)
         info |= extra
+    elif mode == "engine":
+        info |= {"batch_rows": args.batch_rows,
+                 "transport": "EngineClients in --client-procs processes -> ZMQ ipc -> the engine-core process of "
+                              "a running `recursolve serve` (no HTTP: its API processes stay idle)"}
+        ok = False
+        try:
+            server, started = server_for("serve", args.batch_rows)
+            info |= started
+            attach = engine_sockets(server.proc.pid)
+            if len(attach) != args.engines:
+                raise RuntimeError(f"found {len(attach)} engine-core sockets of the server, expected {args.engines}")
+            (t_measure, t_end), extra = run_engine(load, None, max_steps, args.client_procs, tmp, attach=attach)
+            info |= extra
+            ok = True
+        finally:
+            if not ok:
+                kept.stop()
     else:
         http = HTTP_MODES[mode]
         rows = http.rows or args.batch_rows
         if http.endpoint == "batch":
             load.per_call = args.batch_items
         workers = (args.api_workers or default_api_workers(args.device, args.engines)) if http.server == "serve" else 1
-        server, fresh = kept.get((http.server, rows), lambda: Server(
-            http.server, model, {"batch_rows": rows, "max_queue_rows": queue_rows, "device": args.device,
-                                 **model_entry(args)},
-            tmp, mode, api_workers=args.api_workers if http.server == "serve" else None,
-            max_batch_items=max(64, args.batch_items), engines=args.engines))
         profiler: Profiler | None = None
         ok = False
         try:
@@ -1098,9 +1158,8 @@ def run_mode(mode: str, args: argparse.Namespace, model: Path, puzzles: list[Sud
                      "transport": f"HTTP /v1/{'solve/batch' if http.endpoint == 'batch' else 'solve'} "
                                   f"({args.http_client} -> uvicorn, 127.0.0.1)",
                      "http_client": args.http_client}
-            # A kept server answered the previous mode: its start-up is not this mode's.
-            info |= ({"ready_after_s": round(server.wait_ready(), 1)} if fresh
-                     else {"server_kept_from_previous_mode": True})
+            server, started = server_for(http.server, rows)
+            info |= started
             if http.endpoint == "batch":
                 info["items_per_call"] = load.per_call
             profiler = (Profiler(args.profile_dir, mode, server.proc.pid, load.warmup + 0.5, load.duration - 1)
@@ -1233,8 +1292,8 @@ def main() -> None:
         print(f"generated {len(puzzles)} {args.tier} Sudokus in {time.monotonic() - t:.1f} s")
         results: dict[str, Any] = {}
         kept = KeptServer()
-        queue_rows = max([http_queue_rows(m, args.concurrency, args.batch_items) for m in modes if m in HTTP_MODES],
-                         default=512)
+        queue_rows = max([queue_rows_for(m, args.concurrency, args.batch_items) for m in modes
+                          if uses_server(m, args)], default=512)
         try:
             for mode in modes:
                 print(f"-- {mode}: {args.concurrency} clients, {args.warmup:.0f} s warm-up + {args.duration:.0f} s",
