@@ -7,6 +7,7 @@ from collections.abc import AsyncIterator
 from typing import Any
 
 import httpx2
+import jsonschema
 import pytest
 import pytest_asyncio
 from mcp import Client
@@ -124,7 +125,10 @@ async def test_bad_input_is_a_tool_error_with_code_message_location(app_client, 
     app, http = app_client
     async with mcp_client(app) as client:
         result = await client.call_tool(tool, args)
+        declared = {t.name: t.output_schema for t in (await client.list_tools()).tools}.get(tool)
     assert result.is_error
+    if declared is not None:  # the TypeScript SDK (Claude Code) checks error results against it too, and throws
+        jsonschema.validate(result.structured_content, declared)
     err = result.structured_content["error"]
     assert result.structured_content["status"] == status
     if code is not None:
@@ -171,6 +175,8 @@ async def test_a_draining_server_answers_a_tool_error_with_retry_after(tmp_path)
         async with mcp_client(app) as client:
             result = await client.call_tool("solve_sudoku", {"puzzle": PUZZLE})
             listed = await client.call_tool("list_models", {})
+            declared = {t.name: t.output_schema for t in (await client.list_tools()).tools}["solve_sudoku"]
+    jsonschema.validate(result.structured_content, declared)  # retry_after_s included
     assert result.is_error and result.structured_content["status"] == 503
     assert result.structured_content["error"]["code"] == "draining"
     assert result.structured_content["retry_after_s"] == 1 and "retry after 1 s" in result.content[0].text

@@ -11,7 +11,7 @@ Choices (the issue is silent on them):
   ready) is a tool result with isError, its text `<code> at <location>: <message>` and its structured content
   the REST error body plus the HTTP status it would have had; nothing reaches the client as a protocol error.
 - A solve result's text is what an LLM needs (verified, confidence, steps, the answer text); its structured
-  content is the full SolveResponse, declared as the tool's output schema.
+  content is the full SolveResponse; the tool's output schema declares it or the error body (`solve_output_schema`).
 - Origin: a request carrying an Origin header from another host is refused (403), as the MCP spec asks of
   servers (DNS rebinding); clients that send no Origin (SDKs, curl, agents) are unaffected. The Host header
   is not checked: the served host names are not known in advance (k8s services, ingresses).
@@ -39,7 +39,7 @@ from starlette.types import ASGIApp, Receive, Scope, Send
 from app.api.errors import ApiError, count_error, from_validation
 from app.api.limits import read_body, replay_body
 from app.api.routes import models_body, ready_service, run_solve
-from app.api.schemas import SolveRequest, SolveResponse
+from app.api.schemas import ErrorBody, SolveRequest, SolveResponse
 from app.api.tools import BY_NAME, TOOLS, json_schema, to_solve_body
 from app.logs import current_request_id
 from app.runtime import Runtime
@@ -58,8 +58,25 @@ def _plain(body: dict[str, Any]) -> dict[str, Any]:
     return orjson.loads(orjson.dumps(body, option=orjson.OPT_SERIALIZE_NUMPY))
 
 
+def solve_output_schema() -> dict[str, Any]:
+    """A solve tool's structured result: the /v1/solve response, or (an isError result) the REST error body with
+    its HTTP `status`. Both, because MCP clients on the TypeScript SDK (Claude Code, the MCP Inspector) check the
+    structured content of error results against the output schema too, and threw on every tool error when the
+    schema was the response's alone."""
+    ok, err = SolveResponse.model_json_schema(), ErrorBody.model_json_schema()
+    defs = ok.pop("$defs", {})
+    for name, schema in err.pop("$defs", {}).items():
+        assert defs.setdefault(name, schema) == schema, f"two schemas named {name}"
+    err["properties"] |= {
+        "status": {"type": "integer", "description": "The HTTP status /v1/solve answers with."},
+        "retry_after_s": {"anyOf": [{"type": "integer"}, {"type": "string"}],
+                          "description": "The Retry-After of a 429 or 503: seconds (or an HTTP date)."}}
+    err["required"] = [*err.get("required", []), "status"]
+    return {"type": "object", "anyOf": [ok, err], "$defs": defs}
+
+
 def _mcp_tools() -> list[types.Tool]:
-    output = SolveResponse.model_json_schema()
+    output = solve_output_schema()
     return [types.Tool(name=t.name, description=t.description, input_schema=json_schema(t.args, strict=False),
                        output_schema=output if t.task is not None else None, annotations=_ANNOTATIONS)
             for t in TOOLS]
