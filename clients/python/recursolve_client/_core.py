@@ -78,12 +78,20 @@ def request_headers(request_id: str | None) -> dict[str, str]:
 
 def solve_body(puzzle: Any, task: str | None, model: str | None, options: SolveOptions | Mapping[str, Any] | None,
                extra: Mapping[str, Any]) -> dict[str, Any]:
-    """The /v1/solve body; options may come as a SolveOptions, a dict, keyword arguments, or a mix."""
+    """The /v1/solve body; options may come as a SolveOptions, a dict, keyword arguments, or a mix.
+
+    Values go to the server as given: it validates strictly (``max_steps=True`` or ``"16"``, ``task="Sudoku"``
+    is a 422 naming the field, raised as InvalidRequest), where validating here first would convert them
+    (True to 1 step, "no" to False) or raise pydantic's own error instead of a RecursolveError."""
     if task is None and model is None:
         raise ValueError("give task= (sudoku, maze, arc) or model= (a served model name)")
     merged = {**(options.model_dump(exclude_none=True) if isinstance(options, SolveOptions) else dict(options or {})),
               **extra}
-    return SolveRequest(task=task, model=model, puzzle=puzzle, options=SolveOptions(**merged)).body()
+    body = {key: value for key, value in (("task", task), ("model", model)) if value is not None}
+    body["puzzle"] = puzzle  # None too: the server must say it is missing
+    if merged:
+        body["options"] = merged
+    return body
 
 
 def batch_item(item: Any) -> dict[str, Any]:

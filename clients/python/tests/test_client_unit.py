@@ -196,6 +196,20 @@ def test_no_auth_header_without_a_key_and_no_empty_options() -> None:
     assert json.loads(seen[0].content) == {"model": "m", "puzzle": "p"}
 
 
+@pytest.mark.parametrize("kwargs", [{"task": "Sudoku"}, {"task": "sudoku", "halting": "Verifier"},
+                                    {"task": "sudoku", "max_steps": True}, {"task": "sudoku", "max_steps": "16"},
+                                    {"task": "sudoku", "options": {"cache": "no"}}])
+def test_values_go_to_the_server_as_given_and_its_422_is_invalid_request(kwargs: dict[str, Any]) -> None:
+    """The server validates strictly; the client neither converts a value (True to 1 step, "no" to False) nor
+    raises pydantic's error in place of the server's typed one."""
+    handler, seen = scripted(error(422, "invalid_option", "max_steps must be an integer", location="options.max_steps"))
+    with pytest.raises(InvalidRequest):
+        client(handler).solve("p", **kwargs)
+    sent = json.loads(seen[0].content)
+    given = {**kwargs.pop("options", {}), **{k: v for k, v in kwargs.items() if k != "task"}}
+    assert sent["task"] == kwargs["task"] and sent.get("options", {}) == given
+
+
 def test_batch_items_unwrap_to_results_or_typed_errors() -> None:
     body = {"results": [{"status": 200, "result": RESULT},
                         {"status": 422, "error": {"code": "wrong_size", "message": "80 cells"}}], "ok": 1, "failed": 1}
