@@ -11,11 +11,12 @@ import time
 from collections.abc import Iterable, Iterator, Mapping
 from dataclasses import dataclass, field
 from typing import Any
+from urllib.parse import quote
 
 import httpx
 
 from recursolve_client.errors import ConnectionFailed, RecursolveError, error_for
-from recursolve_client.models import SolveOptions, SolveRequest, SolveResponse, StepEvent
+from recursolve_client.models import Health, SolveOptions, SolveRequest, SolveResponse, StepEvent
 
 RETRY_STATUSES = frozenset({429, 503})
 USER_AGENT = "recursolve-client/0.1"
@@ -116,6 +117,27 @@ def raise_for_error(response: httpx.Response) -> None:
         text = response.text.strip()[:200] or response.reason_phrase
         error = {"code": f"http_{response.status_code}", "message": text}
     raise error_for(response.status_code, error, rid, retry_after(response))
+
+
+def model_path(name: str) -> str:
+    """/v1/models/<name>, the name one path segment whatever it holds (``?``, ``/``, ``..``)."""
+    if not name:
+        raise ValueError("give a model name (GET /v1/models lists them)")
+    return f"/v1/models/{quote(name, safe='')}"
+
+
+def health(response: httpx.Response) -> Health:
+    """/healthz or /readyz: a 503 is a Health that is not ok, also when a proxy in front answered it with a page
+    of its own; any other failure raises its typed error."""
+    if response.status_code != 503:
+        raise_for_error(response)
+    try:
+        payload = response.json()
+    except ValueError:
+        payload = None
+    if isinstance(payload, dict) and isinstance(payload.get("status"), str):
+        return Health.model_validate(payload)
+    return Health(status="unavailable", detail=response.text.strip()[:200] or response.reason_phrase)
 
 
 def connection_failed(exc: httpx.TransportError) -> RecursolveError:

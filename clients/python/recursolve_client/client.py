@@ -119,28 +119,26 @@ class Client:
         finally:
             response.close()
 
-    def models(self) -> ModelList:
-        return ModelList.model_validate(self._send("GET", "/v1/models").json())
+    def models(self, *, request_id: str | None = None) -> ModelList:
+        return ModelList.model_validate(self._send("GET", "/v1/models", request_id=request_id).json())
 
-    def model(self, name: str) -> ModelInfo:
-        return ModelInfo.model_validate(self._send("GET", f"/v1/models/{name}").json())
+    def model(self, name: str, *, request_id: str | None = None) -> ModelInfo:
+        return ModelInfo.model_validate(self._send("GET", _core.model_path(name), request_id=request_id).json())
 
-    def health(self) -> Health:
+    def health(self, *, request_id: str | None = None) -> Health:
         """Liveness (``/healthz``); a 503 comes back as ``Health(status="failed")``, not as an error."""
-        return self._health("/healthz")
+        return self._health("/healthz", request_id)
 
-    def ready(self) -> Health:
+    def ready(self, *, request_id: str | None = None) -> Health:
         """Readiness (``/readyz``): ``.ok`` once the models are loaded and the server is not draining."""
-        return self._health("/readyz")
+        return self._health("/readyz", request_id)
 
-    def _health(self, path: str) -> Health:
+    def _health(self, path: str, request_id: str | None) -> Health:
         try:
-            response = self._http.get(path)
+            response = self._http.get(path, headers=_core.request_headers(request_id))
         except httpx.TransportError as exc:
             raise _core.connection_failed(exc) from exc
-        if response.status_code != 503:
-            _core.raise_for_error(response)
-        return Health.model_validate(response.json())
+        return _core.health(response)
 
 
 class AsyncClient:
@@ -216,23 +214,21 @@ class AsyncClient:
         finally:
             await response.aclose()
 
-    async def models(self) -> ModelList:
-        return ModelList.model_validate((await self._send("GET", "/v1/models")).json())
+    async def models(self, *, request_id: str | None = None) -> ModelList:
+        return ModelList.model_validate((await self._send("GET", "/v1/models", request_id=request_id)).json())
 
-    async def model(self, name: str) -> ModelInfo:
-        return ModelInfo.model_validate((await self._send("GET", f"/v1/models/{name}")).json())
+    async def model(self, name: str, *, request_id: str | None = None) -> ModelInfo:
+        return ModelInfo.model_validate((await self._send("GET", _core.model_path(name), request_id=request_id)).json())
 
-    async def health(self) -> Health:
-        return await self._health("/healthz")
+    async def health(self, *, request_id: str | None = None) -> Health:
+        return await self._health("/healthz", request_id)
 
-    async def ready(self) -> Health:
-        return await self._health("/readyz")
+    async def ready(self, *, request_id: str | None = None) -> Health:
+        return await self._health("/readyz", request_id)
 
-    async def _health(self, path: str) -> Health:
+    async def _health(self, path: str, request_id: str | None) -> Health:
         try:
-            response = await self._http.get(path)
+            response = await self._http.get(path, headers=_core.request_headers(request_id))
         except httpx.TransportError as exc:
             raise _core.connection_failed(exc) from exc
-        if response.status_code != 503:
-            _core.raise_for_error(response)
-        return Health.model_validate(response.json())
+        return _core.health(response)

@@ -241,6 +241,43 @@ def test_health_and_ready_never_raise_on_503() -> None:
     assert not ready.ok and ready.detail == "loading 2 models"
 
 
+def test_a_503_page_from_a_proxy_is_a_health_that_is_not_ok() -> None:
+    """A load balancer in front answers 503 with HTML of its own: still Health(ok=False), as documented."""
+    page = httpx.Response(503, text="<html><body>no healthy upstream</body></html>")
+    handler, _ = scripted(page, page)
+    rs = client(handler)
+    for probe in (rs.health, rs.ready):
+        health = probe()
+        assert not health.ok and health.status == "unavailable" and "no healthy upstream" in (health.detail or "")
+
+
+@pytest.mark.parametrize(("name", "path"), [("trm-mlp-sudoku?x=1", "/v1/models/trm-mlp-sudoku%3Fx%3D1"),
+                                            ("../models", "/v1/models/..%2Fmodels"), ("a/b", "/v1/models/a%2Fb")])
+def test_a_model_name_is_one_path_segment(name: str, path: str) -> None:
+    """Not a query string, a parent folder or a second segment: the info of another resource never comes back."""
+    handler, seen = scripted(error(404, "model_not_found"))
+    with pytest.raises(ModelNotFound):
+        client(handler).model(name)
+    assert seen[0].url.raw_path.decode() == path
+
+
+def test_an_empty_model_name_is_refused_before_any_request() -> None:
+    handler, seen = scripted()
+    with pytest.raises(ValueError, match="model name"):
+        client(handler).model("")
+    assert not seen
+
+
+def test_request_id_on_the_read_calls_too() -> None:
+    handler, seen = scripted(httpx.Response(200, json={"models": []}), httpx.Response(200, json={"status": "ok"}),
+                             httpx.Response(200, json={"status": "ready"}))
+    rs = client(handler)
+    rs.models(request_id="r-1")
+    rs.health(request_id="r-2")
+    rs.ready(request_id="r-3")
+    assert [r.headers["x-request-id"] for r in seen] == ["r-1", "r-2", "r-3"]
+
+
 # ------------------------------------------------------------------------------------------------ SSE
 
 
