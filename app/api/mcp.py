@@ -166,7 +166,7 @@ class _Guard:
         if scope["type"] == "http" and scope["method"] == "GET":
             err = ApiError(405, "method_not_allowed", "this MCP server is stateless with JSON responses: POST "
                                                       "JSON-RPC messages to /mcp (there is no GET event stream)")
-            await JSONResponse(err.body(), status_code=405, headers={"Allow": "POST, DELETE"})(scope, receive, send)
+            await JSONResponse(err.body(), status_code=405, headers={"Allow": "POST"})(scope, receive, send)
             return
         if scope["type"] == "http":
             headers = Headers(scope=scope)
