@@ -179,3 +179,23 @@ def test_null_fields_of_a_strict_call_are_dropped_for_rest():
     assert to_solve_body("solve_arc", args) == {
         "task": "arc", "puzzle": {"train": [{"input": [[1]], "output": [[2]]}], "test": [{"input": [[1]]}]},
         "options": {"max_steps": 4}}
+
+
+@pytest.mark.asyncio
+async def test_only_the_solve_tools_of_served_tasks_are_offered(tmp_path):
+    """A server with Sudoku models only (as make_specs') offers solve_sudoku and list_models, over REST and MCP:
+    an LLM handed solve_arc there would only ever get no_model_for_task back."""
+    import httpx2
+    from mcp import Client
+    from mcp.client.streamable_http import streamable_http_client
+
+    async with running_app(tmp_path) as (app, client):
+        for fmt, name_of in (("openai", lambda t: t["function"]["name"]), ("anthropic", lambda t: t["name"])):
+            body = (await client.get("/v1/tools", params={"format": fmt})).json()
+            assert [name_of(t) for t in body["tools"]] == ["solve_sudoku", "list_models"]
+            assert [e["tool"] for e in body["examples"]] == ["solve_sudoku", "list_models"]
+        http = httpx2.AsyncClient(transport=httpx2.ASGITransport(app=app), base_url="http://test", timeout=60)
+        async with http, Client(streamable_http_client("http://test/mcp", http_client=http)) as mcp:
+            assert [t.name for t in (await mcp.list_tools()).tools] == ["solve_sudoku", "list_models"]
+            refused = await mcp.call_tool("solve_arc", {"puzzle": {"train": [], "test": []}})
+    assert refused.is_error  # not offered, and still answered with a tool error when called anyway

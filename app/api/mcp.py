@@ -40,7 +40,7 @@ from app.api.errors import ApiError, count_error, from_validation
 from app.api.limits import read_body, replay_body
 from app.api.routes import models_body, ready_service, run_solve
 from app.api.schemas import ErrorBody, SolveRequest, SolveResponse
-from app.api.tools import BY_NAME, TOOLS, json_schema, to_solve_body
+from app.api.tools import BY_NAME, TOOLS, json_schema, served_tasks, served_tools, to_solve_body
 from app.logs import current_request_id
 from app.runtime import Runtime
 
@@ -142,7 +142,8 @@ def build_server(app: FastAPI) -> Server[Any]:
     tools = _mcp_tools()
 
     async def on_list_tools(_ctx: Any, _params: types.PaginatedRequestParams | None) -> types.ListToolsResult:
-        return types.ListToolsResult(tools=tools)
+        offered = {t.name for t in served_tools(served_tasks(app.state.runtime))}
+        return types.ListToolsResult(tools=[t for t in tools if t.name in offered])
 
     async def on_call_tool(_ctx: Any, params: types.CallToolRequestParams) -> types.CallToolResult:
         return await call_tool(app.state.runtime, params.name, dict(params.arguments or {}))

@@ -15,13 +15,16 @@ the description).
 from __future__ import annotations
 
 import copy
+from collections.abc import Collection, Sequence
 from dataclasses import dataclass
-from typing import Annotated, Any, Literal
+from typing import TYPE_CHECKING, Annotated, Any, Literal
 
-from fastapi import APIRouter, Query
+from fastapi import APIRouter, Query, Request
 from fastapi.responses import JSONResponse
 from pydantic import BaseModel, ConfigDict, Field, SkipValidation
 
+if TYPE_CHECKING:
+    from app.runtime import Runtime
 from app.api.schemas import SUDOKU_EXAMPLE, SolveOptionsIn, SolveRequest
 
 ToolFormat = Literal["openai", "anthropic"]
@@ -115,6 +118,12 @@ TOOLS: tuple[ToolSpec, ...] = (
              "which model is each task's default.", NoArgs, {}),
 )
 BY_NAME: dict[str, ToolSpec] = {t.name: t for t in TOOLS}
+
+
+def served_tools(tasks: Collection[str] | None) -> list[ToolSpec]:
+    """The tools to offer: list_models, and each solve tool whose task a served model solves (an LLM handed a tool
+    the server always refuses wastes calls on it); every tool while the served tasks are not known yet (None)."""
+    return [t for t in TOOLS if tasks is None or t.task is None or t.task in tasks]
 
 
 class ToolArgumentError(ValueError):
@@ -248,27 +257,27 @@ def json_schema(model: type[BaseModel], strict: bool) -> dict[str, Any]:
     return schema
 
 
-def openai_tools() -> list[dict[str, Any]]:
+def openai_tools(tools: Sequence[ToolSpec] = TOOLS) -> list[dict[str, Any]]:
     """Chat Completions `tools=[...]` entries, strict. (The Responses API takes the inner object flat.)"""
     return [{"type": "function", "function": {"name": t.name, "description": t.description,
                                               "parameters": json_schema(t.args, strict=True), "strict": True}}
-            for t in TOOLS]
+            for t in tools]
 
 
-def anthropic_tools() -> list[dict[str, Any]]:
+def anthropic_tools(tools: Sequence[ToolSpec] = TOOLS) -> list[dict[str, Any]]:
     """Messages API `tools=[...]` entries: only `puzzle` required, optional fields may be omitted or null."""
     return [{"name": t.name, "description": t.description, "input_schema": json_schema(t.args, strict=False)}
-            for t in TOOLS]
+            for t in tools]
 
 
-def tools_body(fmt: ToolFormat) -> dict[str, Any]:
+def tools_body(fmt: ToolFormat, tools: Sequence[ToolSpec] = TOOLS) -> dict[str, Any]:
     """The GET /v1/tools body: the definitions, plus each tool's example call and its REST equivalent."""
-    tools = openai_tools() if fmt == "openai" else anthropic_tools()
+    entries = openai_tools(tools) if fmt == "openai" else anthropic_tools(tools)
     examples = [{"tool": t.name, "arguments": t.example,
                  "rest": {"method": "POST", "path": "/v1/solve", "body": to_solve_body(t.name, t.example)}
                  if t.task is not None else {"method": "GET", "path": "/v1/models"}}
-                for t in TOOLS]
-    return {"format": fmt, "tools": tools, "examples": examples}
+                for t in tools]
+    return {"format": fmt, "tools": entries, "examples": examples}
 
 
 router = APIRouter()
@@ -280,8 +289,15 @@ _FORMAT_DOC = ("openai: Chat Completions `tools` entries ({type: function, funct
 
 @router.get("/v1/tools", operation_id="list_tools", tags=["tools"],
             summary="Tool definitions for LLM function calling (OpenAI strict, Anthropic)")
-async def list_tools(format: Annotated[ToolFormat, Query(description=_FORMAT_DOC)] = "openai") -> JSONResponse:
+async def list_tools(request: Request,
+                     format: Annotated[ToolFormat, Query(description=_FORMAT_DOC)] = "openai") -> JSONResponse:
     """Pass `tools` as they are to the LLM API; when the model calls a solve tool, POST its arguments to
     /v1/solve with the tool's task (null fields dropped): each entry of `examples` shows the REST body of one
-    call. The same tools are served over MCP at /mcp."""
-    return JSONResponse(tools_body(format))
+    call. Only the solve tools of tasks this server has a model for are listed (all of them while it starts).
+    The same tools are served over MCP at /mcp."""
+    return JSONResponse(tools_body(format, served_tools(served_tasks(request.app.state.runtime))))
+
+
+def served_tasks(runtime: Runtime) -> set[str] | None:
+    """The tasks the runtime's models solve; None before its models are known (starting up)."""
+    return set(runtime.service.defaults) if runtime.service is not None else None
