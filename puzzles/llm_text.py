@@ -21,7 +21,10 @@ __all__ = ["NULL_WORDS", "Block", "Line", "extract", "find_json", "has_words", "
 
 NULL_WORDS = frozenset({"null", "none", "nil", "nan"})  # blank cells as JSON, Python and R print them
 _FENCE = re.compile(r"^\s*(```|~~~)")
-_SEPARATOR = re.compile(r"^\s*[|+]?\s*:?[-=]{2,}:?\s*([|+]\s*:?[-=]{2,}:?\s*)*[|+]?\s*$")
+# Matched against the stripped line, with no two optional runs of white space side by side: the old pattern
+# (`\s*` before and after `[|+]?`, at both ends) backtracked quadratically, 26 s for a 64 KB line of spaces that
+# does not match, on the API's event loop.
+_SEPARATOR = re.compile(r"[|+]?\s*:?[-=]{2,}:?(?:\s*[|+]\s*:?[-=]{2,}:?)*\s*[|+]?")
 
 
 @dataclass(frozen=True)
@@ -51,7 +54,7 @@ def has_words(text: str, letters: str = "", words: frozenset[str] = frozenset())
 
 def is_table_separator(text: str) -> bool:
     """``|---|:-:|`` (markdown) or ``------+-------`` (a drawn grid's rule line)."""
-    return bool(_SEPARATOR.match(text))
+    return bool(_SEPARATOR.fullmatch(text.strip()))
 
 
 def _fenced(lines: list[str]) -> tuple[list[tuple[int, str]], bool]:

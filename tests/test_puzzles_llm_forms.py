@@ -320,3 +320,25 @@ def test_every_openapi_example_is_accepted() -> None:
     for example in examples:
         req = SolveRequest.model_validate(example)
         get_codec(req.task).parse(req.puzzle)
+
+
+@pytest.mark.parametrize("task", ["sudoku", "maze"])
+def test_a_long_line_that_is_almost_a_table_rule_is_refused_without_hanging(task):
+    """A rule-line look-alike with a long run of spaces (`|--      x`): the rule-line pattern used to backtrack
+    quadratically (26 s at 64 KB, about an hour at the 1 MB body limit) on the API's event loop. Run in a child
+    process with a limit a thousand times what the parse takes, so a regression fails here instead of hanging."""
+    import subprocess
+    import sys
+
+    code = ("from puzzles import PuzzleError, get_codec\n"
+            f"text = '| 1 | 2 |\\n|--' + ' ' * 256_000 + 'x'\n"
+            f"try:\n    get_codec({task!r}).parse(text)\nexcept PuzzleError as e:\n    print(e.code)\n")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60, check=True)
+    assert out.stdout.strip() in ("wrong_size", "bad_character")
+
+
+@pytest.mark.parametrize("line", ["|---|---|", "------+-------", " | :--: | --- | ", "+==+==+", "--- | ---"])
+def test_table_rules_still_read_as_rules(line):
+    from puzzles.llm_text import is_table_separator
+
+    assert is_table_separator(line) and not is_table_separator(line + " x")
