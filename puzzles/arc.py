@@ -127,6 +127,9 @@ def _pairs(payload: dict[str, Any], key: str, need_output: bool) -> list[tuple[G
             raise PuzzleError(f"{at} has no 'input' grid", at, code="bad_task")
         if need_output and "output" not in pair:
             raise PuzzleError(f"{at} has no 'output' grid (demonstration pairs need both)", at, code="bad_task")
+        if need_output and pair["output"] is None:  # was taken for a test pair's unknown output, then a 500
+            raise PuzzleError(f"{at}.output is null: a demonstration pair needs its output grid", f"{at}.output",
+                              code="bad_task")
         inp = parse_grid(pair["input"], f"{at}.input")
         outp = parse_grid(pair["output"], f"{at}.output") if pair.get("output") is not None else None
         out.append((inp, outp))

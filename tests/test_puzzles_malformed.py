@@ -94,6 +94,8 @@ CASES: list[tuple[str, Any, str, str | None, str]] = [
     ("arc", task_with(train=[]), "'train' is empty: it needs at least one pair", "train", "bad_task"),
     ("arc", task_with(train=[{"input": [[1]]}]), "train[0] has no 'output' grid (demonstration pairs need both)",
      "train[0]", "bad_task"),
+    ("arc", task_with(train=[{"input": [[1]], "output": None}]),  # was accepted, then a 500 while rendering
+     "train[0].output is null: a demonstration pair needs its output grid", "train[0].output", "bad_task"),
     ("arc", task_with(test=[{"output": [[1]]}]), "test[0] has no 'input' grid", "test[0]", "bad_task"),
     ("arc", task_with(train=[PAIR, {"input": [[0] * 8] * 2 + [[0] * 7 + [10]], "output": [[1]]}]),
      "colour must be an integer 0..9, got 10", "train[1].input[2][7]", "bad_colour"),
