@@ -8,6 +8,7 @@ list of accepted forms. Line numbers in errors are always the caller's own (1-ba
 from __future__ import annotations
 
 import ast
+import contextlib
 import json
 import re
 from collections.abc import Callable, Sequence
@@ -130,32 +131,72 @@ def render_table(rows: Sequence[Sequence[str]], header: str | None) -> str:
 def find_json(text: str) -> tuple[bool, Any]:
     """(True, value) when ``text`` holds a JSON (or Python literal) array/object, prose around it ignored.
 
-    (False, None) when there is no ``[`` or ``{`` at all; a bracket that does not parse is an error with
-    its line and column, since the caller clearly meant structured data.
+    When the text has one code block, only the block is read, so a bracket in the prose around it (``Solve
+    this [hard]:``) is prose. Otherwise the first ``[`` and the first ``{`` are each tried as the start, so
+    ``Task [1 of 3]: {...}`` still finds the task. (False, None) when there is no ``[`` or ``{`` at all; one
+    that does not parse is an error with its line and column (of the first start tried), since the caller
+    clearly meant structured data.
     """
-    starts = [i for i in (text.find("["), text.find("{")) if i >= 0]
+    lines = text.split("\n")
+    fences = [i for i, line in enumerate(lines) if _FENCE.match(line)]
+    base, region = 0, text
+    if len(fences) in (1, 2):  # one block (an unclosed one runs to the end): read it alone
+        base = sum(len(line) + 1 for line in lines[:fences[0] + 1])
+        region = "\n".join(lines[fences[0] + 1:fences[1] if len(fences) == 2 else len(lines)])
+    starts = sorted(i for i in (region.find("["), region.find("{")) if i >= 0)
     if not starts:
         return False, None
-    start = min(starts)
+    first_error: PuzzleError | None = None
+    for start in starts:
+        if first_error is not None and start < _bracketed_end(region, starts[0]):
+            break  # inside the first one's brackets (`{[1]: 2}`): part of that, not a JSON value of its own
+        try:
+            return True, _json_at(region, start)
+        except _JsonError as err:
+            first_error = first_error or PuzzleError(err.message, _where(text, base + err.pos), code=err.code)
+    assert first_error is not None
+    raise first_error
+
+
+def _bracketed_end(text: str, start: int) -> int:
+    """Where the brackets opened at ``start`` close (any kind counts, strings are not skipped: a guess for
+    telling `[hard]: {...}` from `{[1]: 2}`), or the end of the text."""
+    depth = 0
+    for i in range(start, len(text)):
+        depth += text[i] in "[{"
+        depth -= text[i] in "]}"
+        if depth == 0:
+            return i
+    return len(text)
+
+
+class _JsonError(PuzzleError):
+    def __init__(self, message: str, pos: int, code: str = "bad_json") -> None:
+        super().__init__(message, None, code=code)
+        self.pos = pos
+
+
+def _json_at(text: str, start: int) -> Any:
+    """The JSON value (or Python literal) that starts at ``start``, read up to its own end (``raw_decode``: prose
+    after it is ignored) or else up to the last matching closer; a _JsonError at the offset where it fails."""
+    with contextlib.suppress(json.JSONDecodeError, ValueError, RecursionError):
+        return json.JSONDecoder().raw_decode(text, start)[0]
     closer = "]" if text[start] == "[" else "}"
     end = text.rfind(closer)
     if end < start:
-        raise PuzzleError(f"unclosed {text[start]!r}: the text looks like JSON but has no matching {closer!r}",
-                          _where(text, start), code="bad_json")
+        raise _JsonError(f"unclosed {text[start]!r}: the text looks like JSON but has no matching {closer!r}", start)
     snippet = text[start:end + 1]
     try:
-        return True, json.loads(snippet)
+        return json.loads(snippet)
     except json.JSONDecodeError as err:
         try:  # Python reprs: None, single quotes, tuples
-            return True, ast.literal_eval(snippet)
+            return ast.literal_eval(snippet)
         except (ValueError, TypeError, SyntaxError, MemoryError, RecursionError):  # TypeError: {[1]: 2}
-            raise PuzzleError(f"the text looks like JSON but does not parse: {err.msg}",
-                              _where(text, start + err.pos), code="bad_json") from None
+            raise _JsonError(f"the text looks like JSON but does not parse: {err.msg}", start + err.pos) from None
     except (ValueError, RecursionError) as err:  # well-formed, but an integer of thousands of digits or nesting
         # deeper than the parser goes
         reason = "nested too deeply" if isinstance(err, RecursionError) else str(err)
-        raise PuzzleError(f"the text looks like JSON but cannot be read: {reason}", _where(text, start),
-                          code="bad_json") from None
+        raise _JsonError(f"the text looks like JSON but cannot be read: {reason}", start) from None
 
 
 def _where(text: str, pos: int) -> str:

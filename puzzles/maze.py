@@ -11,6 +11,7 @@ with that few cells can only be a shortest path).
 
 from __future__ import annotations
 
+import contextlib
 import math
 import time
 from collections import deque
@@ -241,8 +242,8 @@ def _place(rows: list[str], fields: dict[str, Any]) -> list[str]:
     return rows
 
 
-def _payload_grid(payload: Any) -> tuple[Any, dict[str, Any]]:
-    """Unwrap {"maze": ..., "start"?, "goal"?} and JSON sent as text."""
+def _payload_grid(payload: Any, read_json: bool = True) -> tuple[Any, dict[str, Any]]:
+    """Unwrap {"maze": ..., "start"?, "goal"?} and (`read_json`) JSON sent as text."""
     fields: dict[str, Any] = {}
     for _ in range(3):  # a dict, a JSON text of it, the grid inside
         if isinstance(payload, dict):
@@ -251,7 +252,7 @@ def _payload_grid(payload: Any) -> tuple[Any, dict[str, Any]]:
                 raise PuzzleError(f"maze object needs a 'maze' field (got keys: {keys})", code="missing_field")
             fields.update({k: payload[k] for k in ("start", "goal") if k in payload})
             payload = payload["maze"]
-        elif isinstance(payload, str) and ("[" in payload or "{" in payload):
+        elif read_json and isinstance(payload, str) and ("[" in payload or "{" in payload):
             _, payload = find_json(payload)
         else:
             break
@@ -262,7 +263,20 @@ def _payload_grid(payload: Any) -> tuple[Any, dict[str, Any]]:
 
 @lists_accepted(ACCEPTED_FORMS)
 def parse(payload: Any) -> MazePuzzle:
-    payload, fields = _payload_grid(payload)
+    try:
+        return _parse(payload)
+    except PuzzleError as json_error:
+        if not (isinstance(payload, str) and ("[" in payload or "{" in payload)):
+            raise
+        # Unless a bracket was prose ("Find the path [5x5]:", a note after the maze) and the text reader finds the
+        # maze, the JSON's error.
+        with contextlib.suppress(PuzzleError):
+            return _parse(payload, read_json=False)
+        raise json_error
+
+
+def _parse(payload: Any, read_json: bool = True) -> MazePuzzle:
+    payload, fields = _payload_grid(payload, read_json)
     header, mark, codes = None, "o", {}
     if isinstance(payload, str):
         original, form, header = _from_text(payload)

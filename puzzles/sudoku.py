@@ -15,6 +15,7 @@ assignments our solver makes to walk the whole search tree (naked + hidden singl
 
 from __future__ import annotations
 
+import contextlib
 import random
 import re
 import time
@@ -306,12 +307,18 @@ def parse_cells(payload: Any) -> tuple[list[int], str, bool, str | None]:
     if isinstance(payload, str):
         if _PLAIN_81.fullmatch(payload):  # the usual form: skip looking for a grid inside text (~40 us a request)
             return [0 if ch in ".0" else ord(ch) - 48 for ch in payload], "string", wrapped, None
-        found, value = find_json(payload)
-        if found:  # a JSON grid sent as text (often inside a code block): its own structure is the form
-            if isinstance(value, str):
-                raise PuzzleError("the text holds a JSON string, not a grid", code="bad_type")
-            cells, form, inner_wrapped, header = parse_cells(value)
-            return cells, form, wrapped or inner_wrapped, header
+        try:
+            found, value = find_json(payload)
+            if found:  # a JSON grid sent as text (often inside a code block): its own structure is the form
+                if isinstance(value, str):
+                    raise PuzzleError("the text holds a JSON string, not a grid", code="bad_type")
+                cells, form, inner_wrapped, header = parse_cells(value)
+                return cells, form, wrapped or inner_wrapped, header
+        except PuzzleError as json_error:  # unless a bracket was prose ("Solve this [hard]:", a note after the
+            with contextlib.suppress(PuzzleError):  # grid) and the text reader finds the grid, the JSON's error
+                cells, form, header = _from_text(payload)
+                return cells, form, wrapped, header
+            raise json_error
         cells, form, header = _from_text(payload)
         return cells, form, wrapped, header
     if isinstance(payload, list | tuple):

@@ -342,3 +342,34 @@ def test_table_rules_still_read_as_rules(line):
     from puzzles.llm_text import is_table_separator
 
     assert is_table_separator(line) and not is_table_separator(line + " x")
+
+
+ARC_TASK = {"train": [{"input": [[1, 0], [0, 0]], "output": [[0, 1], [0, 0]]}], "test": [{"input": [[2, 0], [0, 0]]}]}
+
+
+@pytest.mark.parametrize(("task", "text", "expected"), [
+    ("sudoku", "Solve this sudoku [hard]:\n```\n" + "\n".join(ROWS) + "\n```", S),
+    ("sudoku", "\n".join(ROWS) + "\n[blank cells are dots]", S),
+    ("sudoku", "Puzzle [2 of 5]:\n" + "\n".join(ROWS), S),
+    ("maze", "Find the path [5x5]:\n```\n" + "\n".join(M) + "\n```", "\n".join(M)),
+    ("arc", "Task [1 of 3]:\n```json\n" + json.dumps(ARC_TASK) + "\n```", ARC_TASK),
+    ("arc", "Task [1 of 3]: " + json.dumps(ARC_TASK), ARC_TASK),
+])
+def test_a_bracket_in_the_prose_is_prose(task, text, expected):
+    """A bracket outside the puzzle (`[hard]`, `[2 of 5]`, a note after the grid) used to be read as the start of
+    JSON, and a valid puzzle in a code block or after a sentence failed with bad_json."""
+    codec = get_codec(task)
+    if task == "arc":
+        assert codec.parse(text) == codec.parse(expected)
+    else:
+        assert codec.canonical(codec.parse(text)) == codec.canonical(codec.parse(expected))
+
+
+@pytest.mark.parametrize(("text", "location"), [
+    ("Grid: [[5, 3 0]]", "line 1, char 14"),  # a JSON typo is still reported as one, at its place
+    ("Note [hard]:\n```\n[[5, 3 0]]\n```", "line 3, char 8"),  # inside the block, located in the caller's text
+])
+def test_json_that_does_not_parse_is_still_a_located_bad_json(text, location):
+    with pytest.raises(PuzzleError) as info:
+        SUDOKU.parse(text)
+    assert (info.value.code, info.value.location) == ("bad_json", location)
