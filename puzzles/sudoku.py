@@ -287,13 +287,6 @@ def _clashes(cells: Sequence[int]) -> Iterator[tuple[str, int]]:
                 seen[v] = cell
 
 
-def _is_cell(v: Any) -> bool:
-    """One flat-list entry: a number, None, or a one-character / null-word string (not a row)."""
-    if isinstance(v, str):
-        return len(v.strip()) <= 1 or v.strip().lower() in NULL_WORDS
-    return not isinstance(v, list | tuple | dict)
-
-
 def parse_cells(payload: Any) -> tuple[list[int], str, bool, str | None]:
     """(81 digits, form, wrapped, table header) from any accepted payload; no contradiction check."""
     wrapped = False
@@ -322,7 +315,9 @@ def parse_cells(payload: Any) -> tuple[list[int], str, bool, str | None]:
         cells, form, header = _from_text(payload)
         return cells, form, wrapped, header
     if isinstance(payload, list | tuple):
-        if len(payload) == 81 and all(_is_cell(v) for v in payload):
+        # 81 entries are the flat form even with a bad one among them (9x9 needs 9 rows, never 81): its cell is
+        # named, rather than the list called 81 row strings.
+        if len(payload) == 81:
             return [_cell_value(v, cell_name(*divmod(i, 9))) for i, v in enumerate(payload)], "flat", wrapped, None
         if payload and all(isinstance(r, str) for r in payload):
             if len(payload) != 9:

@@ -145,3 +145,13 @@ def test_unknown_task() -> None:
         get_codec("chess")
     assert info.value.code == "unknown_task"
     assert info.value.message == "unknown task 'chess'; expected one of sudoku, maze, arc"
+
+
+@pytest.mark.parametrize("bad", ["12", [1], {"a": 1}])
+def test_a_flat_list_with_one_bad_cell_names_that_cell(bad: Any) -> None:
+    """81 entries with one that is no cell: that cell is named (was 'sudoku needs 9 row strings, got 81')."""
+    flat: list[Any] = list("53..7....6..195....98....6.8...6...34..8.3..17...2...6.6....28....419..5....8..79")
+    flat[40] = bad
+    with pytest.raises(PuzzleError) as info:
+        get_codec("sudoku").parse(flat)
+    assert (info.value.code, info.value.location) == ("bad_character", "r5c5") and repr(bad) in info.value.message
