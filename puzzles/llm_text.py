@@ -17,8 +17,8 @@ from typing import Any
 
 from puzzles.base import PuzzleError
 
-__all__ = ["NULL_WORDS", "Block", "Line", "extract", "find_json", "has_words", "is_table_separator", "render_table",
-           "table_cells"]
+__all__ = ["NULL_WORDS", "Block", "Line", "extract", "find_json", "has_words", "is_table_separator",
+           "normalise_newlines", "render_table", "table_cells"]
 
 NULL_WORDS = frozenset({"null", "none", "nil", "nan"})  # blank cells as JSON, Python and R print them
 _FENCE = re.compile(r"^\s*(```|~~~)")
@@ -72,6 +72,11 @@ def _fenced(lines: list[str]) -> tuple[list[tuple[int, str]], bool]:
     return [(i + 1, lines[i]) for i in range(a + 1, b)], True
 
 
+def normalise_newlines(text: str) -> str:
+    """CRLF and a lone CR (old Mac files) as \\n, so lines are numbered as the caller's editor numbers them."""
+    return text.replace("\r\n", "\n").replace("\r", "\n")
+
+
 def extract(text: str, is_grid: Callable[[str], bool]) -> Block:
     """The grid lines of ``text``: inside its code block if it has one, minus prose lines before and after the
     grid and ``label:`` prefixes; a markdown table's header row and rule lines are dropped.
@@ -79,20 +84,22 @@ def extract(text: str, is_grid: Callable[[str], bool]) -> Block:
     Prose *inside* the grid is kept, so the codec reports its bad character at its place instead of
     silently skipping a row.
     """
-    text = text.replace("\r\n", "\n").replace("\r", "\n")
+    text = normalise_newlines(text)
     stripped = text.strip()
+    shift = 0  # characters cut from the left of the caller's text (inline code's white space and backticks)
     if "\n" not in stripped and stripped.startswith("`") and stripped.endswith("`") and len(stripped) > 1:
+        shift = len(text) - len(text.lstrip()) + len(stripped) - len(stripped.lstrip("`"))
         text = stripped.strip("`")  # inline code: `53..7....`
     numbered, fenced = _fenced(text.split("\n"))
     lines: list[Line | None] = []  # None = prose
     for number, raw in numbered:
         if raw == "" or is_grid(raw):
-            lines.append(Line(number, 0, raw))
+            lines.append(Line(number, shift, raw))
             continue
         colon = raw.rfind(":")
         cut = colon + (2 if raw[colon + 1:colon + 2] == " " else 1)  # "label: value": one space separates
         rest = raw[cut:] if colon >= 0 else ""
-        lines.append(Line(number, cut, rest) if rest.strip() and is_grid(rest) else None)
+        lines.append(Line(number, shift + cut, rest) if rest.strip() and is_grid(rest) else None)
     first = next((i for i, x in enumerate(lines) if x is not None and x.text != ""), len(lines))
     last = next((i for i in range(len(lines) - 1, -1, -1) if lines[i] is not None and lines[i].text != ""), -1)
     kept = [x if x is not None else Line(numbered[i][0], 0, numbered[i][1])

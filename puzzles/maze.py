@@ -33,7 +33,7 @@ from puzzles.base import (
 )
 from puzzles.dihedral import dihedral, inverse_dihedral
 from puzzles.grid_text import clip, is_int
-from puzzles.llm_text import extract, find_json, has_words, render_table, table_cells
+from puzzles.llm_text import extract, find_json, has_words, normalise_newlines, render_table, table_cells
 
 CHARSET = "# SGo"  # token = index + 1
 TOKEN_OF = {ch: i + 1 for i, ch in enumerate(CHARSET)}
@@ -108,7 +108,7 @@ class MazeAnswer:
 
 
 def _split_text(text: str) -> tuple[list[str], str]:
-    text = text.replace("\r\n", "\n").replace("\r", "\n")
+    text = normalise_newlines(text)
     if "\n" not in text:
         return _split_flat(text), "flat"
     lines = text.split("\n")

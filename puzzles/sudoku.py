@@ -35,7 +35,16 @@ from puzzles.base import (
     lists_accepted,
 )
 from puzzles.grid_text import cell_name, clip, is_int
-from puzzles.llm_text import NULL_WORDS, Line, extract, find_json, has_words, render_table, table_cells
+from puzzles.llm_text import (
+    NULL_WORDS,
+    Line,
+    extract,
+    find_json,
+    has_words,
+    normalise_newlines,
+    render_table,
+    table_cells,
+)
 from puzzles.sudoku_gen import TIER_SPECS, TIERS, generate_digits, tier_of
 from puzzles.sudoku_solver import UNITS, SolveResult, solve_digits, unit_masks
 
@@ -166,14 +175,14 @@ def _from_text(text: str) -> tuple[list[int], str, str | None]:
     """(81 cells, form, table header) of a text payload, wherever the grid sits in it."""
     if not text.strip():
         raise PuzzleError("empty sudoku string: expected 81 cells", code="wrong_size")
-    multiline = "\n" in text.strip()
+    multiline = "\n" in normalise_newlines(text).strip()
 
     def at(line: Line) -> Callable[[int], str]:
         return lambda col: f"line {line.number}, char {line.offset + col}" if multiline else f"char {line.offset + col}"
 
     block = extract(text, _is_grid)
     if not block.lines:  # no line is all cells: name the first character that is not one
-        for number, raw in enumerate(text.replace("\r\n", "\n").split("\n"), 1):
+        for number, raw in enumerate(normalise_newlines(text).split("\n"), 1):
             _line_cells(raw, at(Line(number, 0, raw)))
         raise PuzzleError("no sudoku grid found in the text", code="no_grid")
     if block.table:

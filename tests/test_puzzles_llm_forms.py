@@ -373,3 +373,14 @@ def test_json_that_does_not_parse_is_still_a_located_bad_json(text, location):
     with pytest.raises(PuzzleError) as info:
         SUDOKU.parse(text)
     assert (info.value.code, info.value.location) == ("bad_json", location)
+
+
+@pytest.mark.parametrize(("text", "location"), [
+    ("\r".join(ROWS[:3] + ["8...k...3"] + ROWS[4:]), "line 4, char 5"),  # lone CRs (old Mac files) end lines too
+    ("`" + S[:4] + "k" + S[5:] + "`", "char 6"),  # inline code: the backtick counts, as in the text sent
+    ("  ``" + S[:4] + "k" + S[5:] + "``", "char 9"),
+])
+def test_a_bad_character_is_located_in_the_text_as_sent(text, location):
+    with pytest.raises(PuzzleError) as info:
+        SUDOKU.parse(text)
+    assert (info.value.code, info.value.location) == ("bad_character", location)
