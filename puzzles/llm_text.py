@@ -101,6 +101,9 @@ def extract(text: str, is_grid: Callable[[str], bool]) -> Block:
         rest = raw[cut:] if colon >= 0 else ""
         lines.append(Line(number, shift + cut, rest) if rest.strip() and is_grid(rest) else None)
     first = next((i for i, x in enumerate(lines) if x is not None and x.text != ""), len(lines))
+    if 0 < first < len(lines) and lines[first - 1] is None and is_table_separator(numbered[first][1]) and \
+            numbered[first - 1][1].lstrip().startswith("|"):
+        first -= 1  # a header row of words (| Col 1 | ...) above the rule line: the table's own, not prose
     last = next((i for i in range(len(lines) - 1, -1, -1) if lines[i] is not None and lines[i].text != ""), -1)
     kept = [x if x is not None else Line(numbered[i][0], 0, numbered[i][1])
             for i, x in enumerate(lines[first:last + 1], first)]

@@ -376,7 +376,7 @@ def test_json_that_does_not_parse_is_still_a_located_bad_json(text, location):
 
 
 @pytest.mark.parametrize(("text", "location"), [
-    ("\r".join(ROWS[:3] + ["8...k...3"] + ROWS[4:]), "line 4, char 5"),  # lone CRs (old Mac files) end lines too
+    ("\r".join([*ROWS[:3], "8...k...3", *ROWS[4:]]), "line 4, char 5"),  # lone CRs (old Mac files) end lines too
     ("`" + S[:4] + "k" + S[5:] + "`", "char 6"),  # inline code: the backtick counts, as in the text sent
     ("  ``" + S[:4] + "k" + S[5:] + "``", "char 9"),
 ])
@@ -384,3 +384,13 @@ def test_a_bad_character_is_located_in_the_text_as_sent(text, location):
     with pytest.raises(PuzzleError) as info:
         SUDOKU.parse(text)
     assert (info.value.code, info.value.location) == ("bad_character", location)
+
+
+def test_a_table_header_of_words_is_kept_and_echoed():
+    """`| Col 1 | ... |` above the rule line was trimmed as prose, and the answer table came back without it."""
+    header = "| " + " | ".join(f"Col {i}" for i in range(1, 10)) + " |"
+    body = "\n".join("| " + " | ".join(c if c != "." else " " for c in row) + " |" for row in ROWS)
+    puzzle = SUDOKU.parse("Here is the puzzle:\n" + header + "\n" + "|---" * 9 + "|\n" + body)
+    assert (puzzle.form, puzzle.header) == ("table", header)
+    answer = SUDOKU.answer_payload(SudokuAnswer(tuple(int(c) if c != "." else 1 for c in S)), puzzle)
+    assert answer.splitlines()[0] == header
