@@ -95,6 +95,10 @@ class ModelSpec(BaseModel):
     # wasted row-step per request). None: on for CUDA, where a launch returns at once; off on a CPU, where the
     # launch is the work and the wasted step would cost time.
     overlap: bool | None = None
+    # How the engine core waits for a CUDA step's results: "block" sleeps until the device signals (its core is
+    # free meanwhile, for the API processes beside it); "spin" busy-waits on the event, as CUDA does by default,
+    # for the last few microseconds of wake-up. vLLM's engine made its per-step events blocking in 2026 (PR 47081).
+    wait: Literal["block", "spin"] = "block"
     default_options: dict[str, Any] = Field(default_factory=dict)  # per-model solve option defaults
     # This model answers requests that name only the task (else: the best held-out accuracy on its card).
     default_for_task: bool = False

@@ -176,10 +176,13 @@ def bench_spec(model: Path, device: str, batch_rows: int, max_queue_rows: int | 
 
 
 def model_entry(args: argparse.Namespace) -> dict[str, Any]:
-    """The models-file fields that --compile, --overlap and --model-options add to every mode's model (auto: none)."""
+    """The models-file fields that --compile, --overlap, --device-wait and --model-options add to every mode's model
+    (auto: none)."""
     entry: dict[str, Any] = {} if args.compile == "auto" else {"compile": args.compile == "on"}
     if args.overlap != "auto":
         entry["overlap"] = args.overlap == "on"
+    if args.device_wait != "auto":
+        entry["wait"] = args.device_wait
     if args.model_options:
         entry["default_options"] = json.loads(args.model_options)
     return entry
@@ -1247,6 +1250,9 @@ def main() -> None:
     ap.add_argument("--overlap", default="auto", choices=("auto", "on", "off"),
                     help="the model's overlap field in every mode but static and graph: auto (the server's default: "
                          "on for CUDA), on or off (launch a step and wait for it)")
+    ap.add_argument("--device-wait", default="auto", choices=("auto", "block", "spin"),
+                    help="the model's wait field: how the engine waits for a CUDA step (auto: the server's default, "
+                         "block; spin busy-waits, as CUDA does by default)")
     ap.add_argument("--model-options", default=None, metavar="JSON",
                     help='the model\'s default_options in the HTTP modes, e.g. \'{"escalate_after": 4}\'')
     ap.add_argument("--fresh-servers", action="store_true",

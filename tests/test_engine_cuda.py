@@ -7,12 +7,14 @@
 - the overlapped engine step (CUDA's default) gives the answers of launch-and-wait;
 - the server on CUDA answers the README puzzle, verified;
 - a maze's distance sent by the API loads what the device flood fill computes;
-- PTRM noise added by the runner is the draw inject_noise makes from the same seed.
+- PTRM noise added by the runner is the draw inject_noise makes from the same seed;
+- with `wait: block` (the default) the engine sleeps while it waits for a step; with `spin` it busy-waits.
 """
 
 from __future__ import annotations
 
 import random
+import time
 from pathlib import Path
 
 import numpy as np
@@ -173,3 +175,25 @@ def test_ptrm_noise_on_cuda_is_the_draw_of_inject_noise():
     assert torch.equal(runner.z_L[[2, 5, 6]], before[[2, 5, 6]] + noise[[0, 2, 3]])
     others = [0, 1, 3, 4, 7]
     assert torch.equal(runner.z_L[others], before[others])
+
+
+@pytest.mark.parametrize("wait", ["block", "spin"])
+def test_collect_sleeps_while_the_device_works_unless_told_to_spin(wait):
+    """The step's event is a blocking one (cudaEventBlockingSync): the engine core's thread sleeps in `collect`
+    and its core is free for the API processes. CUDA's default event, `spin`, holds the core for the whole wait."""
+    runner = ModelRunner(make_backend(WEIGHTS, device="cuda", dtype="bfloat16", task="sudoku"), 8, "sudoku",
+                         blocking_wait=wait == "block")
+    runner.warmup()
+    runner.load_rows(sudoku_inputs(8), np.zeros(8, np.int32), [[r] for r in range(8)])
+    with torch.inference_mode():
+        torch.cuda.synchronize()
+        torch.cuda._sleep(400_000_000)  # ~0.2 s of device time queued ahead of the step
+        launched = runner.launch(np.arange(8))
+        cpu, wall = time.thread_time(), time.perf_counter()
+        runner.collect(launched)
+        cpu, wall = time.thread_time() - cpu, time.perf_counter() - wall
+    assert wall > 0.05, "the device was not busy long enough to tell"
+    if wait == "block":
+        assert cpu < 0.25 * wall, (cpu, wall)
+    else:
+        assert cpu > 0.75 * wall, (cpu, wall)

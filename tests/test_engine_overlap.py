@@ -128,3 +128,15 @@ def test_a_row_the_step_in_flight_brings_to_max_steps_is_not_launched_again(spec
             finished |= {o.id: o.steps for o in core.step().finished}
     assert finished == {"short": 2, "long": 5}
     assert model.steps_run == 5  # launch-and-wait's count: no step ran only to be dropped
+
+
+@pytest.mark.parametrize(("wait", "blocking"), [(None, True), ("block", True), ("spin", False)])
+def test_the_models_files_wait_reaches_the_runner_and_v1_models(tmp_path, wait, blocking):
+    """`wait` (default block: sleep until a CUDA step signals) is the runner's event kind, shown in the backend
+    fields; on a CPU there is no event to wait on, so only the setting is carried."""
+    from app.engine.core import ModelEngine
+
+    spec = next(s for s in make_specs(tmp_path) if s.name == "copy")
+    engine = ModelEngine.load(spec if wait is None else spec.model_copy(update={"wait": wait}))
+    assert engine.runner.blocking_wait is blocking
+    assert engine.info.backend["wait"] == ("block" if blocking else "spin")

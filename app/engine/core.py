@@ -107,7 +107,8 @@ class ModelEngine:
         verify_task = spec.task if has_token_verifier(spec.task) else None
         compile_step = spec.compile if spec.compile is not None else device.startswith("cuda")
         runner = ModelRunner(backend, rows, verify_task, cuda_graphs=cuda_graphs, compile_step=compile_step,
-                             overlap=overlap if overlap is not None else spec.overlap)
+                             overlap=overlap if overlap is not None else spec.overlap,
+                             blocking_wait=spec.wait == "block")
         folder = Path(spec.path) if Path(spec.path).is_dir() else Path(spec.path).parent
         card = _read_json(folder / CARD_FILE)
         temperature = confidence_temperature(spec.path)

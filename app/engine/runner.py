@@ -91,13 +91,15 @@ class StepArrays:
 class ModelRunner:
     def __init__(self, backend: Backend, batch_rows: int, verify_task: str | None = None,
                  cuda_graphs: bool | None = None, pad_to_buckets: bool = False, compile_step: bool = False,
-                 overlap: bool | None = None) -> None:
+                 overlap: bool | None = None, blocking_wait: bool = True) -> None:
         """verify_task: the task whose batched token verifier (models.verify) runs on every step, or None.
         pad_to_buckets: run the CUDA-graph path's padding eagerly (tests check the padding on a CPU).
         compile_step: torch.compile the step (inductor fuses its many small elementwise kernels); on CUDA each
         bucket's graph captures the compiled step. The compile runs at warm-up, tens of seconds.
         overlap: the engine core collects step t after launching step t+1 (default: on CUDA, where the launch
-        returns at once; on a CPU it would only cost each request one wasted step). Tests turn it on on a CPU."""
+        returns at once; on a CPU it would only cost each request one wasted step). Tests turn it on on a CPU.
+        blocking_wait: `collect` sleeps until the device signals the step's event (cudaEventBlockingSync) instead
+        of spinning on it, which holds a whole core for the wait (CUDA's default)."""
         self.backend = backend
         self.model = backend.loaded.model
         cfg = backend.loaded.config
@@ -122,6 +124,7 @@ class ModelRunner:
         # dynamic: one compile serves every row count (the CPU path's n varies per step; CUDA has a bucket each).
         self._step = torch.compile(self._step_rows, dynamic=True) if self.compiled else self._step_rows
         self.overlap = self.device.type == "cuda" if overlap is None else overlap
+        self.blocking_wait = blocking_wait
         # Two pinned buffers the packed results are copied into, taken in turn: step t+1's copy is queued while
         # step t's is still being read.
         self._host: list[torch.Tensor] = []
@@ -129,7 +132,7 @@ class ModelRunner:
 
     def describe(self) -> dict[str, object]:
         return {**self.backend.describe(), "cuda_graphs": self.cuda_graphs, "compiled": self.compiled,
-                "overlap": self.overlap,
+                "overlap": self.overlap, "wait": "block" if self.blocking_wait else "spin",
                 "buckets": self.buckets if self.cuda_graphs else None}
 
     # -- rows in -----------------------------------------------------------------------------------
@@ -283,7 +286,7 @@ class ModelRunner:
         host = self._host[self._turn][:n]
         self._turn ^= 1
         host.copy_(out, non_blocking=True)  # the step's one device-to-host copy
-        done = torch.cuda.Event()
+        done = torch.cuda.Event(blocking=self.blocking_wait)  # not torch.Event: it ignores blocking on CUDA
         done.record()
         return Launched(idx, host, done)
 
