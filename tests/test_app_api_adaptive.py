@@ -107,6 +107,35 @@ async def test_exact_facts_and_no_silent_fallback(client):
     assert (several["solvable"], several["unique"]) == (True, False)
 
 
+async def test_a_repeated_puzzles_exact_facts_are_worked_out_once(running, monkeypatch):
+    """A puzzle's facts never change: a repeat (a cache hit here) reuses them, where working them out again was a
+    third of a Sudoku cache hit's API CPU. Facts that the effort cap cut short are worked out again next time."""
+    from puzzles import ExactFacts
+    from puzzles.sudoku import SudokuCodec
+
+    app, client = running
+    calls: list[str] = []
+    real = SudokuCodec.exact
+
+    def counted(self, puzzle, *args, **kwargs):
+        calls.append(self.canonical(puzzle))
+        return real(self, puzzle, *args, **kwargs)
+
+    monkeypatch.setattr(SudokuCodec, "exact", counted)
+    app.state.runtime.service._facts.clear()  # other tests of this module solved PUZZLE already
+    for _ in range(3):
+        body = await solve_ok(client, model="copy", max_steps=1, halting="max_steps")
+        assert (body["solvable"], body["unique"]) == (True, True)
+    assert calls == [PUZZLE]
+
+    capped = ExactFacts(solvable=None, unique=None, solution=None, ms=50.0, capped=True)
+    monkeypatch.setattr(SudokuCodec, "exact", lambda self, puzzle, *a, **k: calls.append("capped") or capped)
+    for _ in range(2):
+        body = await solve_ok(client, puzzle="." * 80 + "1", model="copy", max_steps=1, halting="max_steps")
+        assert body["solvable"] is None
+    assert calls.count("capped") == 2
+
+
 async def test_fallback_exact_answers_with_the_solver_and_says_so(client):
     body = await solve_ok(client, model="copy", max_steps=2, halting="max_steps", fallback="exact")
     assert (body["verified"], body["solved_by"], body["answer"]) == (True, "exact", SOLUTION)

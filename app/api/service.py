@@ -15,6 +15,7 @@ EngineUnavailable) that the API layer maps to status codes. It never imports tor
 from __future__ import annotations
 
 import asyncio
+import collections
 import contextlib
 import functools
 import hashlib
@@ -36,7 +37,7 @@ from app.cache import ResultCache, cache_key
 from app.engine.client import EngineClient
 from app.engine.protocol import EngineOutput, EngineRequest, ModelInfo, SolveOptions, StepUpdate, tokens_from_bytes
 from app.settings import ModelLimits
-from puzzles import TASKS, Codec, PuzzleError, get_codec
+from puzzles import TASKS, Codec, ExactFacts, PuzzleError, get_codec
 
 log = logging.getLogger(__name__)
 
@@ -44,6 +45,7 @@ DISCONNECT_POLL_S = 0.05
 WATCH_AFTER_S = 0.2  # a request still running after this starts checking whether its client is still there
 KEEPALIVE_S = 15.0  # SSE comment while a stream waits in the queue, so proxies keep it open
 MAX_REASONS = 10
+FACTS_KEPT = 4096  # puzzles whose exact facts SolveService keeps (a Sudoku's: ~1 KB)
 OPTION_FIELDS = frozenset(SolveOptions.__struct_fields__)
 AUTO_TRAJECTORIES = 8  # halting=auto: PTRM trajectories of the escalation when the request names no K
 # halting=auto on a GPU: the escalation starts beside the plain run after this many unverified steps (hedge_after).
@@ -223,6 +225,7 @@ class Prepared:
     puzzle_identifier: int
     key: str
     started: float = field(default_factory=time.monotonic)
+    canonical: str = ""  # the puzzle in the codec's canonical text (its cache key's part; keys the exact facts)
 
     @property
     def task(self) -> str:
@@ -269,6 +272,9 @@ class SolveService:
         self.cache_enabled = cache_enabled
         self.draining = False
         self._inflight: dict[str, _Flight] = {}
+        # The exact facts of recent puzzles: a puzzle's facts never change, and a repeated puzzle (a cache hit, a
+        # batch's duplicate) spent a third of its API CPU working them out again (126 of 402 us a Sudoku hit).
+        self._facts: collections.OrderedDict[tuple[str, str], ExactFacts | None] = collections.OrderedDict()
 
     # -- preparing ---------------------------------------------------------------------------------
 
@@ -381,9 +387,10 @@ class SolveService:
                 raise
             model, inputs = self._model_that_fits(model, puzzle, err)
         opts = self.resolve_options(model, options)
-        key = cache_key(model.version, model.task, codec.canonical(puzzle), opts.answer_options())
+        canonical = codec.canonical(puzzle)
+        key = cache_key(model.version, model.task, canonical, opts.answer_options())
         return Prepared(model, puzzle, opts, inputs, model.puzzle_identifier(puzzle), key,
-                        started if started is not None else time.monotonic())
+                        started if started is not None else time.monotonic(), canonical)
 
     # -- solving -----------------------------------------------------------------------------------
 
@@ -585,11 +592,25 @@ class SolveService:
         return fields | {"verified": verdict.valid, "verification": list(verdict.reasons[:MAX_REASONS]),
                          "overwritten": codec.overwritten(prep.puzzle, answer)}
 
+    def exact_facts(self, prep: Prepared) -> ExactFacts | None:
+        """The codec's exact facts about the puzzle, from the last FACTS_KEPT puzzles when it is one of them
+        (facts the effort cap cut short are not kept: a later try may get further)."""
+        key = (prep.task, prep.canonical)
+        if prep.canonical and key in self._facts:
+            self._facts.move_to_end(key)
+            return self._facts[key]
+        facts = prep.model.codec.exact(prep.puzzle)
+        if prep.canonical and not (facts is not None and facts.capped):
+            self._facts[key] = facts
+            if len(self._facts) > FACTS_KEPT:
+                self._facts.popitem(last=False)
+        return facts
+
     def render(self, prep: Prepared, outcome: Outcome, request_id: str | None = None) -> dict[str, Any]:
         r = outcome.result
         fields = self.answer_fields(prep, outcome.tokens, engine_verified=r.valid is True)
         # Exact facts beside the neural answer: the bitmask solver / BFS (0.1-2 ms for a Sudoku, capped).
-        facts = prep.model.codec.exact(prep.puzzle)
+        facts = self.exact_facts(prep)
         solved_by = "model"
         if not fields["verified"] and prep.options.fallback == "exact" and facts is not None and facts.solution:
             fields, solved_by = self._answer(prep, facts.solution), "exact"
