@@ -151,6 +151,10 @@ def test_fit_deadline_checkpoint_and_export(data_dir: Path, tmp_path: Path) -> N
     eval_json = tmp_path / "eval.json"
     eval_json.write_text(json.dumps(result))
 
+    other = dict(result, version="0123456789abcdef", model="runs/another/model_ema")
+    (tmp_path / "other.json").write_text(json.dumps(other))
+    with pytest.raises(ValueError, match="evaluated version '0123456789abcdef'"):  # another model's accuracy
+        export_card(run_dir / "model_ema", tmp_path / "weights" / "tiny", tmp_path / "other.json", run_dir, None)
     out = export_card(run_dir / "model_ema", tmp_path / "weights" / "tiny", eval_json, run_dir, None)
     loaded = load_model(out)
     assert loaded.config.task == "sudoku" and loaded.config.hidden_size == 32

@@ -49,8 +49,12 @@ def test_calibrate_writes_the_field_evaluate_reads(tmp_path: Path) -> None:
                       puzzle_emb_ndim=16, puzzle_emb_len=1, halt_max_steps=2, forward_dtype="float32")
     folder = tmp_path / "model"
     save_model(build_model(cfg), folder, {})
-    (folder / "card.json").write_text(json.dumps({"name": "m", "version": "old"}))
     report = calibrate(folder, data / "heldout", n=3, tiers=["easy"])
+    with pytest.raises(ValueError, match=r"no card\.json"):  # --write without a card stored nothing, silently
+        write_temperature(folder, report, apply=False)
+    first = load_model(folder).version
+    (folder / "card.json").write_text(json.dumps({"name": "m", "version": first}))
+    (folder / "README.md").write_text(f"# m\n\n- Architecture: TRM. Version `{first}`.\n")
     assert report["field"] == "confidence_temperature" and report["pairs"] == 6
     assert set(report["tiers"]["easy"]) == {"max_steps", "q_halt"}
     write_temperature(folder, report | {"temperature": 3.0}, apply=False)  # card only: nothing served changes
@@ -59,7 +63,8 @@ def test_calibrate_writes_the_field_evaluate_reads(tmp_path: Path) -> None:
     write_temperature(folder, report | {"temperature": 2.5})
     assert json.loads((folder / "config.json").read_text())["confidence_temperature"] == 2.5
     card = json.loads((folder / "card.json").read_text())
-    assert card["calibration"]["temperature"] == 2.5 and card["version"] == load_model(folder).version
+    assert card["calibration"]["temperature"] == 2.5 and card["version"] == load_model(folder).version != first
+    assert f"Version `{card['version']}`." in (folder / "README.md").read_text()  # the README follows the card
     res = evaluate(folder, data / "heldout", n=3, tiers=["easy"])
     assert res["confidence_temperature"] == 2.5
     cal = res["tiers"]["easy"]["calibration"]

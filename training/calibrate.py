@@ -62,8 +62,15 @@ def write_temperature(model_path: str | Path, report: dict[str, Any], apply: boo
         cfg[FIELD] = report["temperature"]
         cfg_path.write_text(json.dumps(cfg, indent=2, sort_keys=True) + "\n")
     card_path = folder / "card.json"
-    if card_path.exists():
-        card = json.loads(card_path.read_text())
-        card["calibration"] = report | {"applied": apply}
-        card["version"] = content_version(folder)
-        card_path.write_text(json.dumps(card, indent=2) + "\n")
+    if not card_path.exists():
+        if not apply:
+            raise ValueError(f"{folder} has no card.json to store the fit in: calibrate the exported weights "
+                             "(weights/<name>), add --apply to serve it, or keep the fit with --out")
+        return
+    card = json.loads(card_path.read_text())
+    card["calibration"] = report | {"applied": apply}
+    old, card["version"] = card.get("version"), content_version(folder)
+    card_path.write_text(json.dumps(card, indent=2) + "\n")
+    readme = folder / "README.md"
+    if old and old != card["version"] and readme.exists():  # --apply changed config.json, so the version moved
+        readme.write_text(readme.read_text().replace(f"Version `{old}`", f"Version `{card['version']}`"))

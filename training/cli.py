@@ -165,9 +165,12 @@ def calibrate(
     from training.calibrate import write_temperature
 
     report = fit(model, val, n=n, threads=threads, device=device)
+    _report(report, out)  # first: a refused --write does not lose the fit
     if write:
-        write_temperature(model, report, apply=apply)
-    _report(report, out)
+        try:
+            write_temperature(model, report, apply=apply)
+        except ValueError as e:
+            raise typer.BadParameter(str(e), param_hint="--write") from None
 
 
 @app.command()
@@ -182,7 +185,10 @@ def export(
     """Write weights/<name>/ = model.safetensors + config.json + card.json + README.md."""
     from training.export import export_card
 
-    folder = export_card(model, weights_dir / name, eval_json, run_dir, notes)
+    try:
+        folder = export_card(model, weights_dir / name, eval_json, run_dir, notes)
+    except ValueError as e:
+        raise typer.BadParameter(str(e), param_hint="--eval-json") from None
     typer.echo(str(folder))
 
 

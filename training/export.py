@@ -49,6 +49,12 @@ def export_card(model_dir: Path, out: Path, eval_json: Path, run_dir: Path, note
     loaded = load_model(model_dir)
     train_cfg = json.loads((run_dir / "config.json").read_text())
     evaluation = json.loads(eval_json.read_text())
+    # The card's accuracy must be this model's: an evaluation of another folder (or task) is refused, as card-public
+    # refuses one.
+    for field, mine in (("task", loaded.config.task), ("version", loaded.version)):
+        if evaluation.get(field) != mine:
+            raise ValueError(f"{eval_json} evaluated {field} {evaluation.get(field)!r} ({evaluation.get('model')}), "
+                             f"but {model_dir} is {field} {mine!r}: evaluate this model and export with that JSON")
     notes = json.loads(notes_path.read_text()) if notes_path else {}
     data_dir = Path(train_cfg["data_dir"])
     manifest = json.loads((data_dir / "manifest.json").read_text()) if (data_dir / "manifest.json").exists() else {}
