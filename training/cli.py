@@ -29,6 +29,10 @@ def make_data(
     loops: Annotated[float, typer.Option(help="maze: fraction of extra walls removed (0 = unique paths)")] = 0.0,
     train_min_path: Annotated[int, typer.Option(help="maze: shortest path of every training maze (Maze-Hard: 110)")]
     = 1,
+    drop_rotations: Annotated[bool, typer.Option(
+        "--drop-rotations/--keep-rotations", help="maze: drop training mazes that are a rotation or reflection of a "
+                                                  "held-out one (the shipped maze models' data predates this: "
+                                                  "--keep-rotations makes it again)")] = True,
     seed: int = 1_000,
     heldout_seed: int = 9_000_000,
 ) -> None:
@@ -48,7 +52,7 @@ def make_data(
             tiers[name] = (int(lo), int(hi) if hi else None)
         sides = [int(v) for v in sizes.split(",") if v.strip()] or None
         manifest = make_maze(out, size, train_count, heldout_count, tiers, loops, seed, heldout_seed, train_min_path,
-                             sides)
+                             sides, drop_rotations)
     else:
         raise typer.BadParameter(f"unknown task {task!r} (sudoku | maze)")
     typer.echo(json.dumps(manifest, indent=2))
