@@ -3,6 +3,7 @@ overwritten givens, and the cards' held-out accuracy in /v1/models. Tiny hand-se
 
 from __future__ import annotations
 
+import json
 from types import SimpleNamespace
 
 import msgspec
@@ -10,6 +11,7 @@ import pytest
 import pytest_asyncio
 
 from app.api.service import ServedModel, SolveService
+from app.engine.protocol import StepUpdate
 from app_engine_support import PUZZLE, SOLUTION, make_specs, running_app, solve_body, solve_ok
 from puzzles import get_codec
 from puzzles.maze import generate as maze
@@ -183,15 +185,39 @@ async def test_an_engine_verified_answer_renders_as_the_codecs_own_check_would(t
         assert SolveService._answer(prep, answer, engine_verified=True) == SolveService._answer(prep, answer)
 
 
-async def test_a_stream_of_an_auto_request_caches_only_a_verified_plain_run(client):
-    """A stream shows the plain run alone (no escalation): unverified, it must not answer a later /v1/solve of the
-    same puzzle and options from the cache, which would then never escalate; verified, it may."""
+async def test_a_stream_of_an_auto_request_runs_what_v1_solve_runs(client):
+    """halting=auto streams the plain run and then its escalation (trajectories 1..K), and ends with the answer
+    /v1/solve gives; it used to stop after the plain run, unverified where /v1/solve escalates (the playground
+    showed 'not verified' for puzzles the API verifies), while its budget was charged for the escalation."""
     unsolved = sudoku(__import__("random").Random(11), "medium")
     text = get_codec("sudoku").canonical(unsolved)
-    r = await client.post("/v1/solve/stream", json=solve_body(puzzle=text, model="copy", max_steps=2))
-    assert r.status_code == 200 and '"verified":false' in r.text
-    body = await solve_ok(client, puzzle=text, model="copy", max_steps=2)
-    assert (body["cached"], body["escalated"]) == (False, True)
-    r = await client.post("/v1/solve/stream", json=solve_body(puzzle=SOLUTION, model="copy", max_steps=2))
-    assert r.status_code == 200 and '"verified":true' in r.text
-    assert (await solve_ok(client, puzzle=SOLUTION, model="copy", max_steps=2))["cached"] is True
+    r = await client.post("/v1/solve/stream", json=solve_body(puzzle=text, model="copy", max_steps=2,
+                                                               halting="auto", trajectories=2, cache=False))
+    assert r.status_code == 200
+    events = [(block.split("\n")[0][len("event: "):], json.loads(block.split("\n")[1][len("data: "):]))
+              for block in r.text.strip().split("\n\n") if block.startswith("event: ")]
+    steps = [data for kind, data in events if kind == "step"]
+    result = next(data for kind, data in events if kind == "result")
+    assert [s["trajectory"] for s in steps][:2] == [0, 0] and {s["trajectory"] for s in steps[2:]} <= {1, 2}
+    assert len(steps) == 2 + 2  # the plain run's 2 steps, then the escalation's 2 (one event a step)
+    body = await solve_ok(client, puzzle=text, model="copy", max_steps=2, halting="auto", trajectories=2, cache=False)
+    same = ("escalated", "trajectories", "row_steps", "verified", "answer", "halted_by")
+    assert {k: result[k] for k in same} == {k: body[k] for k in same}
+    assert (result["escalated"], result["trajectories"], result["row_steps"]) == (True, 3, 2 + 2 * 2)
+
+
+async def test_a_hedged_escalation_streams_under_the_callers_id(running):
+    """With hedge_after (a GPU's default), the escalation runs beside the plain run as an internal request of its
+    own; its steps reach the stream too (as trajectories 1..K), not only the plain run's."""
+    service = running[0].state.runtime.service
+    prep = service.prepare("sudoku", "copy", PUZZLE, {"max_steps": 4, "halting": "auto", "trajectories": 2,
+                                                      "cache": False, "hedge_after": 1})
+    trajectories = []
+    result = None
+    async for event in await service.stream(prep):
+        if isinstance(event, StepUpdate):
+            trajectories.append(event.trajectory)
+        elif event is not None:
+            result = event.result
+    assert trajectories[0] == 0 and {1, 2} & set(trajectories) and 0 in trajectories[1:]  # both runs, interleaved
+    assert result is not None and (result.trajectories, result.valid) == (3, False)

@@ -413,13 +413,17 @@ class SolveService:
         starts the escalation itself, ahead of new work, and answers with the better run (Scheduler). The
         escalation's seed comes from the cache key when the request gave none, so the same puzzle always
         escalates the same way (and can be cached)."""
+        flight, joined = self._flight(replace(prep, options=_plain_phase(prep.options)),
+                                      escalation=self._escalation(prep))
+        return await self._wait(flight, is_disconnected), joined
+
+    def _escalation(self, prep: Prepared) -> SolveOptions:
+        """halting=auto's second run: K noisy trajectories halting on the verifier, verifier-first selection."""
         o = prep.options
-        noisy = msgspec.structs.replace(
+        return msgspec.structs.replace(
             o, halting="verifier", trajectories=self._escalation_k(prep.model, o),
             noise=o.noise if o.noise > 0 else prep.model.info.default_noise, selection="verifier_first",
             seed=o.seed if o.seed is not None else self._escalation_seed(prep), escalate_after=None, hedge_after=None)
-        flight, joined = self._flight(replace(prep, options=_plain_phase(o, escalating=True)), escalation=noisy)
-        return await self._wait(flight, is_disconnected), joined
 
     @staticmethod
     def _escalation_seed(prep: Prepared) -> int:
@@ -439,7 +443,11 @@ class SolveService:
         if hit is not None:
             return _once(hit)
         events: asyncio.Queue[StepUpdate] = asyncio.Queue()
-        request = self._engine_request(prep, stream=True)
+        # halting=auto streams what /v1/solve runs: the plain trajectory, then (or beside it, hedged) its escalation,
+        # whose steps come as trajectories 1..K.
+        request = (self._engine_request(replace(prep, options=_plain_phase(prep.options)), stream=True,
+                                        escalation=self._escalation(prep))
+                   if prep.options.halting == "auto" else self._engine_request(prep, stream=True))
         future = self.engine.submit(request, on_step=events.put_nowait)
         try:
             await self.engine.accepted(request.id)
@@ -467,10 +475,7 @@ class SolveService:
                 while not events.empty():  # steps that arrived with the result
                     yield events.get_nowait()
                 result = future.result()
-                # An auto request's stream runs its plain trajectory alone; unverified, /v1/solve would have
-                # escalated it, so that answer must not stand for the auto request's cache key.
-                if prep.options.halting != "auto" or self._valid(prep, result):
-                    await self._cache_put(prep, result)
+                await self._cache_put(prep, result)
                 yield Outcome(result)
                 return
         finally:
@@ -481,10 +486,8 @@ class SolveService:
 
     def _engine_request(self, prep: Prepared, stream: bool = False,
                         escalation: SolveOptions | None = None) -> EngineRequest:
-        # An auto request reaching here directly is a stream: it shows the plain run (no escalation).
-        opts = _plain_phase(prep.options) if prep.options.halting == "auto" else prep.options
         return EngineRequest(id=secrets.token_hex(16), model=prep.model.name, inputs=prep.inputs.tobytes(),
-                             puzzle_identifier=prep.puzzle_identifier, options=opts, arrival=prep.started,
+                             puzzle_identifier=prep.puzzle_identifier, options=prep.options, arrival=prep.started,
                              stream=stream, escalation=escalation,
                              verify_fact=prep.model.codec.verify_fact(prep.puzzle))
 
@@ -678,12 +681,11 @@ class SolveService:
             await self.cache.close()
 
 
-def _plain_phase(opts: SolveOptions, escalating: bool = False) -> SolveOptions:
-    """halting=auto's first run: one trajectory, no noise, halting on the verifier; `escalating` (an escalation
-    follows when it fails) stops it at escalate_after steps (resolve_options has set it, at most max_steps),
-    else (a stream) it may use all of max_steps."""
-    steps = opts.escalate_after or opts.max_steps if escalating else opts.max_steps
-    return msgspec.structs.replace(opts, halting="verifier", trajectories=1, noise=0.0, max_steps=steps)
+def _plain_phase(opts: SolveOptions) -> SolveOptions:
+    """halting=auto's first run: one trajectory, no noise, halting on the verifier, stopped at escalate_after steps
+    (resolve_options has set it, at most max_steps) since an escalation follows when it fails."""
+    return msgspec.structs.replace(opts, halting="verifier", trajectories=1, noise=0.0,
+                                   max_steps=opts.escalate_after or opts.max_steps)
 
 
 def _seed_of(key: str) -> int:

@@ -620,16 +620,22 @@ class Scheduler:
 
     def _step_updates(self, idx: np.ndarray, tokens: np.ndarray, q_halt: np.ndarray, steps: np.ndarray,
                       cancelled: np.ndarray) -> list[StepUpdate]:
-        """For streaming requests: the leading trajectory (largest q_halt) after this step."""
+        """For streaming requests: the leading trajectory (largest q_halt) after this step, under the id its caller
+        knows. halting=auto's escalation (after the plain run, or beside it as a hedge) numbers its trajectories
+        1..K after the plain run's 0, as the request's output does (`chosen`)."""
         best: dict[str, int] = {}
         for j in np.flatnonzero(self.stream[idx] & ~cancelled):
+            rid = self.row_state[idx[j]].caller_id
+            if rid not in best or q_halt[j] > q_halt[best[rid]]:
+                best[rid] = j
+        updates = []
+        for rid, j in best.items():
             s = self.row_state[idx[j]]
-            if s.id not in best or q_halt[j] > q_halt[best[s.id]]:
-                best[s.id] = j
-        return [StepUpdate(id=rid, step=int(steps[j]), tokens=tokens_to_bytes(tokens[j]),
-                           confidence=_sigmoid(float(q_halt[j]) / self.temperature),
-                           trajectory=int(self.row_traj[idx[j]]), active_rows=len(self.row_state[idx[j]].rows))
-                for rid, j in best.items()]
+            escalated = s.is_hedge or s.first is not None
+            updates.append(StepUpdate(id=rid, step=int(steps[j]), tokens=tokens_to_bytes(tokens[j]),
+                                      confidence=_sigmoid(float(q_halt[j]) / self.temperature),
+                                      trajectory=int(self.row_traj[idx[j]]) + escalated, active_rows=len(s.rows)))
+        return updates
 
     # -- ending requests from outside --------------------------------------------------------------
 

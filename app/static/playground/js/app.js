@@ -291,7 +291,10 @@ function summariseTrajectories(result) {
   const line = document.createElement("div");
   const chosen = result.chosen_trajectory;
   const selection = state.lastBody?.options?.selection ?? "default";
-  line.textContent = result.trajectories > 1
+  line.textContent = result.escalated
+    ? `Escalated (halting: auto): #0 was the plain run, #1-#${result.trajectories - 1} the noisy trajectories that ` +
+      `followed it; ${result.row_steps} row-steps; #${chosen} chosen.`
+    : result.trajectories > 1
     ? `K = ${result.trajectories} trajectories, ${result.row_steps} row-steps; #${chosen} chosen (selection: ${selection}).`
     : `One trajectory (K = 1): ${result.row_steps} row-steps.` + (state.frames.length ? "" : " No steps streamed (cached).");
   summary.append(line);
