@@ -71,6 +71,10 @@ async def test_batch_items_each_get_their_own_status(client):
     assert body["results"][2]["error"]["code"] == "no_model_for_task"
     assert "max_step" in body["results"][3]["error"]["message"]
     assert body["results"][3]["error"]["location"] == "items[3].options.max_step"
+    # Each item's error is the one it would get on its own (invalid_option, not invalid_request), with its own id.
+    alone = (await client.post("/v1/solve", json=solve_body(model="eager", max_step=3))).json()["error"]
+    assert body["results"][3]["error"]["code"] == alone["code"] == "invalid_option"
+    assert body["results"][3]["error"]["request_id"] == r.headers["x-request-id"] + "-3"
 
 
 async def test_batch_over_the_item_limit_is_413(client):

@@ -95,7 +95,7 @@ def from_validation(errors: list[dict[str, Any]], prefix: tuple[Any, ...] = ()) 
                 msg += f" (got {clip(repr(e['input']))})"
         details.append({"location": loc, "message": msg})
     code = "invalid_json" if any(e.get("type") == "json_invalid" for e in errors) else "invalid_request"
-    if details and details[0]["location"].startswith("options"):
+    if errors and _loc(errors[0].get("loc", ())).startswith("options"):  # the item's own place, before `prefix`
         code = "invalid_option"
     first = details[0] if details else {"location": None, "message": "invalid request"}
     return ApiError(422, code, first["message"], first["location"], details if len(details) > 1 else None)

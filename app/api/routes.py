@@ -140,7 +140,7 @@ async def solve_batch(body: BatchRequest, request: Request) -> Response:
         except ValidationError as exc:
             err = from_validation(exc.errors(include_url=False), ("items", i))
             count_error(err)
-            return {"status": err.status, "error": err.body()["error"]}
+            return {"status": err.status, "error": err.body()["error"] | {"request_id": f"{rid}-{i}"}}
         if shared:
             item = item.model_copy(update={"options": item.options.model_copy(
                 update={k: v for k, v in shared.items() if getattr(item.options, k) is None})})
