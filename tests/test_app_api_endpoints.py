@@ -236,3 +236,17 @@ async def test_invalid_model_default_options_fail_the_start(tmp_path):
     async with app.router.lifespan_context(app):
         with pytest.raises(RuntimeError, match="invalid default_options"):
             await app.state.runtime.wait_ready(30)
+
+
+@pytest.mark.asyncio
+async def test_a_batch_item_turned_away_says_when_to_retry(tmp_path):
+    """An item refused for a full queue (429) carries the Retry-After it would have had on its own, readable by
+    a program (retry_after_s; the Python client's Overloaded.retry_after), not only in the message."""
+    async with running_app(tmp_path, specs=make_specs(tmp_path, copy={"batch_rows": 1, "max_queue_rows": 1})) as (
+            _, client):
+        # distinct options: identical items would share one run (coalesced)
+        items = [solve_body(model="copy", max_steps=60 + k, halting="max_steps", cache=False) for k in range(4)]
+        r = await client.post("/v1/solve/batch", json={"items": items})
+    body = r.json()
+    refused = [x for x in body["results"] if x["status"] == 429]
+    assert refused and all(x["error"]["code"] == "queue_full" and x["retry_after_s"] >= 1 for x in refused)

@@ -144,8 +144,11 @@ async def solve_batch(body: BatchRequest, request: Request) -> Response:
         if shared:
             item = item.model_copy(update={"options": item.options.model_copy(
                 update={k: v for k, v in shared.items() if getattr(item.options, k) is None})})
-        status, payload, _ = await run_solve(service, item, f"{rid}-{i}", started, gone)
-        return {"status": status, "result": payload} if status == 200 else {"status": status, **payload}
+        status, payload, headers = await run_solve(service, item, f"{rid}-{i}", started, gone)
+        if status == 200:
+            return {"status": status, "result": payload}
+        retry = (headers or {}).get("Retry-After")  # what the header says on its own (429, 503), machine-readable
+        return {"status": status, **payload} | ({"retry_after_s": int(retry)} if retry and retry.isdigit() else {})
 
     results = await asyncio.gather(*(one(i, raw) for i, raw in enumerate(body.items)))
     ok = sum(1 for r in results if r["status"] == 200)

@@ -209,6 +209,8 @@ class BatchItemResult(BaseModel):
     status: int = Field(description="The HTTP status this item would have had on its own.")
     result: SolveResponse | None = None
     error: ErrorInfo | None = None
+    retry_after_s: int | None = Field(None, description=(
+        "For a 429 or 503 item: the seconds its Retry-After header would have said; retry the item after them."))
 
 
 class BatchResponse(BaseModel):

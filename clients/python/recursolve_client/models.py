@@ -118,6 +118,7 @@ class BatchItemResult(_Body):
     status: int
     result: SolveResponse | None = None
     error: ErrorInfo | None = None
+    retry_after_s: float | None = None  # a 429/503 item: what Retry-After would have said on its own
 
     @property
     def ok(self) -> bool:
@@ -131,7 +132,7 @@ class BatchItemResult(_Body):
         from recursolve_client.errors import error_for
 
         raise error_for(self.status, self.error.model_dump() if self.error else {},
-                        self.error.request_id if self.error else None)
+                        self.error.request_id if self.error else None, self.retry_after_s)
 
 
 class BatchResponse(_Body):

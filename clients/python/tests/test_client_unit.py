@@ -232,6 +232,17 @@ def test_a_batch_item_error_keeps_the_items_request_id() -> None:
     assert info.value.request_id == "b-1"
 
 
+def test_a_batch_item_turned_away_carries_its_retry_after() -> None:
+    body = {"results": [{"status": 429, "retry_after_s": 3,
+                         "error": {"code": "queue_full", "message": "queue full", "request_id": "b-0"}}],
+            "ok": 0, "failed": 1}
+    handler, _ = scripted(httpx.Response(200, json=body))
+    out = client(handler).solve_batch([{"task": "sudoku", "puzzle": "p"}])
+    with pytest.raises(Overloaded) as info:
+        out.results[0].unwrap()
+    assert info.value.retry_after == 3
+
+
 def test_health_and_ready_never_raise_on_503() -> None:
     handler, _ = scripted(httpx.Response(200, json={"status": "ok"}),
                           httpx.Response(503, json={"status": "not_ready", "detail": "loading 2 models"}))
