@@ -243,3 +243,24 @@ def test_docs_render_offline(page, server, tmp_path):
     pg.goto(server + "/redoc")
     pg.locator("h2", has_text="Solve one puzzle, streaming every ACT step").first.wait_for()
     assert not outside, outside
+
+
+def test_stop_during_the_replay_shows_the_result_at_once(page, server):
+    """The server answers 40 steps in about a second; replayed at 400 ms a step that is 16 s. Stop after the answer
+    came ends the replay with the final result and unlocks the page (Stop used to do nothing then)."""
+    pg, _ = page
+    pg.goto(server + "/")
+    pg.wait_for_selector("#server-state[data-state=ready]")
+    pg.click("#paste-summary")
+    pg.fill("#paste", PUZZLE)
+    pg.click("#paste-load")
+    pg.fill("#opt-max_steps", "40")
+    pg.select_option("#opt-halting", "max_steps")
+    pg.select_option("#pace", "400")
+    pg.click("#solve")
+    sync_api.expect(pg.locator("#log-body tr")).to_have_count(40, timeout=TIMEOUT_MS)  # the server has answered
+    pg.wait_for_timeout(500)
+    assert pg.locator("#badge").text_content() == "Solving…"
+    pg.click("#stop")
+    pg.wait_for_selector("#badge[data-state=verified], #badge[data-state=unverified]", timeout=5000)
+    assert pg.text_content("#stat-step").endswith("(final)") and not pg.locator("#solve").is_disabled()

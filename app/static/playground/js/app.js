@@ -403,7 +403,9 @@ for (const board of Object.values(boards)) {
 $("model").addEventListener("change", showModelInfo);
 for (const name of [...OPTIONS, "cache"]) $(`opt-${name}`).addEventListener("input", updateRequestPreview);
 $("solve").addEventListener("click", solve);
-$("stop").addEventListener("click", () => state.abort?.abort());
+// Stop ends the request while it streams, and the paced replay once the server has answered (it shows the
+// result at once: the page stayed locked for the whole replay, up to max_steps x pace).
+$("stop").addEventListener("click", () => { state.abort?.abort(); player.stop(); });
 document.addEventListener("keydown", (e) => {
   if ((e.ctrlKey || e.metaKey) && e.key === "Enter" && !$("solve").disabled) solve();
 });
