@@ -202,6 +202,28 @@ def test_verifier_first_resolves_early_and_frees_siblings():
     assert s.running_rows == 0 and not s.has_work()
 
 
+def test_when_several_rows_verify_in_one_step_the_q_head_picks_as_the_stream_shows():
+    """Rows 1 and 3 verify in the same step: the answer is the one the Q-head trusts more (row 3), and the stream's
+    last step names that trajectory; the answer was the first by index (row 1) while the stream named the largest
+    q_halt, another answer where a puzzle has several (a maze with two shortest paths)."""
+    s = Scheduler(num_rows=4, max_queue_rows=8, seq_len=L)
+    add(s, req("p", trajectories=4, max_steps=10, noise=0.1, selection="verifier_first", stream=True),
+        verify_each=True)
+    s.schedule(T0)
+    tokens = np.zeros((4, L), np.int64)
+    tokens[1, 0], tokens[3, 0] = 5, 7
+    res = step(s, tokens=tokens, q=[4.0, 1.0, 9.0, 3.0], verified=[False, True, False, True])
+    (update,) = res.steps
+    (out,) = res.finished
+    assert (out.chosen, out.halted_by) == (3, "verified") and out.tokens == tokens_to_bytes(tokens[3])
+    assert update.trajectory == 3  # the stream's leader is that row too (row 2's q_halt is higher, unverified)
+    res_tie = Scheduler(num_rows=2, max_queue_rows=8, seq_len=L)
+    add(res_tie, req("t", trajectories=2, max_steps=10, noise=0.1, selection="verifier_first"), verify_each=True)
+    res_tie.schedule(T0)
+    (tied,) = step(res_tie, q=[2.0, 2.0], verified=[True, True]).finished
+    assert tied.chosen == 0  # among verified rows of equal q_halt, the earliest
+
+
 # -- requests that never run -----------------------------------------------------------------------------
 
 

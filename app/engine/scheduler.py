@@ -400,7 +400,7 @@ class Scheduler:
         code = np.select([fired[r] for r in HALT_REASONS], list(range(1, len(HALT_REASONS) + 1)), default=0)
 
         out = StepResult()
-        out.steps = self._step_updates(idx, tokens, q_halt, steps, cancelled)
+        out.steps = self._step_updates(idx, tokens, q_halt, steps, cancelled, ok)
         hedge_at = self.hedge_at[idx]
         for j in np.flatnonzero((hedge_at > 0) & (steps == hedge_at) & (code == 0)).tolist():
             self._hedge(self.row_state[idx[j]], now)
@@ -472,8 +472,10 @@ class Scheduler:
         if "cancelled" in reasons:
             self._finish(s, None, "cancelled", now)
             return None  # the caller is gone: nothing to send
-        if "verified" in reasons:
-            chosen, halted_by = reasons.index("verified"), "verified"
+        if "verified" in reasons:  # several rows verified in this step: the one the Q-head trusts most, as the
+            # stream's last step names it (the earliest on ties)
+            verified = [k for k, r in enumerate(reasons) if r == "verified"]
+            chosen, halted_by = max(verified, key=lambda k: (trajs[k].q_halt, -k)), "verified"
         elif s.rows:
             return None  # siblings still running
         else:
@@ -619,14 +621,15 @@ class Scheduler:
         return out if s.first is None else _better_run(s.first, out)
 
     def _step_updates(self, idx: np.ndarray, tokens: np.ndarray, q_halt: np.ndarray, steps: np.ndarray,
-                      cancelled: np.ndarray) -> list[StepUpdate]:
-        """For streaming requests: the leading trajectory (largest q_halt) after this step, under the id its caller
-        knows. halting=auto's escalation (after the plain run, or beside it as a hedge) numbers its trajectories
-        1..K after the plain run's 0, as the request's output does (`chosen`)."""
+                      cancelled: np.ndarray, verified: np.ndarray) -> list[StepUpdate]:
+        """For streaming requests: the leading trajectory after this step (a verified one first, then the largest
+        q_halt: the one the request's answer takes when it ends here), under the id its caller knows.
+        halting=auto's escalation (after the plain run, or beside it as a hedge) numbers its trajectories 1..K
+        after the plain run's 0, as the request's output does (`chosen`)."""
         best: dict[str, int] = {}
         for j in np.flatnonzero(self.stream[idx] & ~cancelled):
             rid = self.row_state[idx[j]].caller_id
-            if rid not in best or q_halt[j] > q_halt[best[rid]]:
+            if rid not in best or (verified[j], q_halt[j]) > (verified[best[rid]], q_halt[best[rid]]):
                 best[rid] = j
         updates = []
         for rid, j in best.items():
