@@ -97,13 +97,24 @@ def load_model(path: str | Path, *, task: str | None = None, dtype: str | None =
     return loaded
 
 
+# Config fields added after models were shipped, left out of config.json at their default: the version hashes
+# config.json, so a model saved again by later code keeps the version its card cites (a shipped folder re-exported
+# gained "grid_bias": false and a new version, with byte-identical weights).
+LATER_FIELDS = ("grid_bias",)
+
+
+def _omitted_at_default(config: ModelConfig) -> set[str]:
+    fields = type(config).model_fields
+    return {name for name in LATER_FIELDS if getattr(config, name) == fields[name].default}
+
+
 def save_model(model: RecursiveModel, folder: str | Path, extra_config: dict | None = None) -> str:
     """Write `model.safetensors` + `config.json`; returns the version hash."""
     folder = Path(folder)
     folder.mkdir(parents=True, exist_ok=True)
     tensors = {k: v.detach().contiguous().cpu() for k, v in model.state_dict().items()}
     save_file(tensors, str(folder / WEIGHTS_FILE))
-    cfg = model.config.model_dump() | (extra_config or {})
+    cfg = model.config.model_dump(exclude=_omitted_at_default(model.config)) | (extra_config or {})
     (folder / CONFIG_FILE).write_text(json.dumps(cfg, indent=2, sort_keys=True) + "\n")
     return content_version(folder)
 

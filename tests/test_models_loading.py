@@ -233,3 +233,14 @@ def test_task_inference_from_dataset_name_and_vocab(tmp_path: Path):
     assert load_model(path).config.task == "sudoku"
     path = write_official(model, tmp_path / "b", data_path="data/sudoku-extreme-1k-aug-1000")
     assert load_model(path).config.task == "sudoku"
+
+
+@pytest.mark.parametrize("name", ["trm-mlp-sudoku", "hrm-sudoku", "trm-att-maze", "trm-mlp-maze"])
+def test_a_shipped_model_saved_again_keeps_its_version(name, tmp_path):
+    """What the cards' export commands do: save the loaded model (and config.json's extra keys) again. A config field
+    added later (grid_bias) used to appear in config.json at its default and change the version the card cites."""
+    folder = Path(__file__).resolve().parent.parent / "weights" / name
+    loaded = load_model(folder)
+    extra = {k: v for k, v in json.loads((folder / "config.json").read_text()).items()
+             if k not in loaded.config.model_dump()}
+    assert save_model(loaded.model, tmp_path, extra) == loaded.version
