@@ -130,6 +130,12 @@ async def test_a_repeated_puzzles_exact_facts_are_worked_out_once(running, monke
         assert (body["solvable"], body["unique"]) == (True, True)
     assert calls == [PUZZLE]
 
+    monkeypatch.setattr(app.state.runtime.service, "cache_enabled", False)  # a server with its cache off (benchmarks)
+    for _ in range(2):
+        await solve_ok(client, model="copy", max_steps=1, halting="max_steps")
+    assert calls == [PUZZLE] * 3  # keeps no facts either: every answer pays for them, as distinct puzzles would
+    monkeypatch.setattr(app.state.runtime.service, "cache_enabled", True)
+
     capped = ExactFacts(solvable=None, unique=None, solution=None, ms=50.0, capped=True)
     monkeypatch.setattr(SudokuCodec, "exact", lambda self, puzzle, *a, **k: calls.append("capped") or capped)
     for _ in range(2):

@@ -597,7 +597,10 @@ class SolveService:
 
     def exact_facts(self, prep: Prepared) -> ExactFacts | None:
         """The codec's exact facts about the puzzle, from the last FACTS_KEPT puzzles when it is one of them
-        (facts the effort cap cut short are not kept: a later try may get further)."""
+        (facts the effort cap cut short are not kept: a later try may get further). A server with its cache off
+        (RECURSOLVE_CACHE_ENABLED=false, as the benchmarks run) keeps none either: every answer pays for them."""
+        if not self.cache_enabled:
+            return prep.model.codec.exact(prep.puzzle)
         key = (prep.task, prep.canonical)
         if prep.canonical and key in self._facts:
             self._facts.move_to_end(key)
