@@ -74,6 +74,7 @@ def test_a_client_that_stops_reading_is_cut_off_and_frees_its_handler(run, tmp_p
                 assert (await c.post(f"{base}/v1/solve/batch", content=BATCH, headers=JSON)).status_code == 200
                 reader, writer = await reader_with_small_window(p)
                 writer.write(pipelined_batches(8))  # and never reads: a send() waits on the full socket, in the slot
+                sent_at = time.monotonic()  # the stall, and so its deadline, starts after this
 
                 async def status() -> int:
                     return (await c.post(f"{base}/v1/solve", json=solve_body(max_steps=1))).status_code
@@ -85,9 +86,10 @@ def test_a_client_that_stops_reading_is_cut_off_and_frees_its_handler(run, tmp_p
                     return await status() == 200
 
                 await wait_for(held, timeout=5)
-                stalled_at = time.monotonic()
                 await wait_for(freed, timeout=write_timeout_s + 5)
-                assert time.monotonic() - stalled_at >= write_timeout_s * 0.5  # held until the deadline, not before
+                # Held until the deadline, not before. Measured from the write, not from when `held` first saw the
+                # stall: on a loaded machine that poll can come late in the hold (CI saw 0.11 s of it left).
+                assert time.monotonic() - sent_at >= write_timeout_s * 0.9
             with pytest.raises(ConnectionResetError):  # a reset: the server's kernel dropped the unread bytes too
                 while await asyncio.wait_for(reader.read(1 << 16), 5):
                     pass
