@@ -224,8 +224,8 @@ class Prepared:
     inputs: np.ndarray
     puzzle_identifier: int
     key: str
+    canonical: str  # the puzzle in the codec's canonical text (its cache key's part; keys the exact facts)
     started: float = field(default_factory=time.monotonic)
-    canonical: str = ""  # the puzzle in the codec's canonical text (its cache key's part; keys the exact facts)
 
     @property
     def task(self) -> str:
@@ -389,8 +389,8 @@ class SolveService:
         opts = self.resolve_options(model, options)
         canonical = codec.canonical(puzzle)
         key = cache_key(model.version, model.task, canonical, opts.answer_options())
-        return Prepared(model, puzzle, opts, inputs, model.puzzle_identifier(puzzle), key,
-                        started if started is not None else time.monotonic(), canonical)
+        return Prepared(model, puzzle, opts, inputs, model.puzzle_identifier(puzzle), key, canonical,
+                        started if started is not None else time.monotonic())
 
     # -- solving -----------------------------------------------------------------------------------
 
@@ -434,7 +434,7 @@ class SolveService:
         if o.hedge_after is None:
             return _seed_of(prep.key)
         unhedged = msgspec.structs.replace(o, hedge_after=None).answer_options()
-        return _seed_of(cache_key(prep.model.version, prep.task, prep.model.codec.canonical(prep.puzzle), unhedged))
+        return _seed_of(cache_key(prep.model.version, prep.task, prep.canonical, unhedged))
 
     async def stream(self, prep: Prepared) -> AsyncIterator[StepUpdate | Outcome | None]:
         """Step updates, then the Outcome. Returns once the engine queued the request, so the caller can turn
@@ -602,11 +602,11 @@ class SolveService:
         if not self.cache_enabled:
             return prep.model.codec.exact(prep.puzzle)
         key = (prep.task, prep.canonical)
-        if prep.canonical and key in self._facts:
+        if key in self._facts:
             self._facts.move_to_end(key)
             return self._facts[key]
         facts = prep.model.codec.exact(prep.puzzle)
-        if prep.canonical and not (facts is not None and facts.capped):
+        if not (facts is not None and facts.capped):
             self._facts[key] = facts
             if len(self._facts) > FACTS_KEPT:
                 self._facts.popitem(last=False)
