@@ -60,16 +60,21 @@ def is_table_separator(text: str) -> bool:
 
 def _fenced(lines: list[str]) -> tuple[list[tuple[int, str]], bool]:
     """The numbered lines inside the one code block, or all lines when there is none; two blocks is an error."""
-    fences = [i for i, line in enumerate(lines) if _FENCE.match(line)]
-    if not fences:
+    blocks = _code_blocks(lines)
+    if not blocks:
         return list(enumerate(lines, 1)), False
-    blocks = [(fences[k], fences[k + 1] if k + 1 < len(fences) else len(lines)) for k in range(0, len(fences), 2)]
     if len(blocks) > 1:
         where = ", ".join(f"line {a + 1}" for a, _ in blocks)
         raise PuzzleError(f"the text holds {len(blocks)} code blocks (at {where}); send one puzzle, in one block",
                           f"line {blocks[1][0] + 1}", code="ambiguous_input")
     a, b = blocks[0]
     return [(i + 1, lines[i]) for i in range(a + 1, b)], True
+
+
+def _code_blocks(lines: list[str]) -> list[tuple[int, int]]:
+    """(opening fence line, closing fence line) of each code block, 0-based; an unclosed one runs to the end."""
+    fences = [i for i, line in enumerate(lines) if _FENCE.match(line)]
+    return [(fences[k], fences[k + 1] if k + 1 < len(fences) else len(lines)) for k in range(0, len(fences), 2)]
 
 
 def normalise_newlines(text: str) -> str:
@@ -148,11 +153,12 @@ def find_json(text: str) -> tuple[bool, Any]:
     clearly meant structured data.
     """
     lines = text.split("\n")
-    fences = [i for i, line in enumerate(lines) if _FENCE.match(line)]
+    blocks = _code_blocks(lines)
     base, region = 0, text
-    if len(fences) in (1, 2):  # one block (an unclosed one runs to the end): read it alone
-        base = sum(len(line) + 1 for line in lines[:fences[0] + 1])
-        region = "\n".join(lines[fences[0] + 1:fences[1] if len(fences) == 2 else len(lines)])
+    if len(blocks) == 1:  # read the block alone
+        (a, b), = blocks
+        base = sum(len(line) + 1 for line in lines[:a + 1])
+        region = "\n".join(lines[a + 1:b])
     starts = sorted(i for i in (region.find("["), region.find("{")) if i >= 0)
     if not starts:
         return False, None
@@ -163,7 +169,7 @@ def find_json(text: str) -> tuple[bool, Any]:
         try:
             return True, _json_at(region, start)
         except _JsonError as err:
-            first_error = first_error or PuzzleError(err.message, _where(text, base + err.pos), code=err.code)
+            first_error = first_error or PuzzleError(err.message, _where(text, base + err.pos), code="bad_json")
     assert first_error is not None
     raise first_error
 
@@ -180,10 +186,12 @@ def _bracketed_end(text: str, start: int) -> int:
     return len(text)
 
 
-class _JsonError(PuzzleError):
-    def __init__(self, message: str, pos: int, code: str = "bad_json") -> None:
-        super().__init__(message, None, code=code)
-        self.pos = pos
+class _JsonError(ValueError):
+    """Why the JSON at a start does not parse, and at which offset of the text searched (find_json locates it)."""
+
+    def __init__(self, message: str, pos: int) -> None:
+        super().__init__(message)
+        self.message, self.pos = message, pos
 
 
 def _json_at(text: str, start: int) -> Any:

@@ -175,14 +175,15 @@ def _from_text(text: str) -> tuple[list[int], str, str | None]:
     """(81 cells, form, table header) of a text payload, wherever the grid sits in it."""
     if not text.strip():
         raise PuzzleError("empty sudoku string: expected 81 cells", code="wrong_size")
-    multiline = "\n" in normalise_newlines(text).strip()
+    normalised = normalise_newlines(text)  # lines as extract numbers them (the error below quotes `text` as sent)
+    multiline = "\n" in normalised.strip()
 
     def at(line: Line) -> Callable[[int], str]:
         return lambda col: f"line {line.number}, char {line.offset + col}" if multiline else f"char {line.offset + col}"
 
     block = extract(text, _is_grid)
     if not block.lines:  # no line is all cells: name the first character that is not one
-        for number, raw in enumerate(normalise_newlines(text).split("\n"), 1):
+        for number, raw in enumerate(normalised.split("\n"), 1):
             _line_cells(raw, at(Line(number, 0, raw)))
         raise PuzzleError("no sudoku grid found in the text", code="no_grid")
     if block.table:
