@@ -1120,14 +1120,16 @@ def run_mode(mode: str, args: argparse.Namespace, model: Path, puzzles: list[Sud
         info |= extra
     elif mode == "inproc":
         info |= {"batch_rows": args.batch_rows, "transport": "in-process EngineClient -> InprocEngine (no HTTP)"}
-        spec = bench_spec(model, args.device, args.batch_rows, max(512, 4 * args.concurrency), **model_entry(args))
+        spec = bench_spec(model, args.device, args.batch_rows, queue_rows_for(mode, args.concurrency, args.batch_items),
+                          **model_entry(args))
         (t_measure, t_end), extra = asyncio.run(run_inproc(load, spec, max_steps))
         info |= extra
     elif mode == "engine" and args.fresh_servers:
         info |= {"batch_rows": args.batch_rows,
                  "transport": "EngineClients in --client-procs processes -> ZMQ ipc -> an engine-core process "
                               "started as `recursolve serve` starts it (no HTTP, no API tier)"}
-        spec = bench_spec(model, args.device, args.batch_rows, max(512, 4 * args.concurrency), **model_entry(args))
+        spec = bench_spec(model, args.device, args.batch_rows, queue_rows_for(mode, args.concurrency, args.batch_items),
+                          **model_entry(args))
         (t_measure, t_end), extra = run_engine(load, spec, max_steps, args.client_procs, tmp, engines=args.engines)
         info |= extra
     elif mode == "engine":
