@@ -108,15 +108,23 @@ def raise_for_error(response: httpx.Response) -> None:
     if response.is_success:
         return
     rid = response.headers.get("x-request-id")
-    try:
-        payload = response.json()
-    except ValueError:
-        payload = None
+    payload = _json_body(response)
     error = payload.get("error") if isinstance(payload, dict) else None
     if not isinstance(error, dict):  # not our error shape (a proxy's HTML page, say)
-        text = response.text.strip()[:200] or response.reason_phrase
-        error = {"code": f"http_{response.status_code}", "message": text}
+        error = {"code": f"http_{response.status_code}", "message": _text_snippet(response)}
     raise error_for(response.status_code, error, rid, retry_after(response))
+
+
+def _json_body(response: httpx.Response) -> Any:
+    """The body as JSON, None when it is not JSON (a proxy's page)."""
+    try:
+        return response.json()
+    except ValueError:
+        return None
+
+
+def _text_snippet(response: httpx.Response) -> str:
+    return response.text.strip()[:200] or response.reason_phrase
 
 
 def model_path(name: str) -> str:
@@ -131,13 +139,10 @@ def health(response: httpx.Response) -> Health:
     of its own; any other failure raises its typed error."""
     if response.status_code != 503:
         raise_for_error(response)
-    try:
-        payload = response.json()
-    except ValueError:
-        payload = None
+    payload = _json_body(response)
     if isinstance(payload, dict) and isinstance(payload.get("status"), str):
         return Health.model_validate(payload)
-    return Health(status="unavailable", detail=response.text.strip()[:200] or response.reason_phrase)
+    return Health(status="unavailable", detail=_text_snippet(response))
 
 
 def connection_failed(exc: httpx.TransportError) -> RecursolveError:
