@@ -23,9 +23,10 @@ from fastapi import APIRouter, Query, Request
 from fastapi.responses import JSONResponse
 from pydantic import BaseModel, ConfigDict, Field, SkipValidation
 
+from app.api.schemas import SUDOKU_EXAMPLE, SolveOptionsIn, SolveRequest
+
 if TYPE_CHECKING:
     from app.runtime import Runtime
-from app.api.schemas import SUDOKU_EXAMPLE, SolveOptionsIn, SolveRequest
 
 ToolFormat = Literal["openai", "anthropic"]
 
@@ -124,6 +125,11 @@ def served_tools(tasks: Collection[str] | None) -> list[ToolSpec]:
     """The tools to offer: list_models, and each solve tool whose task a served model solves (an LLM handed a tool
     the server always refuses wastes calls on it); every tool while the served tasks are not known yet (None)."""
     return [t for t in TOOLS if tasks is None or t.task is None or t.task in tasks]
+
+
+def served_tasks(runtime: Runtime) -> set[str] | None:
+    """The tasks the runtime's models solve; None before its models are known (starting up)."""
+    return set(runtime.service.defaults) if runtime.service is not None else None
 
 
 class ToolArgumentError(ValueError):
@@ -297,7 +303,3 @@ async def list_tools(request: Request,
     The same tools are served over MCP at /mcp."""
     return JSONResponse(tools_body(format, served_tools(served_tasks(request.app.state.runtime))))
 
-
-def served_tasks(runtime: Runtime) -> set[str] | None:
-    """The tasks the runtime's models solve; None before its models are known (starting up)."""
-    return set(runtime.service.defaults) if runtime.service is not None else None
