@@ -67,6 +67,22 @@ async def test_probes_docs_and_metrics_stay_open(client):
 
 
 @module_loop
+async def test_head_is_the_get_without_its_body(client):
+    """Load balancers and `curl -I` probe with HEAD: the GET's status and headers, no body, the same guards."""
+    for path, headers in (("/healthz", {}), ("/openapi.json", {}), ("/v1/models", AUTH), ("/", {}),
+                          ("/ui/js/app.js", {})):
+        get, head = await client.get(path, headers=headers), await client.head(path, headers=headers)
+        assert get.status_code == head.status_code == 200, path
+        assert head.content == b"" and get.content, path
+        assert head.headers["content-type"] == get.headers["content-type"], path
+        assert int(head.headers["content-length"]) == len(get.content), path
+    r = await client.head("/v1/models")  # the key is needed as for GET
+    assert r.status_code == 401 and r.content == b""
+    r = await client.head("/v1/solve", headers=AUTH)  # no GET here: the path's 405 and what it allows
+    assert r.status_code == 405 and r.headers["allow"] == "POST" and r.content == b""
+
+
+@module_loop
 async def test_cors_only_for_the_configured_origin(client):
     pre = {"Origin": "https://app.example", "Access-Control-Request-Method": "POST",
            "Access-Control-Request-Headers": "authorization, content-type, idempotency-key"}

@@ -6,6 +6,7 @@
   cross-site without a preflight; refusing it means a page cannot start work on a server it can reach.
 - InflightLimitMiddleware: at most `limit` requests handled at once; over it 503 + Retry-After with the JSON
   error body. Health, readiness and metrics are not counted and never refused: probes must see the truth.
+- HeadAsGetMiddleware: HEAD is answered as GET without the body.
 """
 
 from __future__ import annotations
@@ -133,3 +134,33 @@ class CloseWhileDrainingMiddleware:
             await send(message)
 
         await self.app(scope, receive, closing)
+
+
+class HeadAsGetMiddleware:
+    """HEAD answered as the GET of the same path, with its status and headers and no body (RFC 9110 9.3.2: a
+    server that serves GET serves HEAD). Load balancers' health checks (HAProxy's `http-check`, for one) and
+    `curl -I` probe /healthz and /readyz this way; FastAPI's routes take GET alone, so HEAD got 405.
+
+    HEAD to a path without GET gets that path's 405, with its Allow header. uvicorn drops a HEAD response's body
+    itself; the body is dropped here too, so the app does the same under any server. Content-Length stays the
+    GET's, as the RFC asks."""
+
+    def __init__(self, app: ASGIApp) -> None:
+        self.app = app
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http" or scope["method"] != "HEAD":
+            await self.app(scope, receive, send)
+            return
+        ended = False
+
+        async def head(message: Message) -> None:
+            nonlocal ended
+            if message["type"] == "http.response.body":
+                if ended:
+                    return
+                ended = True  # the response is complete after its head: a streamed GET's later parts are dropped
+                message = {"type": "http.response.body", "body": b"", "more_body": False}
+            await send(message)
+
+        await self.app({**scope, "method": "GET"}, receive, head)

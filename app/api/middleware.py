@@ -8,6 +8,7 @@ Outermost first (Starlette runs the last added first):
   -> JSON only (415)
   -> body size, bytes held by this process and read deadline (413, 429, 408)
   -> Idempotency-Key (replays need the whole body, which the layer above has read)
+  -> HEAD as GET (after the keys and limits, which then treat a HEAD as the request it is)
   -> the routes.
 """
 
@@ -18,7 +19,12 @@ from starlette.middleware.cors import CORSMiddleware
 
 from app.api import openapi
 from app.api.auth import ApiKeyMiddleware, parse_keys
-from app.api.guards import CloseWhileDrainingMiddleware, InflightLimitMiddleware, JsonOnlyMiddleware
+from app.api.guards import (
+    CloseWhileDrainingMiddleware,
+    HeadAsGetMiddleware,
+    InflightLimitMiddleware,
+    JsonOnlyMiddleware,
+)
 from app.api.idempotency import IdempotencyMiddleware
 from app.api.limits import BodyLimitMiddleware
 from app.settings import Settings
@@ -34,6 +40,7 @@ def cors_origins(raw: str | None) -> list[str]:
 def install(app: FastAPI, settings: Settings) -> None:
     """Add every guard to `app` (built with FastAPI(...), before it serves) and patch its OpenAPI document."""
     runtime = app.state.runtime
+    app.add_middleware(HeadAsGetMiddleware)
     app.add_middleware(IdempotencyMiddleware, get_cache=lambda: runtime.cache,
                        ttl_seconds=settings.idempotency_ttl_seconds)
     app.add_middleware(BodyLimitMiddleware, max_bytes=settings.max_request_bytes,
