@@ -9,7 +9,9 @@ engine answering each request the moment it is submitted, and reads the event lo
   fastapi_otel  the same with FastAPI's native OpenTelemetry left on (its default; no provider set), which the
                 server turns off unless RECURSOLVE_OPENTELEMETRY=true
   verified      create_app() (every guard, the routes, metrics) on distinct solved grids: each answer verifies at
-                step 1, as ~99% of medium Sudokus do on a GPU (the exact solver has no search to do on a full grid)
+                step 1 (the exact solver has no search to do on a full grid)
+  solved        the same app on medium Sudokus, each answered with its solution (verified), as ~99% of medium
+                Sudokus are on a GPU: the path a real request takes, exact facts on the puzzle included
   unverified    the same on medium Sudokus, answered with their givens, unverified: the API spells out the verdict
   cached        the same app with its result cache on, every medium Sudoku answered once first: each call is a cache
                 hit (its exact facts kept from that first answer, as the service keeps the last 4,096 puzzles')
@@ -45,7 +47,7 @@ from bench_layers import add_layers_argument, chosen_layers  # bench/bench_layer
 from http_load import event_loop_runner  # bench/http_load.py (this script's folder is on sys.path)
 
 from app.api.schemas import SolveRequest
-from app.engine.protocol import EngineOutput, EngineRequest
+from app.engine.protocol import EngineOutput, EngineRequest, tokens_to_bytes
 from app.gc_pauses import freeze_startup_heap
 from app.main import create_app
 from app.settings import ModelSpec, Settings
@@ -53,7 +55,7 @@ from app_engine_support import lifespan_running, save_copy  # the copy TRM of th
 from puzzles.sudoku import SudokuCodec, generate
 from puzzles.sudoku_solver import random_full_grid
 
-LAYERS = ("fastapi", "fastapi_otel", "verified", "unverified", "cached", "exact")
+LAYERS = ("fastapi", "fastapi_otel", "verified", "solved", "unverified", "cached", "exact")
 App = Callable[[dict[str, Any], Any, Any], Awaitable[None]]
 
 
@@ -65,8 +67,8 @@ def scope(length: int) -> dict[str, Any]:
             "client": ("127.0.0.1", 50000), "server": ("127.0.0.1", 8000)}
 
 
-async def call(app: App, body: bytes) -> int:
-    """One POST /v1/solve through the ASGI app; its status."""
+async def call(app: App, body: bytes, out: bytearray | None = None) -> int:
+    """One POST /v1/solve through the ASGI app; its status (and its body in `out`, when given)."""
     status = [0]
     sent = False
 
@@ -81,6 +83,8 @@ async def call(app: App, body: bytes) -> int:
     async def send(message: dict[str, Any]) -> None:
         if message["type"] == "http.response.start":
             status[0] = message["status"]
+        elif out is not None:
+            out.extend(message.get("body", b""))
 
     await app(scope(len(body)), receive, send)
     return status[0]
@@ -104,16 +108,18 @@ async def drive(app: App, bodies: list[bytes], seconds: float, callers: int = 32
     return 1e6 * (time.thread_time() - t0) / done
 
 
-def instant_engine(app: Any, verified: bool) -> None:
-    """Answer every submission at once with its own input tokens (the copy model's answer after one step)."""
+def instant_engine(app: Any, verified: bool, solutions: dict[bytes, bytes] | None = None) -> None:
+    """Answer every submission at once: with the puzzle's solution when `solutions` (input tokens -> answer
+    tokens) holds it, else with its own input tokens (the copy model's answer after one step)."""
     engine = app.state.runtime.service.engine
+    solutions = solutions or {}
 
     def submit(request: EngineRequest, on_step: Any = None) -> asyncio.Future[EngineOutput]:
         loop = asyncio.get_running_loop()
         future: asyncio.Future[EngineOutput] = loop.create_future()
-        out = EngineOutput(id=request.id, tokens=request.inputs, confidence=0.99, q_halt=4.0, steps=1,
-                           halted_by="verified" if verified else "max_steps", trajectories=1, chosen=0,
-                           row_steps=1, valid=True if verified else None, queue_ms=0.1, compute_ms=1.0,
+        out = EngineOutput(id=request.id, tokens=solutions.get(request.inputs, request.inputs), confidence=0.99,
+                           q_halt=4.0, steps=1, halted_by="verified" if verified else "max_steps", trajectories=1,
+                           chosen=0, row_steps=1, valid=True if verified else None, queue_ms=0.1, compute_ms=1.0,
                            elapsed_steps=1)
         loop.call_soon(future.set_result, out)
         return future
@@ -140,7 +146,9 @@ async def measure(layers: set[str], seconds: float, repeats: int) -> dict[str, A
     medium = [generate(rng, "medium") for _ in range(300)]
     codec = SudokuCodec()
     texts = {"verified": grids, "unverified": [codec.canonical(p) for p in medium]}
-    texts["cached"] = texts["unverified"]
+    texts["cached"] = texts["solved"] = texts["unverified"]
+    solutions = {tokens_to_bytes(codec.encode(p, 81)): tokens_to_bytes(codec.encode_label(codec.exact(p).solution, 81))
+                 for p in medium}
     bodies = {k: [orjson.dumps({"task": "sudoku", "puzzle": t}) for t in v] for k, v in texts.items()}
     out: dict[str, Any] = {}
     if "exact" in layers:
@@ -157,7 +165,7 @@ async def measure(layers: set[str], seconds: float, repeats: int) -> dict[str, A
         for layer, app in bare.items():
             runs[layer].append(await drive(app, bodies["verified"], seconds))
     out |= {layer: min(v) for layer, v in runs.items()}
-    for kind in ("verified", "unverified", "cached"):
+    for kind in ("verified", "solved", "unverified", "cached"):
         if kind not in layers:
             continue
         with tempfile.TemporaryDirectory() as tmp:
@@ -166,9 +174,13 @@ async def measure(layers: set[str], seconds: float, repeats: int) -> dict[str, A
             app = create_app(Settings(weights_dir=Path(tmp), cache_enabled=kind == "cached", warmup=False), [spec])
             async with lifespan_running(app):
                 await app.state.runtime.wait_ready(60)
-                instant_engine(app, kind == "verified")
+                instant_engine(app, kind in ("verified", "solved"), solutions if kind == "solved" else None)
                 freeze_startup_heap("api")
                 await drive(app, bodies[kind], 1.0)
+                first = bytearray()
+                await call(app, bodies[kind][0], first)
+                if orjson.loads(first)["verified"] != (kind in ("verified", "solved")):
+                    raise RuntimeError(f"{kind}: the answer's verdict is not the layer's: {first[:200]!r}")
                 out[kind] = min([await drive(app, bodies[kind], seconds) for _ in range(repeats)])
     return {k: round(v, 1) for k, v in out.items()}
 
