@@ -49,6 +49,7 @@ class Runtime:
         self._loader: asyncio.Task[None] | None = None
         self._drainer: asyncio.Task[None] | None = None
         self.last_turned_away: float = 0.0  # when a request was last answered 503 for draining
+        self._configured_tasks: set[str] | None = None
 
     @property
     def ready(self) -> bool:
@@ -67,6 +68,18 @@ class Runtime:
         while True:
             metrics.READY.set(float(self.accepting))
             await asyncio.sleep(seconds)
+
+    def configured_tasks(self) -> set[str] | None:
+        """The tasks of the models this server is configured to serve (its specs, or the models file or weights
+        folders the engine reads), read once: what is known before the engine reports its models, for the tool
+        list while the server starts. None when the configuration cannot be read (the engine says why)."""
+        if self._configured_tasks is None:
+            try:
+                specs = self._specs if self._specs is not None else load_model_specs(self.settings)
+            except Exception:
+                return None
+            self._configured_tasks = {s.task for s in specs}
+        return self._configured_tasks
 
     def not_ready_reason(self) -> str:
         if self.load_error is not None:

@@ -5,14 +5,16 @@ from __future__ import annotations
 import re
 from typing import Any
 
+import httpx
 import jsonschema
 import pytest
 import pytest_asyncio
 
 from app.api.schemas import SolveOptionsIn, SolveRequest
-from app.api.tools import json_schema, to_solve_body
+from app.api.tools import TOOLS, json_schema, to_solve_body
+from app.main import create_app
 from app.settings import Settings
-from app_engine_support import make_all_task_specs, running_app
+from app_engine_support import make_all_task_specs, make_specs, running_app, save_copy
 
 module_loop = pytest.mark.asyncio(loop_scope="module")  # the async tests share the module-scoped app
 
@@ -199,3 +201,20 @@ async def test_only_the_solve_tools_of_served_tasks_are_offered(tmp_path):
             assert [t.name for t in (await mcp.list_tools()).tools] == ["solve_sudoku", "list_models"]
             refused = await mcp.call_tool("solve_arc", {"puzzle": {"train": [], "test": []}})
     assert refused.is_error  # not offered, and still answered with a tool error when called anyway
+
+
+@pytest.mark.asyncio
+async def test_a_starting_server_offers_the_tools_of_its_configured_models(tmp_path):
+    """Before the engine has reported its models (no lifespan run here), the tools follow the configuration: the
+    weights folders, as the engine reads them, or the specs it was given. An unreadable configuration offers all."""
+    save_copy(tmp_path / "weights" / "copy")
+    for settings, specs in ((Settings(weights_dir=tmp_path / "weights"), None),
+                            (Settings(weights_dir=tmp_path), make_specs(tmp_path))):
+        app = create_app(settings, specs)
+        async with httpx.AsyncClient(transport=httpx.ASGITransport(app=app), base_url="http://test") as client:
+            body = (await client.get("/v1/tools")).json()
+        assert [t["function"]["name"] for t in body["tools"]] == ["solve_sudoku", "list_models"]
+    app = create_app(Settings(weights_dir=tmp_path, models_file=tmp_path / "missing.yaml"))
+    async with httpx.AsyncClient(transport=httpx.ASGITransport(app=app), base_url="http://test") as client:
+        body = (await client.get("/v1/tools")).json()
+    assert len(body["tools"]) == len(TOOLS)

@@ -123,13 +123,14 @@ BY_NAME: dict[str, ToolSpec] = {t.name: t for t in TOOLS}
 
 def served_tools(tasks: Collection[str] | None) -> list[ToolSpec]:
     """The tools to offer: list_models, and each solve tool whose task a served model solves (an LLM handed a tool
-    the server always refuses wastes calls on it); every tool while the served tasks are not known yet (None)."""
+    the server always refuses wastes calls on it); every tool when the tasks cannot be known (None)."""
     return [t for t in TOOLS if tasks is None or t.task is None or t.task in tasks]
 
 
 def served_tasks(runtime: Runtime) -> set[str] | None:
-    """The tasks the runtime's models solve; None before its models are known (starting up)."""
-    return set(runtime.service.defaults) if runtime.service is not None else None
+    """The tasks the runtime's models solve; while it starts, those of the models it is configured with (an LLM
+    app that fetches its tools then is not offered a task the server will not have); None when neither is known."""
+    return set(runtime.service.defaults) if runtime.service is not None else runtime.configured_tasks()
 
 
 class ToolArgumentError(ValueError):
@@ -299,7 +300,8 @@ async def list_tools(request: Request,
                      format: Annotated[ToolFormat, Query(description=_FORMAT_DOC)] = "openai") -> JSONResponse:
     """Pass `tools` as they are to the LLM API; when the model calls a solve tool, POST its arguments to
     /v1/solve with the tool's task (null fields dropped): each entry of `examples` shows the REST body of one
-    call. Only the solve tools of tasks this server has a model for are listed (all of them while it starts).
+    call. Only the solve tools of tasks this server has a model for are listed (while it starts, those of the
+    models it is configured with).
     The same tools are served over MCP at /mcp."""
     return JSONResponse(tools_body(format, served_tools(served_tasks(request.app.state.runtime))))
 
