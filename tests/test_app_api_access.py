@@ -156,6 +156,21 @@ async def test_compressed_bodies_are_refused_as_such(client):
 
 
 @module_loop
+async def test_transfer_codings_besides_chunked_are_refused(client):
+    """`Transfer-Encoding: gzip, chunked` reached the route as a plain body (the parser de-chunks and ignores the
+    rest): 501, as RFC 9112 asks for a coding the server does not understand."""
+    plain = orjson.dumps(solve_body(max_steps=1))
+    json_headers = {**AUTH, "Content-Type": "application/json"}
+    for coding in ("gzip, chunked", "deflate,chunked", "GZIP , Chunked"):
+        r = await client.post("/v1/solve", content=plain, headers={**json_headers, "Transfer-Encoding": coding})
+        assert r.status_code == 501, r.text
+        assert r.json()["error"]["location"] == "header Transfer-Encoding" and coding in r.json()["error"]["message"]
+    for coding in ("chunked", "Chunked", "identity, chunked"):
+        r = await client.post("/v1/solve", content=plain, headers={**json_headers, "Transfer-Encoding": coding})
+        assert r.status_code == 200, (coding, r.text)
+
+
+@module_loop
 async def test_json_media_types_with_parameters_are_accepted(client):
     for ct in ("application/json; charset=utf-8", "Application/JSON", "application/merge-patch+json"):
         r = await client.post("/v1/solve", json=solve_body(max_steps=1), headers={**AUTH, "Content-Type": ct})

@@ -30,7 +30,7 @@ log = logging.getLogger(__name__)
 # HTTP status -> the `status` label of recursolve_requests_total.
 STATUS_LABEL = {400: "invalid", 401: "unauthorized", 404: "not_found", 408: "timeout", 409: "conflict",
                 413: "too_large", 415: "invalid", 422: "invalid", 429: "overloaded", 499: "client_closed",
-                503: "unavailable"}
+                501: "invalid", 503: "unavailable"}
 
 
 @dataclass

@@ -1,7 +1,8 @@
 """Request-level guards, as pure ASGI middleware (they answer before any body is parsed or handler runs):
 
 - JsonOnlyMiddleware: a POST to a route that takes POST must send its body as `application/json` (or
-  `application/*+json`): 415 otherwise; anything else is left to routing (405 and 404 stay right).
+  `application/*+json`), uncompressed: 415 otherwise, and 501 for a transfer coding other than chunked;
+  anything else is left to routing (405 and 404 stay right).
   A form-encoded or text/plain POST is a CORS "simple request" that any web page can send
   cross-site without a preflight; refusing it means a page cannot start work on a server it can reach.
 - InflightLimitMiddleware: at most `limit` requests handled at once; over it 503 + Retry-After with the JSON
@@ -54,21 +55,31 @@ class JsonOnlyMiddleware:
         self.app = app
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        if scope["type"] == "http" and scope["method"] == "POST" and (err := _not_json(scope)) is not None:
+        if scope["type"] == "http" and scope["method"] == "POST" and (err := _unreadable_body(scope)) is not None:
             count_error(err)
             await err.response()(scope, receive, send)
             return
         await self.app(scope, receive, send)
 
 
-def _not_json(scope: Scope) -> ApiError | None:
-    """The 415 for a POST body this app cannot read as JSON, or None."""
-    raw = encoding = None
+def _unreadable_body(scope: Scope) -> ApiError | None:
+    """The 415 for a POST body this app cannot read as JSON (501 for its transfer coding), or None."""
+    raw = encoding = transfer = None
     for k, v in scope.get("headers", ()):
         if k == b"content-type":
             raw = v
         elif k == b"content-encoding" and v.strip().lower() != b"identity":
             encoding = v
+        elif k == b"transfer-encoding" and v.strip().lower() != b"chunked":
+            transfer = v
+    if transfer is not None and _other_transfer_coding(transfer):
+        # The HTTP parser takes `gzip, chunked` as chunked and hands the body on still gzipped, or, for a plain
+        # body so labelled, as if the label were not there. RFC 9112 6.1: a coding the server does not
+        # understand is answered 501.
+        got = transfer.decode("latin-1")[:64]
+        return ApiError(501, "unsupported_transfer_coding", f"transfer codings other than chunked are not "
+                        f"supported (got 'Transfer-Encoding: {got}'): send the body with Content-Length or "
+                        "'Transfer-Encoding: chunked' alone", "header Transfer-Encoding")
     if encoding is not None and _routed(scope):
         # Nothing here decodes a compressed body: a gzip body read as JSON was a confusing 400 about UTF-8, and a
         # plain body labelled gzip was read as if the label were not there.
@@ -84,6 +95,11 @@ def _not_json(scope: Scope) -> ApiError | None:
         return ApiError(415, "unsupported_media_type", "the request body must be JSON sent with "
                         f"'Content-Type: application/json' (got {got})", "header Content-Type")
     return None
+
+
+def _other_transfer_coding(value: bytes) -> bool:
+    """Whether a Transfer-Encoding value names a coding besides chunked (identity, obsolete, is let pass)."""
+    return any(c.strip().lower() not in (b"chunked", b"identity", b"") for c in value.split(b","))
 
 
 class InflightLimitMiddleware:
