@@ -83,6 +83,17 @@ async def test_head_is_the_get_without_its_body(client):
 
 
 @module_loop
+async def test_a_wrong_method_is_told_what_the_path_takes(client):
+    """405 names the method and the path, and Allow (and the message) list HEAD wherever GET is served."""
+    r = await client.put("/v1/models", headers=AUTH)
+    assert r.status_code == 405 and r.headers["allow"] == "GET, HEAD"
+    assert r.json()["error"]["message"] == "PUT is not allowed on /v1/models; use GET, HEAD"
+    r = await client.get("/v1/solve", headers=AUTH)
+    assert r.status_code == 405 and r.headers["allow"] == "POST"
+    assert r.json()["error"]["message"] == "GET is not allowed on /v1/solve; use POST"
+
+
+@module_loop
 async def test_cors_only_for_the_configured_origin(client):
     pre = {"Origin": "https://app.example", "Access-Control-Request-Method": "POST",
            "Access-Control-Request-Headers": "authorization, content-type, idempotency-key"}

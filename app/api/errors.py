@@ -177,14 +177,18 @@ def install(app: FastAPI) -> None:
         return exc.response()
 
     @app.exception_handler(StarletteHTTPException)
-    async def _http(_: Request, exc: StarletteHTTPException) -> JSONResponse:
+    async def _http(request: Request, exc: StarletteHTTPException) -> JSONResponse:
         codes = {400: "invalid_body", 404: "not_found", 405: "method_not_allowed", 413: "request_too_large",
                  415: "unsupported_media_type"}
         message = str(exc.detail)
+        headers = dict(exc.headers or {})
         if exc.status_code == 400 and message == "There was an error parsing the body":  # FastAPI's wording
             message = _unreadable_body(exc.__cause__)
+        if exc.status_code == 405 and "Allow" in headers:
+            headers["Allow"] = allowed = _with_head(headers["Allow"])
+            message = f"{request.method} is not allowed on {clip(request.url.path)}; use {allowed}"
         err = ApiError(exc.status_code, codes.get(exc.status_code, "http_error"), message,
-                       "body" if exc.status_code == 400 else None, headers=dict(exc.headers or {}))
+                       "body" if exc.status_code == 400 else None, headers=headers)
         if exc.status_code == 400:  # a bad body, counted like the other bad-input answers
             count_error(err)
         return err.response()
@@ -194,3 +198,11 @@ def install(app: FastAPI) -> None:
         err = classify(exc)
         count_error(err)
         return err.response()
+
+
+def _with_head(allow: str) -> str:
+    """A 405's Allow header with HEAD beside GET: every GET path answers HEAD (app/api/guards.py)."""
+    methods = [m.strip() for m in allow.split(",") if m.strip()]
+    if "GET" in methods and "HEAD" not in methods:
+        methods.insert(methods.index("GET") + 1, "HEAD")
+    return ", ".join(methods)
