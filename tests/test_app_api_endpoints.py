@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import re
+from pathlib import Path
 
 import httpx
 import orjson
@@ -14,6 +15,8 @@ from app.main import create_app
 from app.settings import ModelSpec, Settings
 from app_engine_support import PUZZLE, SOLUTION, make_specs, running_app, solve_body, variant
 from models import default_dtype
+
+REPO = Path(__file__).resolve().parent.parent
 
 pytestmark = pytest.mark.asyncio(loop_scope="module")
 
@@ -95,6 +98,38 @@ async def test_models_endpoints(client):
     assert m["engine"]["batch_rows"] == 4
     r = await client.get("/v1/models/nope")
     assert r.status_code == 404 and "copy" in r.json()["error"]["message"]
+
+
+async def test_the_brief_models_view_is_what_a_model_is_picked_by(tmp_path):
+    """?view=brief (and the list_models tool) keeps name, task, default, architecture, size, version and the
+    accuracy figures, and drops the card, config and engine state: ~14 KB a shipped model, ~4k tokens to an LLM."""
+    import shutil
+
+    from app_engine_support import save_copy
+
+    folder = save_copy(tmp_path / "copy")
+    shutil.copy(REPO / "weights" / "trm-mlp-sudoku" / "card.json", folder / "card.json")
+    spec = ModelSpec(name="copy", task="sudoku", path=folder, batch_rows=2)
+    async with running_app(tmp_path, specs=[spec]) as (_, c):
+        full = (await c.get("/v1/models")).json()
+        r = await c.get("/v1/models", params={"view": "brief"})
+        bad = await c.get("/v1/models", params={"view": "short"})
+        tools = (await c.get("/v1/tools")).json()
+    brief = r.json()
+    assert (brief["defaults"], brief["ready"]) == (full["defaults"], full["ready"]) == ({"sudoku": "copy"}, True)
+    (b,), (f,) = brief["models"], full["models"]
+    assert list(b) == ["name", "task", "default_for_task", "architecture", "parameters", "version", "accuracy",
+                       "public_accuracy"]
+    assert {k: b[k] for k in list(b)[:6]} == {k: f[k] for k in list(b)[:6]}
+    figures = {tier: {k: v for k, v in row.items() if k == "n" or k.startswith("exact_")}
+               for tier, row in f["accuracy"].items()}
+    assert b["accuracy"] == figures and b["accuracy"]["medium"]["exact_q_halt"] > 0.5
+    assert "calibration" in str(f["public_accuracy"]) and "calibration" not in str(b["public_accuracy"])
+    assert b["public_accuracy"]["top95"]["n"] == f["public_accuracy"]["top95"]["n"]
+    assert len(r.content) < 1500 < 10000 < len(orjson.dumps(full))
+    assert bad.status_code == 422 and bad.json()["error"]["location"] == "query.view"
+    assert {"tool": "list_models", "arguments": {}, "rest": {"method": "GET", "path": "/v1/models?view=brief"}} \
+        in tools["examples"]
 
 
 async def test_health_and_readiness(client):

@@ -126,7 +126,7 @@ async def call_tool(runtime: Runtime, name: str, arguments: dict[str, Any]) -> t
         count_error(err)
         return error_result(err.status, err.body())
     if item is None:
-        body = _plain(await models_body(runtime))
+        body = _plain(await models_body(runtime, "brief"))  # the card and engine state are ~14 KB a model
         text = orjson.dumps(body, option=orjson.OPT_INDENT_2).decode()
         return types.CallToolResult(content=[types.TextContent(type="text", text=text)], structured_content=body)
     try:

@@ -5,10 +5,10 @@ from __future__ import annotations
 import asyncio
 import time
 from collections.abc import AsyncIterator
-from typing import Any
+from typing import Annotated, Any, Literal
 
 import orjson
-from fastapi import APIRouter, Request
+from fastapi import APIRouter, Query, Request
 from fastapi.responses import JSONResponse, Response
 from fastapi.sse import EventSourceResponse
 from pydantic import ValidationError
@@ -31,6 +31,8 @@ from app.engine.protocol import StepUpdate, tokens_from_bytes
 from app.gc_pauses import flush_pauses
 from app.logs import current_request_id
 from app.runtime import Runtime
+
+ModelsView = Literal["full", "brief"]
 
 router = APIRouter()
 
@@ -215,19 +217,30 @@ async def _sse(service: SolveService, prep: Prepared, events: AsyncIterator[Step
         await events.aclose()
 
 
-async def models_body(runtime: Runtime) -> dict[str, Any]:
-    """The /v1/models body: every served model with its card and the engine's live state."""
+async def models_body(runtime: Runtime, view: ModelsView = "full") -> dict[str, Any]:
+    """The /v1/models body: every served model with its card and the engine's live state (`full`), or with what
+    one picks a model by (`brief`: name, task, default, architecture, size, version, accuracy)."""
     s = runtime.service
     if s is None:
         return {"models": [], "defaults": {}, "ready": False}
-    stats = await s.engine.stats()
-    return {"models": [m.describe(default=s.defaults.get(m.task) == m.name, engine=stats.get(m.name))
-                       for m in s.models.values()], "defaults": s.defaults, "ready": runtime.ready}
+    if view == "brief":
+        models = [m.summary(default=s.defaults.get(m.task) == m.name) for m in s.models.values()]
+    else:
+        stats = await s.engine.stats()
+        models = [m.describe(default=s.defaults.get(m.task) == m.name, engine=stats.get(m.name))
+                  for m in s.models.values()]
+    return {"models": models, "defaults": s.defaults, "ready": runtime.ready}
+
+
+_VIEW_DOC = ("full: each model's card, config, backend and live engine state (for operators); brief: name, task, "
+             "default_for_task, architecture, parameters, version and accuracy figures, a few hundred bytes a model "
+             "(what the list_models tool returns to an LLM).")
 
 
 @router.get("/v1/models", operation_id="list_models", summary="Served models", tags=["models"])
-async def list_models(request: Request) -> JSONResponse:
-    return JSONResponse(await models_body(_runtime(request)))
+async def list_models(request: Request,
+                      view: Annotated[ModelsView, Query(description=_VIEW_DOC)] = "full") -> JSONResponse:
+    return JSONResponse(await models_body(_runtime(request), view))
 
 
 @router.get("/v1/models/{name}", operation_id="get_model", summary="One served model",

@@ -123,6 +123,19 @@ class ServedModel:
         ident = self.info.identifiers.get(task_id, 0)
         return ident if ident < self.info.config.get("num_puzzle_identifiers", 1) else 0
 
+    def summary(self, *, default: bool) -> dict[str, Any]:
+        """The brief /v1/models entry (`?view=brief`, and the list_models tool's): what an LLM or a person picks a
+        model by, in a few hundred bytes. The full entry adds the card, the config and the engine's state, ~14 KB
+        a model, which an LLM would read as ~4k tokens each."""
+        i = self.info
+        public = public_accuracy(i.card)
+        return {
+            "name": i.name, "task": i.task, "default_for_task": default, "architecture": i.arch,
+            "parameters": i.parameters, "version": i.version,
+            "accuracy": _figures(held_out_accuracy(i.card)),
+            "public_accuracy": _figures(public),
+        }
+
     def describe(self, *, default: bool, engine: dict[str, Any] | None) -> dict[str, Any]:
         """The /v1/models entry."""
         i = self.info
@@ -158,6 +171,14 @@ def public_accuracy(card: dict[str, Any]) -> dict[str, Any] | None:
         info = sets.get(name) if isinstance(sets.get(name), dict) else {}
         row["source"], row["package"] = info.get("source"), info.get("package")
     return rows or None
+
+
+def _figures(rows: dict[str, Any] | None) -> dict[str, Any] | None:
+    """Accuracy rows with their counts and exact-accuracy figures only (no calibration, no provenance)."""
+    if rows is None:
+        return None
+    return {tier: {k: v for k, v in row.items() if k == "n" or k.startswith("exact_")} if isinstance(row, dict)
+            else row for tier, row in rows.items()}
 
 
 def _accuracy_rows(tiers: dict[str, Any]) -> dict[str, Any] | None:

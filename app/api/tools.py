@@ -282,7 +282,7 @@ def tools_body(fmt: ToolFormat, tools: Sequence[ToolSpec] = TOOLS) -> dict[str, 
     entries = openai_tools(tools) if fmt == "openai" else anthropic_tools(tools)
     examples = [{"tool": t.name, "arguments": t.example,
                  "rest": {"method": "POST", "path": "/v1/solve", "body": to_solve_body(t.name, t.example)}
-                 if t.task is not None else {"method": "GET", "path": "/v1/models"}}
+                 if t.task is not None else {"method": "GET", "path": "/v1/models?view=brief"}}
                 for t in tools]
     return {"format": fmt, "tools": entries, "examples": examples}
 
