@@ -128,12 +128,11 @@ class ServedModel:
         model by, in a few hundred bytes. The full entry adds the card, the config and the engine's state, ~14 KB
         a model, which an LLM would read as ~4k tokens each."""
         i = self.info
-        public = public_accuracy(i.card)
         return {
             "name": i.name, "task": i.task, "default_for_task": default, "architecture": i.arch,
             "parameters": i.parameters, "version": i.version,
             "accuracy": _figures(held_out_accuracy(i.card)),
-            "public_accuracy": _figures(public),
+            "public_accuracy": _figures(public_accuracy(i.card)),
         }
 
     def describe(self, *, default: bool, engine: dict[str, Any] | None) -> dict[str, Any]:
