@@ -433,9 +433,14 @@ class SolveService:
         starts the escalation itself, ahead of new work, and answers with the better run (Scheduler). The
         escalation's seed comes from the cache key when the request gave none, so the same puzzle always
         escalates the same way (and can be cached)."""
-        flight, joined = self._flight(replace(prep, options=_plain_phase(prep.options)),
-                                      escalation=self._escalation(prep))
+        plain, escalation = self._auto_phases(prep)
+        flight, joined = self._flight(plain, escalation=escalation)
         return await self._wait(flight, is_disconnected), joined
+
+    def _auto_phases(self, prep: Prepared) -> tuple[Prepared, SolveOptions]:
+        """A halting=auto request as the engine runs it: the plain run (`_plain_phase`) and its escalation, one
+        engine request for /v1/solve and /v1/solve/stream alike."""
+        return replace(prep, options=_plain_phase(prep.options)), self._escalation(prep)
 
     def _escalation(self, prep: Prepared) -> SolveOptions:
         """halting=auto's second run: K noisy trajectories halting on the verifier, verifier-first selection."""
@@ -465,9 +470,11 @@ class SolveService:
         events: asyncio.Queue[StepUpdate] = asyncio.Queue()
         # halting=auto streams what /v1/solve runs: the plain trajectory, then (or beside it, hedged) its escalation,
         # whose steps come as trajectories 1..K.
-        request = (self._engine_request(replace(prep, options=_plain_phase(prep.options)), stream=True,
-                                        escalation=self._escalation(prep))
-                   if prep.options.halting == "auto" else self._engine_request(prep, stream=True))
+        if prep.options.halting == "auto":
+            plain, escalation = self._auto_phases(prep)
+            request = self._engine_request(plain, stream=True, escalation=escalation)
+        else:
+            request = self._engine_request(prep, stream=True)
         future = self.engine.submit(request, on_step=events.put_nowait)
         try:
             await self.engine.accepted(request.id)
