@@ -71,15 +71,14 @@ def _serve(sock: zmq.Socket, core: EngineCore | None, ready: Ready) -> None:
     poller = zmq.Poller()
     poller.register(sock, zmq.POLLIN)
     ready_msg = encode(ready)
-    clock = core.clock if core is not None else None
     while True:
         flush_pauses()  # GC passes timed since the last iteration (app/gc_pauses.py)
         busy = core is not None and core.has_work()
         pending: dict[bytes, Outputs] = {}
         t = time.perf_counter()
         polled = poller.poll(0 if busy else IDLE_POLL_MS)
-        if clock is not None:
-            t = clock.lap("messages" if busy else "idle", t)
+        if core is not None:
+            t = core.clock.lap("messages" if busy else "idle", t)
         if polled:
             while True:
                 try:
@@ -107,17 +106,17 @@ def _serve(sock: zmq.Socket, core: EngineCore | None, ready: Ready) -> None:
                     core.drain()
                 elif isinstance(msg, StatsQuery):
                     sock.send_multipart([ident, encode(Stats(msg.token, core.stats(), dict(core.clock.seconds)))])
-        if clock is None:
-            continue
-        t = clock.lap("messages", t)
-        if core is not None and core.has_work():
+        if core is None:
+            continue  # its models failed to load: it answers Hello alone, nothing is stepped or sent
+        t = core.clock.lap("messages", t)
+        if core.has_work():
             stepped = core.step()  # times its own phases
             t = time.perf_counter()
             _route(stepped, owner, pending)
         for ident, out in pending.items():
             sock.send_multipart([ident, encode(out)])
-        clock.lap("send", t)
-        clock.flush()
+        core.clock.lap("send", t)
+        core.clock.flush()
 
 
 def _route(out: Outputs, owner: dict[str, bytes], pending: dict[bytes, Outputs]) -> None:
