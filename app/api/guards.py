@@ -55,14 +55,14 @@ class JsonOnlyMiddleware:
         self.app = app
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        if scope["type"] == "http" and scope["method"] == "POST" and (err := _unreadable_body(scope)) is not None:
+        if scope["type"] == "http" and scope["method"] == "POST" and (err := _body_refusal(scope)) is not None:
             count_error(err)
             await err.response()(scope, receive, send)
             return
         await self.app(scope, receive, send)
 
 
-def _unreadable_body(scope: Scope) -> ApiError | None:
+def _body_refusal(scope: Scope) -> ApiError | None:
     """The 415 for a POST body this app cannot read as JSON (501 for its transfer coding), or None."""
     raw = encoding = transfer = None
     for k, v in scope.get("headers", ()):
@@ -70,7 +70,7 @@ def _unreadable_body(scope: Scope) -> ApiError | None:
             raw = v
         elif k == b"content-encoding" and v.strip().lower() != b"identity":
             encoding = v
-        elif k == b"transfer-encoding" and v.strip().lower() != b"chunked":
+        elif k == b"transfer-encoding":
             transfer = v
     if transfer is not None and _other_transfer_coding(transfer):
         # The HTTP parser takes `gzip, chunked` as chunked and hands the body on still gzipped, or, for a plain
