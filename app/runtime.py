@@ -75,11 +75,16 @@ class Runtime:
         list while the server starts. None when the configuration cannot be read (the engine says why)."""
         if self._configured_tasks is None:
             try:
-                specs = self._specs if self._specs is not None else load_model_specs(self.settings)
+                specs = self._model_specs()
             except Exception:
                 return None
             self._configured_tasks = {s.task for s in specs}
         return self._configured_tasks
+
+    def _model_specs(self) -> list[ModelSpec]:
+        """The models to serve: the specs given to create_app, else the models file or weights folders (raises
+        ModelsFileError for an invalid one)."""
+        return self._specs if self._specs is not None else load_model_specs(self.settings)
 
     def not_ready_reason(self) -> str:
         if self.load_error is not None:
@@ -102,7 +107,7 @@ class Runtime:
         address = self.settings.engine_address
         if address is None:
             try:
-                specs = self._specs if self._specs is not None else load_model_specs(self.settings)
+                specs = self._model_specs()
                 specs = with_server_defaults([ModelSpec.model_validate(s.model_dump()) for s in specs],  # built in code
                                              self.settings)
             except Exception as e:
